@@ -1,0 +1,34 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Both (re)build .venv/ first.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test test-slow test-all lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+	./scripts/bootstrap.sh
+
+demo: $(STAMP)
+	MUJOCO_GL=$${MUJOCO_GL:-} $(PY) -m jrobot.demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m ruff check jrobot data_tools tests benchmarks configs
+	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check jrobot data_tools tests benchmarks configs
+	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix jrobot data_tools tests benchmarks configs
+	$(PY) -m ruff format jrobot data_tools tests benchmarks configs
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

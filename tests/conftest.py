@@ -1,0 +1,41 @@
+"""Shared test fixtures: where the read-only LeRobot fixtures live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("JROBOT_SHARED", REPO.parent / "shared"))
+LEROBOT_FIXTURES = SHARED / "fixtures" / "lerobot"
+PARITY_FIXTURES = SHARED / "fixtures" / "parity"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared fixtures not found at {SHARED} (set JROBOT_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def v30_dir(shared_dir: Path) -> Path:
+    return LEROBOT_FIXTURES / "so101_v30"
+
+
+@pytest.fixture(scope="session")
+def v21_dir(shared_dir: Path) -> Path:
+    return LEROBOT_FIXTURES / "so101_v21"
+
+
+@pytest.fixture(scope="session")
+def stripes():
+    """`decode(img) -> (frame_index % 256, episode_index)` from ../shared/tools/stripes.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stripes", SHARED / "tools" / "stripes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.decode
