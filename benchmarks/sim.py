@@ -1,0 +1,116 @@
+"""Simulation figures: scripted-expert success, physics speed, rendering speed.
+
+    .venv/bin/python benchmarks/sim.py                 # 100 seeds, the full set of figures
+    .venv/bin/python benchmarks/sim.py --seeds 20 --json out.json
+
+- expert: success rate of the pick-and-place expert over seeds 0..N-1 (state only, no rendering),
+  mean steps to success;
+- physics: control steps per second (1/30 s of physics each, 7 MuJoCo steps) without rendering, and
+  the real-time factor;
+- render: environment steps per second with both cameras ("front", "wrist") rendered at 96x128 and at
+  480x640, and the camera frames per second that makes; the GL platform used is reported.
+
+Single process, single thread (MuJoCo's physics is single-threaded; EGL/OSMesa rendering as chosen by
+jrobot.sim.gl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from jrobot.sim import gl
+from jrobot.sim.expert import PickPlaceExpert
+from jrobot.sim.simulator import SO101Sim
+
+
+def bench_expert(seeds: int) -> dict[str, float]:
+    sim = SO101Sim("pick_place", cameras=())
+    successes, lengths = 0, []
+    t0 = time.perf_counter()
+    steps = 0
+    for seed in range(seeds):
+        sim.reset(seed)
+        expert = PickPlaceExpert(sim)
+        for k in range(300):
+            sim.set_joint_targets(expert.next_action())
+            sim.step()
+            steps += 1
+            if sim.is_success():
+                successes += 1
+                lengths.append(k + 1)
+                break
+    dt = time.perf_counter() - t0
+    return {
+        "expert_seeds": seeds,
+        "expert_success_rate": successes / seeds,
+        "expert_mean_steps_to_success": float(np.mean(lengths)) if lengths else float("nan"),
+        "expert_steps_per_s_with_ik": steps / dt,
+    }
+
+
+def bench_physics(steps: int) -> dict[str, float]:
+    sim = SO101Sim("pick_place", cameras=())
+    sim.reset(0)
+    target = sim.joint_positions()
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if i % 30 == 0:
+            target = sim.home + rng.uniform(-15, 15, size=6)
+        sim.set_joint_targets(target)
+        sim.step()
+    dt = time.perf_counter() - t0
+    return {
+        "physics_control_steps_per_s": steps / dt,
+        "physics_substeps_per_control_step": sim.n_substeps,
+        "physics_realtime_factor": steps * sim.control_dt / dt,
+    }
+
+
+def bench_render(height: int, width: int, steps: int) -> dict[str, float]:
+    sim = SO101Sim("pick_place", image_size=(height, width))
+    sim.reset(0)
+    sim.images()  # create the GL context outside the timing
+    target = sim.joint_positions()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        target[0] = 20.0 * np.sin(i / 15.0)
+        sim.set_joint_targets(target)
+        sim.step()
+        sim.images()
+    dt = time.perf_counter() - t0
+    sim.close()
+    tag = f"{height}x{width}"
+    return {f"render_{tag}_env_steps_per_s": steps / dt, f"render_{tag}_frames_per_s": 2 * steps / dt}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--physics-steps", type=int, default=3000)
+    p.add_argument("--render-steps", type=int, default=300)
+    p.add_argument("--json", type=str, default=None, help="also write the figures to this file")
+    args = p.parse_args()
+
+    figures: dict[str, object] = {
+        "gl_backend": gl.gl_backend(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    figures.update(bench_expert(args.seeds))
+    figures.update(bench_physics(args.physics_steps))
+    figures.update(bench_render(96, 128, args.render_steps))
+    figures.update(bench_render(480, 640, max(30, args.render_steps // 3)))
+    for k, v in figures.items():
+        print(f"{k:45s} {v:.4g}" if isinstance(v, float) else f"{k:45s} {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

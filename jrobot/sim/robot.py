@@ -1,0 +1,260 @@
+"""The simulated SO-101 as a `jrobot.robot.Robot`, and its scripted expert as a `Teleoperator`.
+
+Recording, running a policy and evaluation talk to these exactly as to the real follower and leader:
+`get_observation()` returns `{"shoulder_pan.pos": float, ..., "gripper.pos": float, "<camera>":
+HxWx3 uint8}` in LeRobot's calibrated units, `send_action()` takes the six `"<motor>.pos"` targets,
+applies `max_relative_target` like LeRobot's follower and returns what was actually sent.
+
+What the sim adds for episodes (real arms have no equivalent, so callers check for them, e.g. with
+`isinstance(robot, EpisodicRobot)`):
+
+- `reset(seed=None)`: start a new episode (re-randomize the cube, arm back home);
+- `is_success()`: the task's success test on the current state;
+- `task`: the language instruction to record with the episode.
+
+Time: each `send_action()` advances the simulation by exactly one control period (1/fps s), however
+long the caller takes, so a recording or evaluation loop that runs slower than real time gets the same
+physics as one that keeps up, and need not sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from jrobot.features import SO101_JOINT_KEYS, SO101_MOTORS
+from jrobot.robot import DeviceAlreadyConnectedError, DeviceNotConnectedError
+from jrobot.sim.expert import Expert, make_expert
+from jrobot.sim.simulator import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, SO101Sim
+from jrobot.sim.tasks import make_task
+from jrobot.sim.units import from_joint_dict, to_joint_dict
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class EpisodicRobot(Protocol):
+    """A robot whose episodes can be reset and scored: the simulated arm."""
+
+    @property
+    def task(self) -> str: ...
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def is_success(self) -> bool: ...
+
+
+@dataclasses.dataclass
+class SimRobotConfig:
+    """Settings of a `SimRobot` (the same role as LeRobot's SOFollowerConfig for the real arm).
+
+    `max_relative_target`: None, one positive number for every motor, or a dict with exactly the
+    motor names (no ".pos" suffix), in LeRobot units, as in LeRobot's follower config.
+    `seed`: the episode seed used at `connect()`; later episodes are seeded by `reset(seed)`.
+    """
+
+    task: str = "pick_place"
+    fps: int = 30
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    use_degrees: bool = True
+    max_relative_target: float | dict[str, float] | None = None
+    init_noise: float = 0.0
+    seed: int | None = None
+    id: str | None = None
+
+
+def _check_max_relative_target(cap: Any) -> None:
+    if cap is None:
+        return
+    if isinstance(cap, Mapping):
+        if set(cap) != set(SO101_MOTORS):
+            raise ValueError(
+                f"max_relative_target dict must have exactly the motor names {list(SO101_MOTORS)}, got {sorted(cap)}"
+            )
+        values = list(cap.values())
+    elif isinstance(cap, int | float) and not isinstance(cap, bool):
+        values = [cap]
+    else:
+        raise TypeError(
+            f"max_relative_target must be None, a number or a dict per motor, got {type(cap).__name__}"
+        )
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v <= 0:
+            raise ValueError(f"max_relative_target values must be positive finite numbers, got {v!r}")
+
+
+def clamp_relative(
+    goal: np.ndarray, present: np.ndarray, cap: float | Mapping[str, float] | None
+) -> np.ndarray:
+    """LeRobot's `ensure_safe_goal_position`: limit each motor's step from `present` to +-cap."""
+    if cap is None:
+        return goal
+    caps = (
+        np.array([cap[m] for m in SO101_MOTORS])
+        if isinstance(cap, Mapping)
+        else np.full(len(goal), float(cap))
+    )
+    safe = present + np.clip(goal - present, -caps, caps)
+    if np.any(np.abs(safe - goal) > 1e-4):
+        logger.warning(
+            "relative goal clamped by max_relative_target: %s",
+            {
+                k: (round(float(g), 3), round(float(s), 3))
+                for k, g, s in zip(SO101_JOINT_KEYS, goal, safe)
+                if g != s
+            },
+        )
+    return safe
+
+
+class SimRobot:
+    """A simulated SO-101 follower (MuJoCo) implementing `jrobot.robot.Robot` and `EpisodicRobot`."""
+
+    name = "so101_sim"
+
+    def __init__(self, config: SimRobotConfig | None = None, **overrides: Any) -> None:
+        self.config = dataclasses.replace(config or SimRobotConfig(), **overrides)
+        _check_max_relative_target(self.config.max_relative_target)
+        self.id = self.config.id
+        self._sim: SO101Sim | None = None
+        self.episode_index = -1  # incremented by each reset(); the teleop re-plans when it changes
+
+    # -- Robot protocol ------------------------------------------------------------------------
+    @property
+    def observation_features(self) -> dict[str, Any]:
+        h, w = self.config.image_size
+        return {**dict.fromkeys(SO101_JOINT_KEYS, float), **{cam: (h, w, 3) for cam in self.config.cameras}}
+
+    @property
+    def action_features(self) -> dict[str, Any]:
+        return dict.fromkeys(SO101_JOINT_KEYS, float)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._sim is not None
+
+    def connect(self, calibrate: bool = True) -> None:
+        """Build the simulation and start the first episode (`calibrate` is accepted and ignored:
+        the simulated servos are calibrated by construction)."""
+        if self._sim is not None:
+            raise DeviceAlreadyConnectedError(f"{self.name} is already connected")
+        c = self.config
+        self._sim = SO101Sim(
+            c.task,
+            fps=c.fps,
+            cameras=c.cameras,
+            image_size=c.image_size,
+            use_degrees=c.use_degrees,
+            init_noise=c.init_noise,
+        )
+        self.reset(c.seed)
+
+    def get_observation(self) -> dict[str, Any]:
+        sim = self.sim
+        obs: dict[str, Any] = to_joint_dict(sim.joint_positions())
+        obs.update(sim.images())
+        return obs
+
+    def send_action(self, action: dict[str, float]) -> dict[str, float]:
+        """Clamp `action` by `max_relative_target` against the present positions, command it, advance
+        one control period, and return the goals sent (before the servos' own position limits, as
+        LeRobot's follower returns them)."""
+        sim = self.sim
+        goal = from_joint_dict(action, what="action")
+        goal = clamp_relative(goal, sim.joint_positions(), self.config.max_relative_target)
+        sim.set_joint_targets(goal)
+        sim.step()
+        return to_joint_dict(goal)
+
+    def disconnect(self) -> None:
+        if self._sim is None:
+            raise DeviceNotConnectedError(f"{self.name} is not connected")
+        self._sim.close()
+        self._sim = None
+
+    # -- episodes ------------------------------------------------------------------------------
+    @property
+    def sim(self) -> SO101Sim:
+        if self._sim is None:
+            raise DeviceNotConnectedError(f"{self.name} is not connected; call connect() first")
+        return self._sim
+
+    @property
+    def task(self) -> str:
+        return self.sim.task.description if self._sim is not None else make_task(self.config.task).description
+
+    @property
+    def fps(self) -> int:
+        return self.config.fps
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode: the arm goes back home and the objects are re-randomized (from `seed`
+        when given, else from the robot's running random generator)."""
+        self.sim.reset(seed)
+        self.episode_index += 1
+
+    def is_success(self) -> bool:
+        return self.sim.is_success()
+
+
+class SimExpertTeleop:
+    """The scripted expert of a `SimRobot`'s task as a `jrobot.robot.Teleoperator`.
+
+    It reads the simulation it is attached to (privileged state: the cube pose) and re-plans whenever
+    the robot starts a new episode. `is_done` tells when the script has finished (the arm is back
+    home), which a recording loop may use to end the episode early.
+    """
+
+    name = "so101_sim_expert"
+
+    def __init__(self, robot: SimRobot) -> None:
+        if not isinstance(robot, SimRobot):
+            raise TypeError(f"SimExpertTeleop drives a SimRobot, got {type(robot).__name__}")
+        self.robot = robot
+        self._connected = False
+        self._expert: Expert | None = None
+        self._planned_episode = -1
+
+    @property
+    def action_features(self) -> dict[str, Any]:
+        return self.robot.action_features
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def connect(self, calibrate: bool = True) -> None:
+        if self._connected:
+            raise DeviceAlreadyConnectedError(f"{self.name} is already connected")
+        self._connected = True
+
+    def _current_expert(self) -> Expert:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"{self.name} is not connected")
+        sim = self.robot.sim  # raises if the robot is not connected
+        if self._expert is None or self._expert.sim is not sim:
+            self._expert = make_expert(sim)
+            self._planned_episode = self.robot.episode_index
+        elif self._planned_episode != self.robot.episode_index:
+            self._expert.reset()
+            self._planned_episode = self.robot.episode_index
+        return self._expert
+
+    def get_action(self) -> dict[str, float]:
+        """The expert's joint targets for the robot's next control step."""
+        return to_joint_dict(self._current_expert().next_action())
+
+    @property
+    def is_done(self) -> bool:
+        return self._current_expert().done
+
+    def disconnect(self) -> None:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"{self.name} is not connected")
+        self._connected = False
+        self._expert = None
