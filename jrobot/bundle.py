@@ -1,0 +1,138 @@
+"""The policy bundle: a self-describing folder the runtime executes without the model code.
+
+    policy.json                  what the policy reads and writes (spec), normalisation stats, dataset
+                                 features (names of the joints), fps, image preprocessing, training config
+    params.safetensors           every model variable, flattened ("model/backbone/conv1/kernel", ...)
+    inference/<variant>.jaxexport  serialized `jax.export` of f(params, observation, rng) -> actions for CPU,
+                                 batch dimension symbolic; variants by image dtype ("uint8" from cameras,
+                                 "float32" for LeRobot-style [0, 1] inputs) and, for stochastic policies,
+                                 "+noise" variants that take the initial noise in the observation
+
+Loading a bundle needs jax, numpy and safetensors only (this module imports neither flax nor the
+training libraries), so a laptop that only drives the robot installs no training stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jrobot.features import Feature, features_from_json
+from jrobot.policies.spec import PolicySpec, stats_from_json
+
+FORMAT_NAME = "jrobot-policy"
+FORMAT_VERSION = 1
+POLICY_JSON = "policy.json"
+PARAMS = "params.safetensors"
+INFERENCE_DIR = "inference"
+
+
+class BundleError(ValueError):
+    """A policy bundle is missing pieces, is corrupt, or does not fit the robot it is asked to drive."""
+
+
+def variant_name(image_dtype: str, with_noise: bool) -> str:
+    return f"{image_dtype}+noise" if with_noise else image_dtype
+
+
+@dataclasses.dataclass
+class BundleInfo:
+    """Parsed policy.json."""
+
+    spec: PolicySpec
+    stats: dict[str, dict[str, np.ndarray]]
+    features: dict[str, Feature]  # dataset features: joint names of state/action, camera shapes
+    fps: int
+    robot_type: str | None
+    image_shapes: dict[str, tuple[int, int, int]]  # policy input key -> (H, W, 3) the model expects
+    variants: list[str]
+    stochastic: bool
+    source: dict[str, Any]
+    training_config: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        from jrobot.policies.spec import stats_to_json
+
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "spec": self.spec.to_json(),
+            "stats": stats_to_json(self.stats),
+            "features": {k: f.to_json() for k, f in self.features.items()},
+            "fps": self.fps,
+            "robot_type": self.robot_type,
+            "image_shapes": {k: list(v) for k, v in self.image_shapes.items()},
+            "variants": self.variants,
+            "stochastic": self.stochastic,
+            "source": self.source,
+            "training_config": self.training_config,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], *, path: Path) -> BundleInfo:
+        if d.get("format") != FORMAT_NAME:
+            raise BundleError(f"{path}: not a jrobot policy bundle (format={d.get('format')!r})")
+        if d.get("version") != FORMAT_VERSION:
+            raise BundleError(
+                f"{path}: bundle format version {d.get('version')} is not supported (expects {FORMAT_VERSION}); "
+                "re-export it with this jrobot's `python -m jrobot.export`"
+            )
+        try:
+            return cls(
+                spec=PolicySpec.from_json(d["spec"]),
+                stats=stats_from_json(d.get("stats", {})),
+                features=features_from_json(d.get("features", {})),
+                fps=int(d["fps"]),
+                robot_type=d.get("robot_type"),
+                image_shapes={k: tuple(int(x) for x in v) for k, v in d["image_shapes"].items()},
+                variants=list(d["variants"]),
+                stochastic=bool(d.get("stochastic", False)),
+                source=dict(d.get("source", {})),
+                training_config=d.get("training_config"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{path}: malformed policy.json ({e})") from e
+
+
+def read_info(bundle: str | Path) -> BundleInfo:
+    bundle = Path(bundle)
+    p = bundle / POLICY_JSON
+    if not p.is_file():
+        raise BundleError(
+            f"{bundle}: no {POLICY_JSON}; is this a bundle written by `python -m jrobot.export`?"
+        )
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{p}: corrupt JSON ({e})") from e
+    return BundleInfo.from_json(raw, path=p)
+
+
+def read_params(bundle: str | Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    p = Path(bundle) / PARAMS
+    if not p.is_file():
+        raise BundleError(f"{p}: missing parameters file")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError) as e:
+        raise BundleError(f"{p}: cannot read parameters ({e})") from e
+
+
+def read_exported(bundle: str | Path, variant: str):
+    """Deserialize one inference variant (jax.export.Exported)."""
+    import jax
+
+    p = Path(bundle) / INFERENCE_DIR / f"{variant}.jaxexport"
+    if not p.is_file():
+        raise BundleError(f"{p}: this bundle has no {variant!r} inference function")
+    try:
+        return jax.export.deserialize(bytearray(p.read_bytes()))
+    except Exception as e:  # deserialization raises assorted errors on corrupt bytes
+        raise BundleError(f"{p}: cannot deserialize the exported function ({e})") from e

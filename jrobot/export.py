@@ -1,0 +1,260 @@
+"""`python -m jrobot.export`: turn a training run (or a LeRobot checkpoint) into a policy bundle.
+
+    python -m jrobot.export --workdir runs/act --out bundles/act            # latest step, EMA if any
+    python -m jrobot.export --workdir runs/act --step 20000 --out bundles/act_20k
+    python -m jrobot.export --from-lerobot path/to/pretrained_model --out bundles/lerobot_act [--fps 30]
+
+The bundle (see `jrobot.bundle`) holds the parameters and a serialized `jax.export` of the inference
+function, traced here with the policy's model code, so `python -m jrobot.run` needs neither flax nor the
+training stack and runs the exact same computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jrobot.bundle import (
+    INFERENCE_DIR,
+    PARAMS,
+    POLICY_JSON,
+    BundleInfo,
+    variant_name,
+)
+from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
+from jrobot.policies.base import load_policy_module
+from jrobot.policies.spec import FeatureType, PolicySpec, stats_from_json
+
+
+def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
+    return {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
+
+
+def _observation_avals(spec: PolicySpec, image_dtype, batch) -> dict[str, jax.ShapeDtypeStruct]:
+    n_obs = spec.n_obs_steps
+    avals = {}
+    for key, feat in spec.input_features.items():
+        if feat.type is FeatureType.VISUAL:
+            c, h, w = feat.shape
+            avals[key] = jax.ShapeDtypeStruct((*batch, n_obs, h, w, c), image_dtype)
+        elif feat.type in (FeatureType.STATE, FeatureType.ENV):
+            avals[key] = jax.ShapeDtypeStruct((*batch, n_obs, *feat.shape), jnp.float32)
+    return avals
+
+
+def _takes_noise(module) -> bool:
+    return "noise" in inspect.signature(module.sample_actions).parameters
+
+
+def _noise_shape(spec: PolicySpec) -> tuple[int, int]:
+    horizon = int(spec.config.get("horizon", spec.chunk_size))
+    return horizon, spec.action_dim
+
+
+def export_functions(model: nnx.Module, module) -> dict[str, bytes]:
+    """Serialized CPU inference functions, one per variant, with a symbolic batch size."""
+    spec: PolicySpec = model.spec
+    graphdef, state = nnx.split(model)
+    flat = nnx.to_flat_state(state)
+    params_avals = {
+        "/".join(map(str, p)): jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype) for p, v in flat
+    }
+
+    def infer(params, observation, rng):
+        st = nnx.from_flat_state([(p, v.replace(params["/".join(map(str, p))])) for p, v in flat])
+        m = nnx.merge(graphdef, st)
+        return module.sample_actions(m, observation, rng)
+
+    (b,) = jax.export.symbolic_shape("b")
+    rng_aval = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    out = {}
+    noise_options = [False, True] if _takes_noise(module) else [False]
+    for image_dtype in ("uint8", "float32"):
+        if not spec.image_keys and image_dtype == "float32":
+            continue
+        for with_noise in noise_options:
+            obs = _observation_avals(spec, jnp.dtype(image_dtype), (b,))
+            if with_noise:
+                obs["noise"] = jax.ShapeDtypeStruct((b, *_noise_shape(spec)), jnp.float32)
+            with jax.default_matmul_precision("highest"):
+                exported = jax.export.export(jax.jit(infer), platforms=["cpu"])(params_avals, obs, rng_aval)
+            out[variant_name(image_dtype, with_noise)] = exported.serialize()
+    return out
+
+
+def write_bundle(
+    model: nnx.Module,
+    module,
+    out: str | Path,
+    *,
+    features: Mapping[str, Feature],
+    fps: int,
+    robot_type: str | None,
+    source: dict[str, Any],
+    training_config: dict[str, Any] | None = None,
+) -> BundleInfo:
+    from safetensors.numpy import save_file
+
+    spec: PolicySpec = model.spec
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / INFERENCE_DIR).mkdir(parents=True)
+    params = flatten_state(nnx.state(model))
+    save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, str(tmp / PARAMS))
+    functions = export_functions(model, module)
+    for name, blob in functions.items():
+        (tmp / INFERENCE_DIR / f"{name}.jaxexport").write_bytes(blob)
+    image_shapes = {}
+    for k in spec.image_keys:
+        c, h, w = spec.input_features[k].shape
+        image_shapes[k] = (h, w, c)
+    info = BundleInfo(
+        spec=spec,
+        stats=model.normalizer.stats_dict(),
+        features=dict(features),
+        fps=int(fps),
+        robot_type=robot_type,
+        image_shapes=image_shapes,
+        variants=sorted(functions),
+        stochastic=_takes_noise(module),
+        source=source,
+        training_config=training_config,
+    )
+    (tmp / POLICY_JSON).write_text(json.dumps(info.to_json(), indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return info
+
+
+def _strip_value(tree: Any) -> Any:
+    """orbax restores nnx.State leaves as {"value": array}; drop that level to get a pure dict."""
+    if isinstance(tree, Mapping):
+        if set(tree) == {"value"} and not isinstance(tree["value"], Mapping):
+            return tree["value"]
+        return {k: _strip_value(v) for k, v in tree.items()}
+    return tree
+
+
+def load_from_workdir(workdir: str | Path, step: int | None = None, use_ema: bool = True):
+    """(model with the checkpoint's weights, policy module, checkpoint metadata)."""
+    from jrobot.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(Path(workdir) / "checkpoints", async_save=False)
+    try:
+        step = ckpt.latest_step if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir}: no checkpoints to export")
+        meta = ckpt.restore_meta(step)
+        state = ckpt.restore_state(step)
+    finally:
+        ckpt.close()
+    module = load_policy_module(meta["policy_type"])
+    pcfg = module.Config.from_dict(meta["policy_config"])
+    features = features_from_json(meta["features"])
+    stats = stats_from_json(meta["stats"])
+    model = nnx.eval_shape(
+        lambda: module.build(pcfg, features, stats, seed=0, load_pretrained_backbone=False)
+    )
+    params_key = "ema" if use_ema and "ema" in state else "params"
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
+    nnx.replace_by_pure_dict(params, _strip_value(state[params_key]))
+    nnx.replace_by_pure_dict(frozen, _strip_value(state["frozen"]))
+    model = nnx.merge(graphdef, params, frozen)
+    left = [
+        p for p, v in nnx.to_flat_state(nnx.state(model)) if isinstance(v.get_value(), jax.ShapeDtypeStruct)
+    ]
+    if left:
+        raise RuntimeError(f"{workdir} step {step}: checkpoint lacks model variables {left[:5]}")
+    meta["step"] = step
+    meta["params"] = params_key
+    return model, module, meta
+
+
+def default_features_for(spec: PolicySpec) -> dict[str, Feature]:
+    """Dataset features for a policy that carries none (LeRobot checkpoints): SO-101 names when they fit."""
+    feats: dict[str, Feature] = {}
+    a = spec.action_dim
+    feats[ACTION_KEY] = Feature(
+        "float32", (a,), list(SO101_JOINT_KEYS) if a == 6 else [f"a{i}" for i in range(a)]
+    )
+    if spec.state_key:
+        s = spec.input_features[STATE_KEY].shape[0]
+        feats[STATE_KEY] = Feature(
+            "float32", (s,), list(SO101_JOINT_KEYS) if s == 6 else [f"s{i}" for i in range(s)]
+        )
+    for k in spec.image_keys:
+        c, h, w = spec.input_features[k].shape
+        feats[k] = Feature("video", (h, w, c), ["height", "width", "channels"])
+    return feats
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jrobot.export", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training run directory (python -m jrobot.train --workdir)")
+    src.add_argument("--from-lerobot", dest="from_lerobot", help="LeRobot pretrained_model folder")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw parameters even if an EMA exists")
+    p.add_argument("--fps", type=int, default=None, help="control rate for LeRobot checkpoints (default 30)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    args = p.parse_args(argv)
+
+    if args.workdir:
+        model, module, meta = load_from_workdir(args.workdir, args.step, use_ema=not args.no_ema)
+        info = write_bundle(
+            model,
+            module,
+            args.out,
+            features=features_from_json(meta["features"]),
+            fps=int(args.fps or meta["fps"]),
+            robot_type=meta.get("robot_type"),
+            source={
+                "workdir": str(Path(args.workdir).absolute()),
+                "step": meta["step"],
+                "params": meta["params"],
+            },
+            training_config=meta.get("config"),
+        )
+    else:
+        path = Path(args.from_lerobot)
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            print(
+                f"error: {cfg_path} not found; --from-lerobot expects a pretrained_model folder",
+                file=sys.stderr,
+            )
+            return 2
+        policy_type = json.loads(cfg_path.read_text()).get("type")
+        module = load_policy_module(str(policy_type))
+        imported = module.from_lerobot(path)
+        for note in imported.notes:
+            print(f"note: {note}", file=sys.stderr)
+        info = write_bundle(
+            imported.model,
+            module,
+            args.out,
+            features=default_features_for(imported.spec),
+            fps=int(args.fps or 30),
+            robot_type=None,
+            source={"lerobot_checkpoint": str(path.absolute())},
+        )
+    print(f"wrote {args.out}: {info.spec.type} policy, variants {info.variants}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

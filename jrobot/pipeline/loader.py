@@ -1,0 +1,196 @@
+"""The grain input pipeline: shards -> shuffled windows -> augmented static-shape batches -> device.
+
+    source (WindowSource per shard set)
+      .seed(seed).shuffle().repeat()       global shuffle, reshuffled every epoch, infinite
+      [mix(weights) across shard sets]
+      [process_index::process_count]       each JAX process reads a disjoint slice of the stream
+      .random_map(ImageAugment)            optional, in the workers
+      .batch(per_process_batch)            static shapes for jit; images stay uint8
+      .to_iter_dataset().mp_prefetch()     worker processes decode JPEGs in parallel
+
+Because the sharding slices one global shuffled stream, N processes together see every frame exactly
+once per epoch. The iterator state is a small JSON dict (grain's own), saved by the trainer next to the
+model, so a resumed run continues with exactly the batches it would have produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from jrobot.data.shards import ShardSet
+from jrobot.pipeline.augment import AugmentConfig, ImageAugment
+from jrobot.pipeline.windows import WindowSource, WindowSpec, select_frames, split_episodes
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """What the trainer asks of the input pipeline. Built from a config's `data` section."""
+
+    shards: Sequence[str]
+    window: WindowSpec
+    batch_size: int  # global batch size, across all processes
+    weights: Sequence[float] | None = None  # mixing weights, one per shard set
+    seed: int = 0
+    episodes: Sequence[int] | None = None  # restrict to these episodes (applies to every shard set)
+    tasks: Sequence[str] | None = None  # restrict to these tasks
+    val_fraction: float = 0.0
+    val_episodes: Sequence[int] | None = None
+    augment: AugmentConfig | None = None
+    num_workers: int = 0  # grain worker processes (0 = decode in the reading threads)
+    read_threads: int = 2
+    prefetch: int = 2  # batches buffered per worker
+
+    def per_process_batch(self, process_count: int) -> int:
+        if self.batch_size % process_count:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by {process_count} processes")
+        return self.batch_size // process_count
+
+
+def _mark_absl_flags_parsed() -> None:
+    # grain's multiprocessing reads absl flags; outside absl.app they are unparsed and raise.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_sources(cfg: PipelineConfig, split: str = "train") -> list[WindowSource]:
+    """One WindowSource per shard set, restricted to the split's episodes."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    sources = []
+    for k, path in enumerate(cfg.shards):
+        shards = ShardSet(path)
+        train_eps, val_eps = split_episodes(
+            shards, val_fraction=cfg.val_fraction, val_episodes=cfg.val_episodes, seed=cfg.seed + k
+        )
+        eps = train_eps if split == "train" else val_eps
+        if cfg.episodes is not None:
+            keep = {int(e) for e in cfg.episodes}
+            eps = [e for e in eps if e in keep]
+        frames = select_frames(shards, episodes=eps, tasks=cfg.tasks)
+        src = WindowSource(shards, cfg.window, frames, dataset_index=k)
+        if split == "train" and len(src) == 0:
+            raise ValueError(f"{path}: no training frames left after the episode/task selection")
+        sources.append(src)
+    return sources
+
+
+def make_train_dataset(
+    cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
+    """Infinite, shuffled, per-process batches (dicts of numpy arrays)."""
+    sources = make_sources(cfg, "train")
+    datasets = [
+        grain.MapDataset.source(src).seed(cfg.seed + 7919 * k).shuffle().repeat()
+        for k, src in enumerate(sources)
+    ]
+    if len(datasets) == 1:
+        ds = datasets[0]
+    else:
+        weights = list(cfg.weights) if cfg.weights is not None else [len(s) for s in sources]
+        if len(weights) != len(datasets):
+            raise ValueError(f"{len(weights)} mixing weights for {len(datasets)} shard sets")
+        ds = grain.MapDataset.mix(datasets, weights)
+    ds = ds[process_index::process_count]
+    if cfg.augment is not None and cfg.augment.enabled:
+        cams = [k for k in cfg.window.deltas if sources[0].shards.features[k].is_visual]
+        ds = ds.seed(cfg.seed + 1 + process_index).random_map(ImageAugment(cams, cfg.augment))
+    ds = ds.batch(cfg.per_process_batch(process_count), drop_remainder=True)
+    return _to_iter(ds, cfg)
+
+
+def make_eval_dataset(
+    cfg: PipelineConfig, *, split: str = "val", process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
+    """One ordered pass over the split, no augmentation; the last partial batch is dropped."""
+    sources = make_sources(cfg, split)
+    ds = grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources if len(s)])
+    ds = ds[process_index::process_count].batch(cfg.per_process_batch(process_count), drop_remainder=True)
+    return _to_iter(ds, cfg)
+
+
+def _to_iter(ds: grain.MapDataset, cfg: PipelineConfig) -> grain.IterDataset:
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=4 * cfg.prefetch)
+    )
+    if cfg.num_workers > 0:
+        _mark_absl_flags_parsed()
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=cfg.num_workers, per_worker_buffer_size=cfg.prefetch)
+        )
+    return it
+
+
+class DataLoader:
+    """Iterator of batches with a checkpointable state and a record of the time spent waiting.
+
+    `to_device` (e.g. `jrobot.pipeline.device.GlobalBatcher`) turns each host batch into global
+    arrays on the mesh; without it batches stay numpy.
+    """
+
+    def __init__(self, dataset: grain.IterDataset, to_device=None):
+        self._it = iter(dataset)
+        self._to_device = to_device
+        self.wait_s = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        t0 = time.perf_counter()
+        batch = next(self._it)
+        if self._to_device is not None:
+            batch = self._to_device(batch)
+        self.wait_s += time.perf_counter() - t0
+        return batch
+
+    @property
+    def iterator(self) -> grain.DatasetIterator:
+        """The underlying grain iterator (what `grain.checkpoint.CheckpointSave` saves)."""
+        return self._it
+
+    def get_state(self) -> dict[str, Any]:
+        return self._it.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._it.set_state(state)
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> DataLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def batch_spec(cfg: PipelineConfig, process_count: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of one per-process batch, without reading any data (for jit/eval_shape)."""
+    src = make_sources(cfg, "train")[0]
+    b = cfg.per_process_batch(process_count)
+    feats = src.shards.features
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+        "index": ((b,), np.dtype(np.int64)),
+        "dataset_index": ((b,), np.dtype(np.int64)),
+        "episode_index": ((b,), np.dtype(np.int64)),
+        "task_index": ((b,), np.dtype(np.int64)),
+    }
+    for key, deltas in cfg.window.deltas.items():
+        f = feats[key]
+        t = len(deltas)
+        if f.is_visual:
+            out[key] = ((b, t, *src.shards.image_shape(key)), np.dtype(np.uint8))
+        else:
+            out[key] = ((b, t, *src.shards.lowdim(key).shape[1:]), src.shards.lowdim(key).dtype)
+        out[f"{key}_is_pad"] = ((b, t), np.dtype(bool))
+    return out

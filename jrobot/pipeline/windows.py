@@ -1,0 +1,259 @@
+"""Samples = windows around a frame, with LeRobot's `delta_timestamps` semantics, read from shards.
+
+A policy asks for frame offsets per feature (ACT: the observation at t and actions t..t+99; Diffusion:
+observations t-1, t and actions t-1..t+14). For frame t of an episode spanning rows [from, to), offset d
+reads row clamp(t + d, from, to - 1) and marks `<key>_is_pad` where t + d falls outside the episode —
+exactly LeRobot's rule, so a padded position repeats the boundary frame. Low-dimensional windows are
+gathered from the memory-mapped side arrays; only the camera frames a window needs are decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jrobot.data.shards import ShardError, ShardSet, decode_record
+from jrobot.features import ACTION_KEY, STATE_KEY
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSpec:
+    """Frame offsets per feature key, plus how many frames to leave out at each episode's end.
+
+    `drop_last_frames` mirrors LeRobot's `drop_n_last_frames` (Diffusion samples no start frame whose
+    action window would be mostly padding).
+    """
+
+    deltas: Mapping[str, tuple[int, ...]]
+    drop_last_frames: int = 0
+
+    def __post_init__(self):
+        for key, d in self.deltas.items():
+            if len(d) == 0:
+                raise ValueError(f"window for {key!r} has no offsets")
+        object.__setattr__(self, "deltas", {k: tuple(int(x) for x in v) for k, v in self.deltas.items()})
+
+    @classmethod
+    def for_policy(
+        cls,
+        *,
+        observation_deltas: Sequence[int],
+        action_deltas: Sequence[int],
+        state_keys: Iterable[str] = (STATE_KEY,),
+        camera_keys: Iterable[str] = (),
+        action_key: str = ACTION_KEY,
+        drop_last_frames: int = 0,
+    ) -> WindowSpec:
+        """Observation offsets apply to every state and camera key, as LeRobot's policy configs do."""
+        deltas: dict[str, tuple[int, ...]] = {}
+        for k in list(state_keys) + list(camera_keys):
+            deltas[k] = tuple(observation_deltas)
+        deltas[action_key] = tuple(action_deltas)
+        return cls(deltas=deltas, drop_last_frames=drop_last_frames)
+
+    @classmethod
+    def from_timestamps(cls, delta_timestamps: Mapping[str, Sequence[float]], fps: int, tol: float = 1e-4):
+        """Convert LeRobot `delta_timestamps` (seconds) to frame offsets, with LeRobot's check."""
+        out = {}
+        for key, ts in delta_timestamps.items():
+            bad = [t for t in ts if abs(t * fps - round(t * fps)) / fps > tol]
+            if bad:
+                raise ValueError(
+                    f"delta_timestamps[{key!r}] has values that are not multiples of 1/{fps}: {bad}"
+                )
+            out[key] = tuple(round(t * fps) for t in ts)
+        return cls(deltas=out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deltas": {k: list(v) for k, v in self.deltas.items()},
+            "drop_last_frames": self.drop_last_frames,
+        }
+
+
+class WindowSource:
+    """grain random-access source: item i = the window around the i-th selected frame.
+
+    `frames` restricts sampling to a subset of global frame indices (a train/val split, some tasks);
+    windows still read neighbours outside that subset within the same episode, as LeRobot does.
+    The object is picklable: file handles are reopened lazily in each grain worker process.
+    """
+
+    def __init__(
+        self,
+        shards: ShardSet | str,
+        spec: WindowSpec,
+        frames: np.ndarray | None = None,
+        *,
+        dataset_index: int = 0,
+    ):
+        self.dataset_index = int(dataset_index)  # which shard set of a mixture a sample came from
+        self.shards = shards if isinstance(shards, ShardSet) else ShardSet(shards)
+        self.spec = spec
+        self._check_spec()
+        ep = self.shards.episodes
+        n = self.shards.num_frames
+        self._ep_from = np.empty(n, dtype=np.int64)
+        self._ep_to = np.empty(n, dtype=np.int64)
+        for start, end in zip(ep["start"], ep["end"], strict=True):
+            self._ep_from[start:end] = start
+            self._ep_to[start:end] = end
+        if frames is None:
+            frames = np.arange(n, dtype=np.int64)
+        frames = np.asarray(frames, dtype=np.int64)
+        if spec.drop_last_frames:
+            frames = frames[frames < self._ep_to[frames] - spec.drop_last_frames]
+        if frames.size and (frames.min() < 0 or frames.max() >= n):
+            raise ValueError(f"frame indices out of range for {self.shards.path} ({n} frames)")
+        self.frames = frames
+        self._cameras = [k for k in spec.deltas if self.shards.features[k].is_visual]
+        self._camera_slot = {c: self.shards.cameras.index(c) for c in self._cameras}
+        self._records = None
+
+    def _check_spec(self) -> None:
+        feats = self.shards.features
+        for key in self.spec.deltas:
+            if key not in feats:
+                have = ", ".join(k for k in feats if k not in ("timestamp", "frame_index", "index"))
+                raise ShardError(
+                    f"window asks for feature {key!r}, which the shards at {self.shards.path} do not have "
+                    f"(available: {have})"
+                )
+            if feats[key].dtype == "string":
+                raise ShardError(f"window asks for string feature {key!r}; only numeric and image features")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_records"] = None
+        return state
+
+    def __len__(self) -> int:
+        return int(self.frames.size)
+
+    def __repr__(self) -> str:
+        return f"WindowSource({self.shards.path}, {len(self)} frames, keys={list(self.spec.deltas)})"
+
+    @property
+    def records(self):
+        if self._records is None:
+            from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+            try:
+                self._records = ArrayRecordDataSource(self.shards.record_paths())
+            except Exception as e:  # array_record raises bare RuntimeError/ValueError on bad files
+                raise ShardError(f"{self.shards.path}: cannot open shard records ({e})") from e
+        return self._records
+
+    def query(self, frame: int, deltas: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Clamped row indices and pad mask for offsets around global frame `frame`."""
+        lo, hi = self._ep_from[frame], self._ep_to[frame]
+        want = frame + np.asarray(deltas, dtype=np.int64)
+        return np.clip(want, lo, hi - 1), (want < lo) | (want >= hi)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        frame = int(self.frames[i])
+        out: dict[str, np.ndarray] = {
+            "index": np.int64(frame),
+            "dataset_index": np.int64(self.dataset_index),
+            "episode_index": np.int64(self.shards.lowdim("episode_index")[frame]),
+            "task_index": np.int64(self.shards.lowdim("task_index")[frame]),
+        }
+        image_rows: dict[str, np.ndarray] = {}
+        for key, deltas in self.spec.deltas.items():
+            rows, pad = self.query(frame, deltas)
+            out[f"{key}_is_pad"] = pad
+            if key in self._camera_slot:
+                image_rows[key] = rows
+            else:
+                out[key] = np.asarray(self.shards.lowdim(key)[rows])
+        if image_rows:
+            out.update(self._read_images(image_rows))
+        return out
+
+    def _read_images(self, image_rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        needed = sorted({int(r) for rows in image_rows.values() for r in rows})
+        try:
+            raw = self.records.__getitems__(needed)
+        except Exception as e:
+            raise ShardError(f"{self.shards.path}: cannot read records {needed[:4]}... ({e})") from e
+        by_row = dict(zip(needed, raw, strict=True))
+        fmt = self.shards.manifest.image_format
+        episode_index = self.shards.lowdim("episode_index")
+        frame_index = self.shards.lowdim("frame_index")
+        decoded: dict[int, tuple[int, int, list]] = {}
+        out = {}
+        for cam, rows in image_rows.items():
+            shape = self.shards.image_shape(cam)
+            frames = np.empty((len(rows), *shape), dtype=np.uint8)
+            for j, r in enumerate(rows):
+                r = int(r)
+                if r not in decoded:
+                    ep, fi, payloads = decode_record(by_row[r])
+                    if ep != episode_index[r] or fi != frame_index[r]:
+                        raise ShardError(
+                            f"{self.shards.path}: record {r} holds episode {ep} frame {fi}, but the side "
+                            f"arrays say episode {int(episode_index[r])} frame {int(frame_index[r])}; "
+                            "the shards are inconsistent, rebuild them"
+                        )
+                    decoded[r] = (ep, fi, payloads)
+                frames[j] = fmt.decode(decoded[r][2][self._camera_slot[cam]], shape)
+            out[cam] = frames
+        return out
+
+
+def select_frames(
+    shards: ShardSet,
+    *,
+    episodes: Iterable[int] | None = None,
+    tasks: Iterable[str | int] | None = None,
+) -> np.ndarray:
+    """Global frame indices of the chosen episodes and/or tasks (by task string or index)."""
+    n = shards.num_frames
+    mask = np.ones(n, dtype=bool)
+    if episodes is not None:
+        wanted = {int(e) for e in episodes}
+        known = set(int(e) for e in shards.episodes["episode_index"])
+        missing = sorted(wanted - known)
+        if missing:
+            raise ValueError(f"episodes {missing} are not in the shards at {shards.path}")
+        mask &= np.isin(shards.lowdim("episode_index")[:], np.fromiter(wanted, dtype=np.int64))
+    if tasks is not None:
+        idx = set()
+        for t in tasks:
+            if isinstance(t, str):
+                if t not in shards.manifest.tasks:
+                    raise ValueError(
+                        f"task {t!r} is not in the shards at {shards.path}: {shards.manifest.tasks}"
+                    )
+                idx.add(shards.manifest.tasks.index(t))
+            else:
+                idx.add(int(t))
+        mask &= np.isin(shards.lowdim("task_index")[:], np.fromiter(idx, dtype=np.int64))
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+def split_episodes(
+    shards: ShardSet, *, val_fraction: float = 0.0, val_episodes: Iterable[int] | None = None, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Train/validation split by whole episodes (never by frame, which would leak neighbours)."""
+    eps = [int(e) for e in shards.episodes["episode_index"]]
+    if val_episodes is not None:
+        val = sorted({int(e) for e in val_episodes})
+        unknown = sorted(set(val) - set(eps))
+        if unknown:
+            raise ValueError(f"validation episodes {unknown} are not in the shards at {shards.path}")
+    elif val_fraction > 0:
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        k = max(1, round(len(eps) * val_fraction))
+        if k >= len(eps):
+            raise ValueError(f"val_fraction {val_fraction} leaves no training episodes ({len(eps)} episodes)")
+        rng = np.random.default_rng(seed)
+        val = sorted(int(e) for e in rng.choice(eps, size=k, replace=False))
+    else:
+        val = []
+    vs = set(val)
+    return [e for e in eps if e not in vs], val

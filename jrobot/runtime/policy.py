@@ -1,0 +1,193 @@
+"""Executing an exported policy bundle on the CPU with JAX, without flax or the training stack.
+
+`BundlePolicy.predict(observation)` takes a batch of raw observations keyed by feature name with the
+history axis (B, n_obs, ...) — images uint8 HxWx3 as cameras give them, or float in [0, 1] (HWC or
+LeRobot's CHW) — and returns action chunks in dataset units. `observation_from_robot` turns a robot's
+`get_observation()` dict (joint floats + camera images) into one such observation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import jax
+import numpy as np
+
+from jrobot.bundle import BundleError, BundleInfo, read_exported, read_info, read_params, variant_name
+from jrobot.features import IMAGE_PREFIX, STATE_KEY
+from jrobot.policies.spec import FeatureType
+
+
+def _to_hwc(x: np.ndarray, key: str) -> np.ndarray:
+    """Images (..., H, W, 3) or LeRobot's (..., 3, H, W) -> channel-last."""
+    if x.shape[-1] == 3:
+        return x
+    if x.ndim >= 3 and x.shape[-3] == 3:
+        return np.moveaxis(x, -3, -1)
+    raise BundleError(f"{key}: images must be (..., H, W, 3) or (..., 3, H, W), got shape {x.shape}")
+
+
+class BundlePolicy:
+    """A loaded bundle: parameters on the CPU device plus its compiled inference functions."""
+
+    def __init__(self, path: str | Path, *, device: jax.Device | None = None):
+        self.path = Path(path)
+        self.info: BundleInfo = read_info(self.path)
+        self.spec = self.info.spec
+        self.device = device or jax.devices("cpu")[0]
+        params = read_params(self.path)
+        self.params = {k: jax.device_put(v, self.device) for k, v in params.items()}
+        self._exported: dict[str, Any] = {}
+        self._key = jax.random.PRNGKey(0)
+        self.latencies_s: list[float] = []
+
+    @property
+    def n_obs_steps(self) -> int:
+        return self.spec.n_obs_steps
+
+    @property
+    def n_action_steps(self) -> int:
+        return self.spec.n_action_steps
+
+    def seed(self, seed: int) -> None:
+        self._key = jax.random.PRNGKey(seed)
+
+    def _function(self, variant: str):
+        if variant not in self._exported:
+            if variant not in self.info.variants:
+                raise BundleError(
+                    f"{self.path}: no inference variant {variant!r} (has {self.info.variants})"
+                    + ("; this policy is deterministic and takes no noise" if "noise" in variant else "")
+                )
+            # jit the exported call once: its compiled executable is cached per input shape.
+            self._exported[variant] = jax.jit(read_exported(self.path, variant).call)
+        return self._exported[variant]
+
+    def prepare(self, observation: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str]:
+        """Check and convert a raw observation batch to the exported function's inputs."""
+        spec = self.spec
+        obs: dict[str, np.ndarray] = {}
+        image_dtype = None
+        for key, feat in spec.input_features.items():
+            if feat.type not in (FeatureType.VISUAL, FeatureType.STATE, FeatureType.ENV):
+                continue
+            if key not in observation:
+                raise BundleError(f"observation lacks {key!r}; this policy reads {list(spec.input_features)}")
+            x = np.asarray(observation[key])
+            if feat.type is FeatureType.VISUAL:
+                x = _to_hwc(x, key)
+                h, w, _ = self.info.image_shapes[key]
+                if x.ndim == 4:  # (B, H, W, 3): no history axis
+                    x = x[:, None]
+                if x.shape[-3:-1] != (h, w):
+                    raise BundleError(
+                        f"{key}: the policy expects {h}x{w} images, got {x.shape[-3]}x{x.shape[-2]}"
+                    )
+                dt = "uint8" if x.dtype == np.uint8 else "float32"
+                if image_dtype not in (None, dt):
+                    raise BundleError("all cameras must have the same dtype (uint8 or float in [0, 1])")
+                image_dtype = dt
+                x = x.astype(np.uint8 if dt == "uint8" else np.float32)
+            else:
+                x = x.astype(np.float32)
+                if x.ndim == 1 + len(feat.shape):
+                    x = x[:, None]
+                if x.shape[-len(feat.shape) :] != feat.shape:
+                    raise BundleError(f"{key}: expected feature shape {feat.shape}, got {x.shape}")
+            if x.shape[1] == 1 and spec.n_obs_steps > 1:
+                x = np.repeat(x, spec.n_obs_steps, axis=1)  # LeRobot fills the history with the first frame
+            if x.shape[1] != spec.n_obs_steps:
+                raise BundleError(
+                    f"{key}: history axis has {x.shape[1]} steps, the policy reads {spec.n_obs_steps}"
+                )
+            if not np.all(np.isfinite(x)) if x.dtype != np.uint8 else False:
+                raise BundleError(f"{key}: observation contains NaN or infinite values")
+            obs[key] = x
+        return obs, image_dtype or "uint8"
+
+    def predict(
+        self, observation: Mapping[str, Any], *, noise: np.ndarray | None = None, key: jax.Array | None = None
+    ) -> np.ndarray:
+        """(B, n, A) actions in dataset units. `noise` (B, horizon, A) makes stochastic policies exact."""
+        obs, image_dtype = self.prepare(observation)
+        if noise is not None:
+            obs["noise"] = np.asarray(noise, np.float32)
+        variant = variant_name(image_dtype, noise is not None)
+        fn = self._function(variant)
+        if key is None:
+            self._key, key = jax.random.split(self._key)
+        t0 = time.perf_counter()
+        out = np.asarray(fn(self.params, obs, key))
+        self.latencies_s.append(time.perf_counter() - t0)
+        return out
+
+    def warmup(self, batch: int = 1) -> None:
+        """Compile the common path once so the first control step is not slow."""
+        dummy = {}
+        for key, feat in self.spec.input_features.items():
+            if feat.type is FeatureType.VISUAL:
+                dummy[key] = np.zeros((batch, self.spec.n_obs_steps, *self.info.image_shapes[key]), np.uint8)
+            elif feat.type in (FeatureType.STATE, FeatureType.ENV):
+                dummy[key] = np.zeros((batch, self.spec.n_obs_steps, *feat.shape), np.float32)
+        self.predict(dummy)
+        self.latencies_s.clear()
+
+
+class ObservationBuilder:
+    """Robot observation dicts -> the policy's (1, n_obs, ...) input, keeping the observation history."""
+
+    def __init__(self, info: BundleInfo):
+        self.info = info
+        self.spec = info.spec
+        state_feat = info.features.get(STATE_KEY)
+        self.state_names = state_feat.flat_names if state_feat is not None else None
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.spec.n_obs_steps)
+
+    def reset(self) -> None:
+        self._history.clear()
+
+    def convert(self, robot_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """One robot observation -> {policy key: array without batch/history axes}."""
+        out: dict[str, np.ndarray] = {}
+        for key, feat in self.spec.input_features.items():
+            if feat.type is FeatureType.VISUAL:
+                cam = key[len(IMAGE_PREFIX) :] if key.startswith(IMAGE_PREFIX) else key
+                img = robot_obs.get(cam, robot_obs.get(key))
+                if img is None:
+                    raise BundleError(f"the robot gives no camera {cam!r}, which the policy needs ({key})")
+                h, w, _ = self.info.image_shapes[key]
+                img = np.asarray(img)
+                if img.shape[:2] != (h, w):
+                    interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
+                    img = cv2.resize(img, (w, h), interpolation=interp)
+                out[key] = img
+            elif key == STATE_KEY:
+                if STATE_KEY in robot_obs:
+                    out[key] = np.asarray(robot_obs[STATE_KEY], np.float32)
+                else:
+                    names = self.state_names
+                    if names is None:
+                        raise BundleError("policy.json has no state feature names to read the robot's joints")
+                    missing = [n for n in names if n not in robot_obs]
+                    if missing:
+                        raise BundleError(
+                            f"the robot observation lacks {missing} (policy state names {names})"
+                        )
+                    out[key] = np.asarray([robot_obs[n] for n in names], np.float32)
+            elif feat.type is FeatureType.ENV:
+                if key not in robot_obs:
+                    raise BundleError(f"the robot observation lacks {key!r}")
+                out[key] = np.asarray(robot_obs[key], np.float32)
+        return out
+
+    def push(self, robot_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Add an observation; return the batched (1, n_obs, ...) policy input (history padded by repetition)."""
+        self._history.append(self.convert(robot_obs))
+        while len(self._history) < self.spec.n_obs_steps:
+            self._history.appendleft(self._history[0])
+        return {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}

@@ -1,0 +1,317 @@
+"""The training loop: shards -> grain pipeline -> jitted, sharded train step -> orbax checkpoints.
+
+Structure (big_vision style): build the mesh, the policy and the optimizer; `eval_shape` the train state
+to get its structure, derive shardings from the config's rules, then run a jitted init with those
+out_shardings (or restore the newest checkpoint into them). The step is jitted once with the state
+donated. Everything a resumed or exported run needs is in the checkpoint: the train state, the data
+iterator state of every process, and the config/spec/stats metadata.
+
+Train state (a plain dict pytree):
+  step      int32 scalar, optimizer steps taken
+  params    nnx.State of the trainable nnx.Param leaves
+  frozen    nnx.State of everything else in the model (normalisation stats, frozen BN, tables)
+  opt_state optax state
+  rng       PRNG key (uint32[2]), split every step
+  ema       (optional) EMA of params, for policies whose preset asks for one
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jrobot.data.shards import ShardSet
+from jrobot.pipeline.augment import AugmentConfig
+from jrobot.pipeline.device import GlobalBatcher
+from jrobot.pipeline.loader import DataLoader, PipelineConfig, make_train_dataset
+from jrobot.pipeline.windows import WindowSpec
+from jrobot.policies.base import load_policy_module
+from jrobot.policies.spec import PolicySpec, stats_to_json
+from jrobot.train import sharding as shd
+from jrobot.train.checkpoint import Checkpointer
+from jrobot.train.metrics_log import MetricsLogger
+from jrobot.train.optim import apply_overrides, make_optimizer
+
+log = logging.getLogger("jrobot.train")
+
+BOOKKEEPING_KEYS = ("index", "dataset_index", "episode_index", "task_index")
+
+
+@dataclasses.dataclass
+class Policy:
+    """A policy type's module plus the objects built from the run config."""
+
+    module: Any
+    config: Any
+    spec: PolicySpec
+    graphdef: Any
+    features: dict[str, Any]
+    stats: dict[str, dict[str, np.ndarray]]
+
+
+def as_list(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [x]
+    return list(x)
+
+
+def policy_config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    d = config.policy.get("config", ml_collections.ConfigDict())
+    return d.to_dict() if hasattr(d, "to_dict") else dict(d)
+
+
+def merged_stats(shard_sets: list[ShardSet]) -> dict[str, dict[str, np.ndarray]]:
+    """Normalisation stats over all training shard sets (count-weighted, LeRobot's aggregation)."""
+    if len(shard_sets) == 1:
+        return shard_sets[0].stats
+    from jrobot.data.stats import aggregate_stats
+
+    return aggregate_stats([s.stats for s in shard_sets])
+
+
+def build_policy(config: ml_collections.ConfigDict, shard_sets: list[ShardSet]) -> tuple[Policy, nnx.Module]:
+    module = load_policy_module(config.policy.type)
+    pcfg = module.Config.from_dict(policy_config_dict(config))
+    features = dict(shard_sets[0].features)
+    for s in shard_sets[1:]:
+        for k, f in s.features.items():
+            if k in features and features[k].shape != f.shape:
+                raise ValueError(f"shard sets disagree on feature {k!r}: {features[k].shape} vs {f.shape}")
+    stats = merged_stats(shard_sets)
+    model = module.build(pcfg, features, stats, seed=int(config.seed))
+    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+    return Policy(module, pcfg, model.spec, graphdef, features, stats), model
+
+
+def window_for(spec: PolicySpec) -> WindowSpec:
+    obs = spec.observation_delta_indices or (0,)
+    state_keys = [k for k in (spec.state_key, spec.env_state_key) if k]
+    return WindowSpec.for_policy(
+        observation_deltas=obs,
+        action_deltas=spec.action_delta_indices,
+        state_keys=state_keys,
+        camera_keys=spec.image_keys,
+        drop_last_frames=int(spec.config.get("drop_n_last_frames", 0)),
+    )
+
+
+def pipeline_config(config: ml_collections.ConfigDict, spec: PolicySpec) -> PipelineConfig:
+    data = config.data
+    augment = data.get("augment")
+    return PipelineConfig(
+        shards=as_list(data.shards),
+        window=window_for(spec),
+        batch_size=int(config.batch_size),
+        weights=as_list(data.get("weights")) or None,
+        seed=int(config.seed),
+        episodes=as_list(data.get("episodes")) or None,
+        tasks=as_list(data.get("tasks")) or None,
+        val_fraction=float(data.get("val_fraction", 0.0)),
+        augment=AugmentConfig.from_dict(augment.to_dict() if hasattr(augment, "to_dict") else augment),
+        num_workers=int(data.get("num_workers", 0)),
+        read_threads=int(data.get("read_threads", 2)),
+        prefetch=int(data.get("prefetch", 2)),
+    )
+
+
+def make_train_step(policy: Policy, tx: optax.GradientTransformation, lr_fn, accum_steps: int, ema_cfg):
+    """The pure train step (state, batch) -> (state, metrics), with optional gradient accumulation."""
+    module, graphdef = policy.module, policy.graphdef
+
+    def loss_fn(params, frozen, batch, rng):
+        model = nnx.merge(graphdef, params, frozen)
+        loss, metrics = module.loss(model, batch, rng)
+        return loss, metrics
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state, batch):
+        rng, step_rng = jax.random.split(state["rng"])
+        params, frozen = state["params"], state["frozen"]
+        if accum_steps == 1:
+            (loss, metrics), grads = grad_fn(params, frozen, batch, step_rng)
+        else:
+            micro = jax.tree.map(
+                lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:]), batch
+            )
+            rngs = jax.random.split(step_rng, accum_steps)
+
+            def body(carry, xs):
+                mb, r = xs
+                (loss_i, metrics_i), g = grad_fn(params, frozen, mb, r)
+                acc = jax.tree.map(jnp.add, carry, (g, loss_i, metrics_i))
+                return acc, None
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            _, m0 = jax.eval_shape(loss_fn, params, frozen, jax.tree.map(lambda x: x[0], micro), rngs[0])
+            init = (
+                zeros,
+                jnp.zeros((), jnp.float32),
+                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0),
+            )
+            (grads, loss, metrics), _ = jax.lax.scan(body, init, (micro, rngs))
+            grads = jax.tree.map(lambda g: g / accum_steps, grads)
+            loss = loss / accum_steps
+            metrics = jax.tree.map(lambda m: m / accum_steps, metrics)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        new_state = dict(state, step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=rng)
+        if ema_cfg is not None:
+            from jrobot.policies.ema import ema_update
+
+            new_state["ema"] = ema_update(state["ema"], new_params, state["step"], ema_cfg)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=lr_fn(state["step"]))
+        return new_state, metrics
+
+    return step
+
+
+def run_meta(config: ml_collections.ConfigDict, policy: Policy, shard_sets: list[ShardSet]) -> dict[str, Any]:
+    return {
+        "jrobot_checkpoint": 1,
+        "config": json.loads(config.to_json_best_effort()),
+        "policy_type": policy.spec.type,
+        "policy_config": policy.config.to_dict(),
+        "spec": policy.spec.to_json(),
+        "stats": stats_to_json(policy.stats),
+        "features": {k: f.to_json() for k, f in policy.features.items()},
+        "fps": shard_sets[0].fps,
+        "robot_type": shard_sets[0].manifest.robot_type,
+        "shards": [str(s.path) for s in shard_sets],
+    }
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Train (or resume) into `workdir`; returns the last logged metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    mesh = shd.make_mesh(**config.get("mesh", {"data": -1, "fsdp": 1}))
+    shard_sets = [ShardSet(p) for p in as_list(config.data.shards)]
+    policy, model = build_policy(config, shard_sets)
+    _, params0, frozen0 = nnx.split(model, nnx.Param, ...)
+    del model
+
+    total_steps = int(config.num_steps)
+    preset = apply_overrides(policy.module.optimizer_preset(policy.config), _todict(config.get("optimizer")))
+    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, total_steps)
+    ema_cfg = None
+    if config.get("ema", True) and hasattr(policy.module, "ema_preset"):
+        ema_cfg = policy.module.ema_preset(policy.config)
+
+    def init_state(params, frozen):
+        state = {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "frozen": frozen,
+            "opt_state": tx.init(params),
+            "rng": jax.random.PRNGKey(int(config.seed) + 1),
+        }
+        if ema_cfg is not None:
+            state["ema"] = jax.tree.map(jnp.copy, params)
+        return state
+
+    abstract = jax.eval_shape(init_state, params0, frozen0)
+    rules = [tuple(r) for r in config.get("sharding_rules", shd.DEFAULT_RULES)]
+    state_sharding = shd.param_shardings(abstract, mesh, rules)
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
+    )
+
+    pcfg = pipeline_config(config, policy.spec)
+    batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
+    loader = DataLoader(make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=batcher)
+
+    ckpt_cfg = config.get("checkpoint", {})
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        keep=int(ckpt_cfg.get("keep", 3)),
+        async_save=bool(ckpt_cfg.get("async_save", True)),
+    )
+    meta = run_meta(config, policy, shard_sets)
+    start = ckpt.latest_step
+    if start is not None:
+        state, _ = ckpt.restore(start, abstract, loader.iterator)
+        log.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+        state = jax.jit(init_state, out_shardings=state_sharding)(params0, frozen0)
+        start = 0
+    del params0, frozen0
+
+    step_fn = make_train_step(policy, tx, lr_fn, int(config.get("grad_accum_steps", 1)), ema_cfg)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batcher.sharding),
+        out_shardings=(state_sharding, None),
+        donate_argnums=0,
+    )
+
+    logger = MetricsLogger(config, workdir, total_steps=total_steps, is_main=pidx == 0)
+    every = int(ckpt_cfg.get("every", 1000))
+    log_every = int(config.get("log_every", 50))
+    eval_cfg = config.get("eval", {})
+    eval_every = int(eval_cfg.get("every", 0) or 0)
+    last: dict[str, float] = {}
+    step = start
+    pending = None
+    try:
+        logger.start_window(step, loader.wait_s)
+        while step < total_steps:
+            batch = next(loader)
+            state, metrics = train_step(state, batch)
+            step += 1
+            pending = metrics
+            if step % log_every == 0 or step == total_steps:
+                last = {k: float(v) for k, v in jax.device_get(pending).items()}
+                logger.log(step, last, loader.wait_s)
+            if step % every == 0 or step == total_steps:
+                ckpt.save(step, state, loader.get_state(), meta)
+            if eval_every and (step % eval_every == 0 or step == total_steps):
+                last.update(_evaluate(policy, state, eval_cfg, step, logger, fps=shard_sets[0].fps))
+    finally:
+        ckpt.close()
+        loader.close()
+        logger.close()
+    return last
+
+
+def _todict(x: Any) -> dict[str, Any] | None:
+    if x is None:
+        return None
+    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
+
+
+def _evaluate(
+    policy: Policy, state: Mapping[str, Any], eval_cfg: Mapping[str, Any], step: int, logger, *, fps: int
+) -> dict:
+    """Roll the current policy out in the simulator (process 0 only) and log the success rate."""
+    if jax.process_index() != 0:
+        return {}
+    from jrobot.eval import evaluate_model
+
+    params = state.get("ema", state["params"])
+    model = nnx.merge(policy.graphdef, jax.device_get(params), jax.device_get(state["frozen"]))
+    result = evaluate_model(
+        model,
+        features=policy.features,
+        fps=fps,
+        env_id=eval_cfg.get("env", "jrobot/SO101PickPlace-v0"),
+        episodes=int(eval_cfg.get("episodes", 10)),
+        seed=int(eval_cfg.get("seed", 10_000)),
+    )
+    metrics = {"eval/success_rate": float(result["success_rate"])}
+    logger.log_eval(step, metrics)
+    return metrics
