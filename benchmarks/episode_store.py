@@ -1,0 +1,211 @@
+"""Episode-store benchmark: random-access read speed vs the sequential decode ceiling, and save latency.
+
+Records a dataset with two 480x640 cameras (synthetic frames: moving gradients and blobs with mild
+noise, so the codec has realistic work) using the default LeRobot codec settings (libsvtav1, g=2,
+crf=30, preset 12), then measures:
+
+- random access: `ds[i]` for random i (both cameras decoded, exact frames), with one reader, and
+  with N threads each holding its own reader (as data-loader workers would);
+- the sequential ceiling: every frame of the same mp4 files decoded front to back with PyAV
+  (RGB conversion), with one decoder thread and with frame threads; and jrobot's `iter_camera`;
+- save latency of a 60 s, 30 fps, 2-camera episode recorded in real time (frames paced at 30 fps,
+  as a robot loop delivers them): the `save_episode()` call; the other episodes are fed as fast as
+  the encoders accept (back-pressure), so their save also flushes the encoders' backlog. Also how
+  long the background packer takes to join each episode onto the camera file (stream copy).
+
+    python benchmarks/episode_store.py [--seconds 60,20,20] [--random 300] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from jrobot.data import DatasetWriter, open_dataset
+from jrobot.features import SO101_JOINT_KEYS, Feature
+
+H, W, FPS = 480, 640, 30
+CAMS = ("observation.images.front", "observation.images.wrist")
+
+
+def make_frames(n_base: int, seed: int) -> list[np.ndarray]:
+    """Base images: a diagonal gradient, a few soft blobs, +-4 noise (camera-like, compressible)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    out = []
+    for k in range(n_base):
+        img = np.empty((H, W, 3), np.float32)
+        for c in range(3):
+            img[..., c] = 60 + 80 * np.sin((xx * (0.01 + 0.003 * c) + yy * 0.008) + k * 0.15 + c)
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(20, 80)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            img += blob[..., None] * rng.uniform(-90, 90, 3)
+        img += rng.normal(0, 2, img.shape)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def record_episode(
+    writer: DatasetWriter, seconds: float, bases: dict[str, list[np.ndarray]], e: int, realtime: bool
+) -> int:
+    """Add `seconds` of frames; `realtime` paces them at FPS like a robot loop, else as fast as accepted."""
+    n = int(seconds * FPS)
+    t0 = time.perf_counter()
+    for i in range(n):
+        if realtime:
+            delay = t0 + i / FPS - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        frame = {
+            "observation.state": np.full(6, i, np.float32),
+            "action": np.full(6, i + 1, np.float32),
+        }
+        for k, cam in enumerate(CAMS):
+            b = bases[cam]
+            frame[cam] = np.roll(b[(i // 4) % len(b)], shift=(i * 3 + k * 7) % W, axis=1)
+        writer.add_frame(frame, task=f"task {e % 2}")
+    return n
+
+
+def sequential_fps(paths: list[Path], threads: int) -> float:
+    """Plain PyAV: decode every frame in order, convert to RGB (cached swscale); 0 threads = auto."""
+    frames, t0 = 0, time.perf_counter()
+    reformatter = VideoReformatter()
+    for p in paths:
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO" if threads != 1 else "SLICE"
+            s.thread_count = threads
+            for f in c.decode(s):
+                reformatter.reformat(f, format="rgb24").to_ndarray()
+                frames += 1
+    return frames / (time.perf_counter() - t0)
+
+
+def random_access_fps(root: Path, chunks: list[list[int]]) -> float:
+    """Camera frames/s of `ds[i]` over the index lists, one thread and one fresh reader per list."""
+    readers = [open_dataset(root) for _ in chunks]
+
+    def work(ds, indices: list[int]) -> None:
+        for i in indices:
+            assert ds[i][CAMS[0]].shape == (H, W, 3)
+
+    threads = [threading.Thread(target=work, args=(r, c)) for r, c in zip(readers, chunks, strict=True)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    for r in readers:
+        r.close()
+    return 2 * sum(len(c) for c in chunks) / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--seconds",
+        default="60,20,20",
+        help="episode lengths in seconds; the first is the save-latency episode",
+    )
+    ap.add_argument("--random", type=int, default=300, help="random-access items to read")
+    ap.add_argument(
+        "--threads", type=int, default=4, help="reader threads for the parallel random-access figure"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="dataset folder (default: a temp dir, removed)")
+    args = ap.parse_args()
+    lengths = [float(s) for s in args.seconds.split(",")]
+    tmp = None
+    if args.out is None:
+        tmp = Path(tempfile.mkdtemp(prefix="jrobot-bench-"))
+        root = tmp / "ds"
+    else:
+        root = args.out
+        shutil.rmtree(root, ignore_errors=True)
+    feats = {
+        "observation.state": Feature("float32", (6,), list(SO101_JOINT_KEYS)),
+        "action": Feature("float32", (6,), list(SO101_JOINT_KEYS)),
+        **{cam: Feature("video", (H, W, 3), ["height", "width", "channels"]) for cam in CAMS},
+    }
+    bases = {cam: make_frames(16, seed=k) for k, cam in enumerate(CAMS)}
+    print(
+        f"recording {len(lengths)} episodes ({args.seconds} s) with 2 cameras {H}x{W} @ {FPS} fps, libsvtav1 ..."
+    )
+    try:
+        with DatasetWriter.create(root, fps=FPS, features=feats, robot_type="so_follower") as w:
+            for e, seconds in enumerate(lengths):
+                t0 = time.perf_counter()
+                n = record_episode(w, seconds, bases, e, realtime=e == 0)
+                t_rec = time.perf_counter() - t0
+                backlog = w.encoder_backlog()
+                t0 = time.perf_counter()
+                w.save_episode()
+                t_save = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                w.wait_for_packing()
+                t_pack = time.perf_counter() - t0
+                how = (
+                    "paced at 30 fps (real-time recording)"
+                    if e == 0
+                    else "fed as fast as the encoders accept"
+                )
+                print(
+                    f"episode {e}: {n} frames x 2 cameras {how}, {t_rec:.1f} s ({n / t_rec:.1f} frames/s per camera, "
+                    f"queue backlog at the end {backlog}); SAVE LATENCY {t_save * 1000:.0f} ms; "
+                    f"background packing {t_pack * 1000:.0f} ms"
+                )
+        size_mb = sum(p.stat().st_size for p in root.rglob("*.mp4")) / 1e6
+        ds = open_dataset(root)
+        print(f"dataset: {ds.num_episodes} episodes, {len(ds)} frames, {size_mb:.1f} MB of mp4")
+
+        rng = random.Random(0)
+        idx = [rng.randrange(len(ds)) for _ in range(args.random)]
+        paths = sorted({span.path for ep in ds.episodes for span in ep.videos.values()})
+        # The machine may be shared: alternate the measurements, keep each one's best round. Random
+        # access always starts from fresh readers, so no frame comes from an earlier round's cache.
+        best: dict[str, float] = collections.defaultdict(float)
+        for _ in range(2):
+            best["random_1"] = max(best["random_1"], random_access_fps(root, [idx]))
+            chunks = [idx[k :: args.threads] for k in range(args.threads)]
+            best["random_n"] = max(best["random_n"], random_access_fps(root, chunks))
+            best["seq_1"] = max(best["seq_1"], sequential_fps(paths, threads=1))
+            best["seq_n"] = max(best["seq_n"], sequential_fps(paths, threads=0))
+            t0 = time.perf_counter()
+            n_iter = sum(1 for e in range(ds.num_episodes) for cam in CAMS for _ in ds.iter_camera(e, cam))
+            best["iter"] = max(best["iter"], n_iter / (time.perf_counter() - t0))
+
+        n = args.threads
+        print(
+            f"random access ds[i], 1 reader: {best['random_1'] / 2:.1f} items/s = {best['random_1']:.1f} frames/s"
+        )
+        print(f"random access ds[i], {n} threads x own reader: {best['random_n']:.1f} frames/s")
+        print(f"sequential decode, 1 decoder thread (PyAV, to RGB): {best['seq_1']:.1f} frames/s")
+        print(f"sequential decode ceiling, frame threads (PyAV, to RGB): {best['seq_n']:.1f} frames/s")
+        print(f"jrobot iter_camera (sequential, per episode): {best['iter']:.1f} frames/s")
+        print(
+            f"RATIO random-access (1 reader) / sequential (1 decoder thread): {best['random_1'] / best['seq_1']:.2f}"
+        )
+        print(
+            f"RATIO random-access ({n} readers) / sequential ceiling: {best['random_n'] / best['seq_n']:.2f}"
+        )
+        print(f"RATIO iter_camera / sequential ceiling: {best['iter'] / best['seq_n']:.2f}")
+        ds.close()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

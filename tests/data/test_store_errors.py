@@ -1,0 +1,181 @@
+"""Bad input and damaged datasets give a DatasetError that names the file/key and the problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_synth import features, frame, record
+
+from jrobot.data import DatasetError, DatasetWriter, open_dataset
+from jrobot.features import Feature
+
+H, W = 32, 48
+
+
+@pytest.fixture
+def writer(tmp_path):
+    w = DatasetWriter.create(tmp_path / "ds", fps=30, features=features(H, W), durable=False)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def v30_copy(tmp_path, v30_dir):
+    dst = tmp_path / "copy"
+    shutil.copytree(v30_dir, dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+def test_add_frame_rejects_bad_frames(writer):
+    good = frame(0, 0, H, W)
+    bad_shape = {**good, "observation.state": np.zeros(5, np.float32)}
+    with pytest.raises(DatasetError, match=r"frame\['observation.state'\]: shape \(5,\)"):
+        writer.add_frame(bad_shape, task="t")
+    with pytest.raises(
+        DatasetError, match=r"frame\['action'\]: dtype float64 does not match the feature's float32"
+    ):
+        writer.add_frame({**good, "action": np.zeros(6)}, task="t")
+    with pytest.raises(DatasetError, match=r"unknown feature\(s\) \['gripper'\]"):
+        writer.add_frame({**good, "gripper": 1.0}, task="t")
+    missing = dict(good)
+    del missing["observation.images.wrist"]
+    with pytest.raises(DatasetError, match=r"missing feature\(s\) \['observation.images.wrist'\]"):
+        writer.add_frame(missing, task="t")
+    with pytest.raises(DatasetError, match=r"image shape \(32, 40, 3\)"):
+        writer.add_frame({**good, "observation.images.front": np.zeros((H, 40, 3), np.uint8)}, task="t")
+    with pytest.raises(DatasetError, match="float images must be in"):
+        writer.add_frame({**good, "observation.images.front": np.full((H, W, 3), 2.0, np.float32)}, task="t")
+    with pytest.raises(DatasetError, match="task"):
+        writer.add_frame(good)
+    with pytest.raises(DatasetError, match="multiples of 1/fps"):
+        writer.add_frame({**good, "timestamp": 0.01}, task="t")
+    with pytest.raises(DatasetError, match="no frames"):
+        writer.save_episode()
+    # nothing above entered the episode; CHW float input is accepted
+    chw = {**good, "observation.images.front": good["observation.images.front"].transpose(2, 0, 1) / 255.0}
+    writer.add_frame({**chw, "timestamp": 0.0}, task="t")
+    assert writer.episode_length == 1
+
+
+def test_create_rejects_bad_specs(tmp_path):
+    with pytest.raises(DatasetError, match="must not contain '/'"):
+        DatasetWriter.create(tmp_path / "a", fps=30, features={"a/b": Feature("float32", (2,))})
+    with pytest.raises(DatasetError, match="even height and width"):
+        DatasetWriter.create(tmp_path / "b", fps=30, features={"cam": Feature("video", (31, 48, 3))})
+    with pytest.raises(DatasetError, match="unknown dtype"):
+        DatasetWriter.create(tmp_path / "c", fps=30, features={"x": Feature("floaty", (2,))})
+    with pytest.raises(DatasetError, match="fps"):
+        DatasetWriter.create(tmp_path / "d", fps=0, features=features(H, W))
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        DatasetWriter.create(tmp_path / "e", fps=30, features=features(H, W))
+    with pytest.raises(DatasetError, match="not a LeRobot dataset"):
+        DatasetWriter.resume(tmp_path / "e")
+
+
+def test_second_writer_is_refused(tmp_path):
+    w = DatasetWriter.create(tmp_path / "ds", fps=30, features=features(H, W), durable=False)
+    try:
+        with pytest.raises(DatasetError, match="another process is writing"):
+            DatasetWriter.resume(tmp_path / "ds")
+    finally:
+        w.close()
+
+
+def test_truncated_parquet_is_named(v30_copy):
+    path = v30_copy / "data/chunk-000/file-000.parquet"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match=r"file-000\.parquet: truncated or corrupt parquet"):
+        open_dataset(v30_copy)
+
+
+def test_corrupt_episodes_metadata_is_named(v30_copy):
+    (v30_copy / "meta/episodes/chunk-000/file-000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match=r"meta/episodes/chunk-000/file-000\.parquet"):
+        open_dataset(v30_copy)
+
+
+def test_truncated_video_is_named(v30_copy):
+    path = v30_copy / "videos/observation.images.front/chunk-000/file-000.mp4"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DatasetError, match=r"observation\.images\.front/chunk-000/file-000\.mp4"):
+        ds = open_dataset(v30_copy)
+        for i in range(len(ds)):
+            ds[i]
+
+
+def test_missing_files_are_named(v30_copy):
+    (v30_copy / "videos/observation.images.wrist/chunk-000/file-000.mp4").unlink()
+    with pytest.raises(DatasetError, match=r"missing video file: .*wrist/chunk-000/file-000\.mp4"):
+        open_dataset(v30_copy)
+    shutil.rmtree(v30_copy / "data")
+    with pytest.raises(DatasetError, match=r"data files hold 0 frames but meta/info\.json says 126"):
+        open_dataset(v30_copy)
+
+
+def test_info_inconsistent_with_files(v30_copy, tmp_path):
+    info_path = v30_copy / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "total_episodes": 4}))
+    with pytest.raises(DatasetError, match="says 4 episodes but meta/episodes holds 3 rows"):
+        open_dataset(v30_copy)
+    info_path.write_text(json.dumps({**info, "total_frames": 130}))
+    with pytest.raises(DatasetError, match=r"covers 126 frames but meta/info\.json says 130"):
+        open_dataset(v30_copy)
+    info_path.write_text(json.dumps({**info, "codebase_version": "v9.9"}))
+    with pytest.raises(DatasetError, match=r"v9\.9"):
+        open_dataset(v30_copy)
+    info_path.write_text("{not json")
+    with pytest.raises(DatasetError, match=r"info\.json: unreadable or invalid JSON"):
+        open_dataset(v30_copy)
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        open_dataset(tmp_path / "does-not-exist")
+
+
+def test_timestamps_off_the_frame_grid(tmp_path):
+    """A data file whose timestamps are not multiples of 1/fps: the video lookup says so."""
+    root = tmp_path / "ds"
+    with DatasetWriter.create(root, fps=30, features=features(H, W), durable=False) as w:
+        record(w, 0, 6, "t", H, W)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / "data/chunk-000/file-000.parquet"
+    t = pq.read_table(path)
+    ts = t.column("timestamp").to_numpy().copy()
+    ts[3] += 0.01
+    t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp", pa.array(ts, pa.float32()))
+    pq.write_table(t, path)
+    ds = open_dataset(root)
+    ds[2]
+    with pytest.raises(DatasetError, match=r"no frame at 0\.11\d+ s within the tolerance"):
+        ds[3]
+
+
+def test_hub_id_offline_gives_clear_error(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = (
+        "from jrobot.data import open_dataset, DatasetError\n"
+        "try:\n    open_dataset('someone/some-dataset')\n"
+        "except DatasetError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent,
+    )
+    assert "ERR someone/some-dataset: not a local folder" in out.stdout, out.stderr
+    assert "offline (HF_HUB_OFFLINE=1)" in out.stdout
