@@ -1,0 +1,273 @@
+"""Torch-compatible building blocks: variable kinds, torch default initializers, attention, dropout.
+
+Variable kinds (what the trainer partitions on):
+- `nnx.Param`: trainable.
+- `Buffer`: saved but never trained (frozen batch-norm statistics and affine, fixed sinusoid tables).
+- `NormStat` (a `Buffer`): normalization statistics of a feature.
+- `nnx.BatchStat`: running statistics a train-mode batch norm updates (not trained by the optimizer).
+
+Initializers reproduce torch defaults so a from-scratch jrobot model starts from the same distribution
+as LeRobot's: `nn.Linear`/`nn.Conv*` weights and biases are U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+(kaiming_uniform with a=sqrt(5)), `nn.Embedding` is N(0, 1), LayerNorm is ones/zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jrobot.policies.statedict import TorchLeaf, linear_leaves, variable_leaf
+
+
+class Buffer(nnx.Variable):
+    """Saved, non-trainable state (LeRobot `register_buffer` tensors). The optimizer never sees it."""
+
+
+class NormStat(Buffer):
+    """A feature's normalization statistic (mean/std/min/max/quantile)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# initializers
+torch_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+xavier_uniform = nnx.initializers.xavier_uniform()
+
+
+def uniform_init(bound: float) -> Callable:
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_bias_init(fan_in: int) -> Callable:
+    return uniform_init(1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+
+
+def torch_linear(
+    in_features: int,
+    out_features: int,
+    *,
+    rngs: nnx.Rngs,
+    use_bias: bool = True,
+    xavier: bool = False,
+    dtype: jnp.dtype | None = None,
+) -> nnx.Linear:
+    """`nn.Linear` with torch's default init (or xavier_uniform weights, as ACT re-inits its transformer)."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        kernel_init=xavier_uniform if xavier else torch_kernel_init,
+        bias_init=torch_bias_init(in_features),
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def torch_conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int | tuple[int, ...],
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    ndim: int = 2,
+    kernel_init: Callable | None = None,
+    dtype: jnp.dtype | None = None,
+) -> nnx.Conv:
+    """`nn.Conv{1,2}d` with torch's symmetric integer padding (never "SAME") and torch's default init."""
+    ks = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
+    fan_in = in_features * math.prod(ks)
+    return nnx.Conv(
+        in_features,
+        out_features,
+        ks,
+        strides=stride,
+        padding=tuple((padding, padding) for _ in ks),
+        use_bias=use_bias,
+        kernel_init=kernel_init or torch_kernel_init,
+        bias_init=torch_bias_init(fan_in),
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def torch_embed(num: int, dim: int, *, rngs: nnx.Rngs) -> nnx.Embed:
+    """`nn.Embedding` (N(0, 1) init)."""
+    return nnx.Embed(num, dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+
+
+def layer_norm(
+    dim: int, *, rngs: nnx.Rngs, eps: float = 1e-5, dtype: jnp.dtype | None = None
+) -> nnx.LayerNorm:
+    """torch `nn.LayerNorm`: eps 1e-5 (flax defaults to 1e-6) and the two-pass variance."""
+    return nnx.LayerNorm(dim, epsilon=eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# randomness
+class RngSeq:
+    """Hands out fresh keys from one key at trace time; `None` means deterministic (no dropout).
+
+    The given key (any implementation) seeds an `unsafe_rbg` stream: XLA's RngBitGenerator, one op
+    per mask. Threefry masks are statistically no better for dropout but compile ~3x slower on CPU
+    (each of the ~20 dropout sites of a small ACT unrolls its own threefry rounds).
+    """
+
+    def __init__(self, key: jax.Array | None):
+        if key is not None:
+            key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
+        self._key = key
+
+    @property
+    def active(self) -> bool:
+        return self._key is not None
+
+    def next(self) -> jax.Array | None:
+        if self._key is None:
+            return None
+        self._key, sub = jax.random.split(self._key)
+        return sub
+
+
+def dropout(x: jnp.ndarray, rate: float, rng: RngSeq | None) -> jnp.ndarray:
+    """Inverted dropout as torch computes it (x * mask / (1 - p)); identity without an active rng."""
+    if rate <= 0.0 or rng is None or not rng.active:
+        return x
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(rng.next(), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def activation(name: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """ACT's feed-forward activations: torch `F.relu` / `F.gelu` (exact erf, not the tanh form)."""
+    if name == "relu":
+        return jax.nn.relu
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "glu":
+        raise ValueError(
+            "feedforward_activation='glu': LeRobot accepts it but its layers cannot run (F.glu halves "
+            "dim_feedforward before linear2 expects it), so no checkpoint can use it; choose relu or gelu"
+        )
+    raise ValueError(f"feedforward_activation must be 'relu' or 'gelu', got {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# attention
+class MultiheadAttention(nnx.Module):
+    """torch `nn.MultiheadAttention` (batch-first here), state-dict compatible with its packed in_proj.
+
+    Numerics follow torch's `need_weights=True` path: project q/k/v (with bias), scale q by
+    head_dim**-0.5, softmax(q k^T) in float32, dropout on the attention weights, weights @ v, out_proj.
+    Init matches torch: xavier_uniform over the packed (3D, D) in_proj weight, zero in_proj and out_proj
+    biases, out_proj weight torch-default (or xavier_uniform when `xavier`, as ACT re-inits it).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        *,
+        dropout_rate: float = 0.0,
+        xavier: bool = False,
+        dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ):
+        if dim % n_heads:
+            raise ValueError(f"dim_model ({dim}) must be divisible by n_heads ({n_heads})")
+        self.dim, self.n_heads, self.dropout_rate, self.dtype = dim, n_heads, float(dropout_rate), dtype
+        bound = math.sqrt(6.0 / (dim + 3 * dim))  # xavier over torch's packed (3*dim, dim) in_proj_weight
+        # in_kernel[i] is the (in, out) kernel of q (0), k (1), v (2).
+        self.in_kernel = nnx.Param(uniform_init(bound)(rngs.params(), (3, dim, dim)))
+        self.in_bias = nnx.Param(jnp.zeros((3, dim), jnp.float32))
+        self.out_proj = nnx.Linear(
+            dim,
+            dim,
+            kernel_init=xavier_uniform if xavier else torch_kernel_init,
+            bias_init=nnx.initializers.zeros,
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def _project(self, x: jnp.ndarray, i: int) -> jnp.ndarray:
+        w = self.in_kernel[i]
+        b = self.in_bias[i]
+        if self.dtype is not None:
+            x, w, b = x.astype(self.dtype), w.astype(self.dtype), b.astype(self.dtype)
+        y = x @ w + b
+        return y.reshape(*y.shape[:-1], self.n_heads, self.dim // self.n_heads)
+
+    def __call__(
+        self,
+        query: jnp.ndarray,
+        key: jnp.ndarray,
+        value: jnp.ndarray,
+        *,
+        key_padding_mask: jnp.ndarray | None = None,
+        rng: RngSeq | None = None,
+    ) -> jnp.ndarray:
+        """query (B, Sq, D), key/value (B, Sk, D); key_padding_mask (B, Sk) True = ignore that key."""
+        head_dim = self.dim // self.n_heads
+        q = self._project(query, 0) * (head_dim**-0.5)
+        k = self._project(key, 1)
+        v = self._project(value, 2)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        if key_padding_mask is not None:
+            logits = jnp.where(key_padding_mask[:, None, None, :], jnp.finfo(jnp.float32).min, logits)
+        weights = jax.nn.softmax(logits, axis=-1)
+        weights = dropout(weights, self.dropout_rate, rng).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = out.reshape(*out.shape[:-2], self.dim)
+        return self.out_proj(out)
+
+    def torch_leaves(self) -> dict[str, TorchLeaf]:
+        d = self.dim
+        kernel, bias = self.in_kernel, self.in_bias
+
+        def get_w():
+            return np.ascontiguousarray(np.asarray(kernel.get_value()).transpose(0, 2, 1).reshape(3 * d, d))
+
+        def set_w(x):
+            kernel.set_value(jnp.asarray(x, jnp.float32).reshape(3, d, d).transpose(0, 2, 1))
+
+        def get_b():
+            return np.asarray(bias.get_value()).reshape(3 * d)
+
+        def set_b(x):
+            bias.set_value(jnp.asarray(x, jnp.float32).reshape(3, d))
+
+        leaves = {
+            "in_proj_weight": TorchLeaf((3 * d, d), get_w, set_w),
+            "in_proj_bias": TorchLeaf((3 * d,), get_b, set_b),
+        }
+        leaves.update({f"out_proj.{k}": v for k, v in linear_leaves(self.out_proj).items()})
+        return leaves
+
+
+__all__ = [
+    "Buffer",
+    "MultiheadAttention",
+    "NormStat",
+    "RngSeq",
+    "activation",
+    "dropout",
+    "layer_norm",
+    "torch_bias_init",
+    "torch_conv",
+    "torch_embed",
+    "torch_kernel_init",
+    "torch_linear",
+    "uniform_init",
+    "variable_leaf",
+    "xavier_uniform",
+]
