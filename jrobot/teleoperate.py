@@ -1,0 +1,123 @@
+"""Drive a follower arm from a leader arm (`lerobot-teleoperate`).
+
+    python -m jrobot.teleoperate \\
+        --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black \\
+        --robot.cameras="{front: {type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}}" \\
+        --teleop.type=so101_leader --teleop.port=/dev/ttyACM1 --teleop.id=blue \\
+        --fps=60 --duration_s=30
+
+Each step reads the follower's observation (as LeRobot does), reads the leader, and sends its joint
+positions to the follower. Ctrl-C, SIGTERM or an error end the loop with both arms' torque off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jrobot.cli import Binder, CliError, run_tool
+from jrobot.hw.factory import ROBOT_CONFIGS, TELEOP_CONFIGS, make_robot, make_teleoperator
+from jrobot.hw.safety import torque_safety
+
+USAGE = __doc__ or ""
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TeleoperateOptions:
+    fps: float = 60.0
+    duration_s: float | None = None
+    teleop_time_s: float | None = None  # LeRobot's name for duration_s
+    display_data: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.duration_s is None:
+            self.duration_s = self.teleop_time_s
+        if self.duration_s is not None and self.duration_s < 0:
+            raise ValueError(f"duration_s must be >= 0, got {self.duration_s}")
+
+
+@dataclasses.dataclass
+class TeleopStats:
+    steps: int
+    elapsed_s: float
+    loop_ms_p50: float
+    loop_ms_p99: float
+    overruns: int  # steps that took longer than 1/fps
+
+    @property
+    def achieved_fps(self) -> float:
+        return self.steps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def teleop_loop(
+    teleop: Any, robot: Any, fps: float, duration_s: float | None, display: bool = False
+) -> TeleopStats:
+    """Run leader -> follower at `fps` until `duration_s` (None: until interrupted)."""
+    period = 1.0 / fps
+    durations: list[float] = []
+    start = time.perf_counter()
+    next_tick = start
+    overruns = 0
+    try:
+        while duration_s is None or time.perf_counter() - start < duration_s:
+            t0 = time.perf_counter()
+            robot.get_observation()
+            action = teleop.get_action()
+            sent = robot.send_action(action)
+            dt = time.perf_counter() - t0
+            durations.append(dt)
+            if dt > period:
+                overruns += 1
+            if display and sys.stdout.isatty():
+                rows = " ".join(f"{k.removesuffix('.pos')}={v:7.2f}" for k, v in sent.items())
+                print(f"\r{dt * 1e3:6.2f} ms  {rows}", end="", flush=True)
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_tick = time.perf_counter()
+    finally:
+        if display and sys.stdout.isatty():
+            print()
+    elapsed = time.perf_counter() - start
+    arr = np.asarray(durations or [0.0]) * 1e3
+    return TeleopStats(
+        len(durations), elapsed, float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), overruns
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    binder = Binder.from_argv(argv)
+    robot_cfg = binder.choice(ROBOT_CONFIGS, "robot")
+    teleop_cfg = binder.choice(TELEOP_CONFIGS, "teleop")
+    opts = binder.build(TeleoperateOptions)
+    binder.finish()
+    if robot_cfg is None or teleop_cfg is None:
+        raise CliError("teleoperate needs --robot.* and --teleop.*")
+    teleop = make_teleoperator(teleop_cfg)
+    robot = make_robot(robot_cfg)
+    with torque_safety(teleop, robot):
+        teleop.connect()
+        robot.connect()
+        stats = teleop_loop(teleop, robot, opts.fps, opts.duration_s, opts.display_data)
+    print(
+        f"teleoperated {stats.steps} steps in {stats.elapsed_s:.2f} s ({stats.achieved_fps:.1f} fps of {opts.fps:g}); "
+        f"loop p50 {stats.loop_ms_p50:.2f} ms, p99 {stats.loop_ms_p99:.2f} ms, {stats.overruns} overruns; "
+        f"rejected actions {robot.rejected_actions}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main, usage=USAGE))
