@@ -107,7 +107,9 @@ class Feature:
             dtype = str(d["dtype"])
             shape = tuple(int(s) for s in d["shape"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"feature {key!r}: needs 'dtype' and an integer 'shape' list, got {dict(d)!r}") from e
+            raise ValueError(
+                f"feature {key!r}: needs 'dtype' and an integer 'shape' list, got {dict(d)!r}"
+            ) from e
         info = d.get("info", d.get("video_info"))
         extra = {k: v for k, v in d.items() if k not in ("dtype", "shape", "names", "info", "video_info")}
         return cls(dtype=dtype, shape=shape, names=d.get("names"), info=info, extra=extra)
@@ -140,10 +142,12 @@ def dataset_features_for_robot(
 ) -> dict[str, Feature]:
     """Dataset features for a robot, laid out as LeRobot's record script does.
 
-    Robot feature dicts map a key to `float` (one joint value, e.g. "shoulder_pan.pos") or to an
-    (H, W, 3) tuple (a camera). Scalars are packed, in order, into `action` / `observation.state`
-    vectors whose `names` are the keys; cameras become `observation.images.<key>`. Unlike LeRobot
-    0.4.x, `use_videos=False` keeps cameras as `image` features instead of dropping them.
+    Robot feature dicts map a key to `float` (one joint value, e.g. "shoulder_pan.pos"), to an
+    (H, W, 3) tuple (a camera) or to an (N,) tuple (a vector such as the simulator's
+    "environment_state"). Scalars are packed, in order, into `action` / `observation.state` vectors
+    whose `names` are the keys; cameras become `observation.images.<key>`, vectors
+    `observation.<key>`. Unlike LeRobot 0.4.x, `use_videos=False` keeps cameras as `image` features
+    instead of dropping them.
     """
     out: dict[str, Feature] = {}
     action_names = [k for k, v in action_features.items() if v is float]
@@ -153,9 +157,11 @@ def dataset_features_for_robot(
     if state_names:
         out[STATE_KEY] = Feature("float32", (len(state_names),), state_names)
     for k, v in observation_features.items():
-        if isinstance(v, tuple):
+        if isinstance(v, tuple) and len(v) == 1:
+            out[f"observation.{k}"] = Feature("float32", (int(v[0]),), None)
+        elif isinstance(v, tuple):
             if len(v) != 3 or v[2] != 3:
-                raise ValueError(f"camera feature {k!r} must have shape (H, W, 3), got {v}")
+                raise ValueError(f"camera feature {k!r} must have shape (H, W, 3) or (N,), got {v}")
             out[IMAGE_PREFIX + k] = Feature(
                 "video" if use_videos else "image", tuple(int(x) for x in v), ["height", "width", "channels"]
             )
@@ -178,6 +184,8 @@ def pack_frame(
             frame[key] = np.asarray([observation[n] for n in feat.flat_names or ()], dtype=np.float32)
         elif key.startswith(IMAGE_PREFIX):
             frame[key] = observation[key[len(IMAGE_PREFIX) :]]
+        elif key.startswith("observation.") and key[len("observation.") :] in observation:
+            frame[key] = np.asarray(observation[key[len("observation.") :]], dtype=np.float32)
     return frame
 
 

@@ -70,6 +70,81 @@ def torch_linear(
     )
 
 
+# XLA's CPU convolution is pathologically slow when the output is a handful of positions with many
+# channels (ResNet18's layer4 on small robot-camera images: 2x2 or 3x4 maps of 512 channels run at
+# ~1 GFLOP/s, 25x below a matmul), and its weight gradients are slow for small maps in general. Below
+# this many output positions a 2-D convolution is computed as patches @ kernel (im2col), which XLA
+# lowers to one large matmul on any backend. Same sums, so results agree to float rounding.
+IM2COL_MAX_POSITIONS = 64
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+    **kwargs,
+):
+    """`lax.conv_general_dilated` that switches to im2col + matmul for small NHWC 2-D outputs on CPU."""
+    simple = (
+        lhs.ndim == 4
+        and rhs.ndim == 4
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and lhs_dilation in (None, (1, 1))
+        and rhs_dilation in (None, (1, 1))
+        and not isinstance(padding, str)
+        and dimension_numbers is not None
+        and tuple(dimension_numbers.lhs_spec) == (0, 3, 1, 2)  # NHWC
+        and tuple(dimension_numbers.rhs_spec) == (3, 2, 0, 1)  # HWIO
+        and jax.default_backend() == "cpu"
+    )
+    if simple:
+        kh, kw, cin, cout = rhs.shape
+        (pt, pb), (pl, pr) = padding
+        sh, sw = window_strides
+        oh = (lhs.shape[1] + pt + pb - kh) // sh + 1
+        ow = (lhs.shape[2] + pl + pr - kw) // sw + 1
+        if oh * ow <= IM2COL_MAX_POSITIONS:
+            xp = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+            cols = jnp.stack(
+                [
+                    xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+                    for i in range(kh)
+                    for j in range(kw)
+                ],
+                axis=3,
+            )
+            return jnp.einsum(
+                "bhwkc,kco->bhwo",
+                cols,
+                rhs.reshape(kh * kw, cin, cout),
+                precision=precision,
+                preferred_element_type=preferred_element_type,
+            )
+    return jax.lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+        batch_group_count,
+        precision,
+        preferred_element_type,
+        **kwargs,
+    )
+
+
 def torch_conv(
     in_features: int,
     out_features: int,
@@ -96,6 +171,7 @@ def torch_conv(
         kernel_init=kernel_init or torch_kernel_init,
         bias_init=torch_bias_init(fan_in),
         dtype=dtype,
+        conv_general_dilated=conv_general_dilated,
         rngs=rngs,
     )
 

@@ -55,6 +55,9 @@ class SimRobotConfig:
     `max_relative_target`: None, one positive number for every motor, or a dict with exactly the
     motor names (no ".pos" suffix), in LeRobot units, as in LeRobot's follower config.
     `seed`: the episode seed used at `connect()`; later episodes are seeded by `reset(seed)`.
+    `environment_state`: also observe the task's privileged object state (the cube pose) as the vector
+    "environment_state", recorded as `observation.environment_state` (a real arm has no such sensor;
+    state-based policies and quick CPU experiments use it).
     """
 
     task: str = "pick_place"
@@ -66,6 +69,8 @@ class SimRobotConfig:
     init_noise: float = 0.0
     seed: int | None = None
     id: str | None = None
+    environment_state: bool = False
+    type: str = "sim"  # the `--robot.type` that selects this robot on the command line
 
 
 def _check_max_relative_target(cap: Any) -> None:
@@ -128,7 +133,13 @@ class SimRobot:
     @property
     def observation_features(self) -> dict[str, Any]:
         h, w = self.config.image_size
-        return {**dict.fromkeys(SO101_JOINT_KEYS, float), **{cam: (h, w, 3) for cam in self.config.cameras}}
+        feats: dict[str, Any] = {
+            **dict.fromkeys(SO101_JOINT_KEYS, float),
+            **{cam: (h, w, 3) for cam in self.config.cameras},
+        }
+        if self.config.environment_state:
+            feats["environment_state"] = (len(make_task(self.config.task).environment_state_names),)
+        return feats
 
     @property
     def action_features(self) -> dict[str, Any]:
@@ -158,6 +169,8 @@ class SimRobot:
         sim = self.sim
         obs: dict[str, Any] = to_joint_dict(sim.joint_positions())
         obs.update(sim.images())
+        if self.config.environment_state:
+            obs["environment_state"] = sim.environment_state().astype(np.float32)
         return obs
 
     def send_action(self, action: dict[str, float]) -> dict[str, float]:

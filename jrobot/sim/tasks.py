@@ -38,6 +38,8 @@ class Task(Protocol):
         """Privileged object state (positions, orientations) for scripted experts and diagnostics."""
         ...
 
+    environment_state_names: ClassVar[tuple[str, ...]]
+
     def environment_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         """A small float vector of the task's object state (LeRobot's `observation.environment_state`)."""
         ...
@@ -129,6 +131,14 @@ class PickPlaceTask:
             "bin_floor_top": self.bin_floor_top,
         }
 
+    environment_state_names: ClassVar[tuple[str, ...]] = (
+        "cube_x",
+        "cube_y",
+        "cube_z",
+        "cube_cos4yaw",
+        "cube_sin4yaw",
+    )
+
     def environment_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         """Cube position (m) and yaw as (cos 4*yaw, sin 4*yaw), which is continuous under the cube's
         90-degree symmetry: 5 values."""
@@ -171,6 +181,8 @@ class ReachTask:
 
     def state(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, Any]:
         return {"target_pos": data.mocap_pos[self._mocap].copy(), "tcp_pos": data.site_xpos[self._tcp].copy()}
+
+    environment_state_names: ClassVar[tuple[str, ...]] = ("target_x", "target_y", "target_z")
 
     def environment_state(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         """Target position (m): 3 values."""

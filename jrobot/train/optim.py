@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from jrobot.policies.base import OptimizerPreset, param_labels
+
+log = logging.getLogger(__name__)
 
 
 def torch_clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -106,8 +109,8 @@ def make_optimizer(
     labels = param_labels(params, group_fn)
     groups = sorted(set(jax.tree.leaves(labels)))
     unknown = sorted(set(preset.group_lr) - set(groups) - {"default"})
-    if unknown:
-        raise ValueError(f"optimizer group_lr names groups {unknown} that no parameter belongs to ({groups})")
+    if unknown:  # e.g. a backbone learning rate for a policy built without cameras
+        log.warning("optimizer group_lr: no parameter belongs to %s (groups: %s); ignored", unknown, groups)
 
     def group_tx(group: str) -> optax.GradientTransformation:
         lr = preset.group_lr.get(group, preset.lr)

@@ -32,6 +32,7 @@ import optax
 from flax import nnx
 
 from jrobot.data.shards import ShardSet
+from jrobot.features import ACTION_KEY
 from jrobot.pipeline.augment import AugmentConfig
 from jrobot.pipeline.device import GlobalBatcher
 from jrobot.pipeline.loader import DataLoader, PipelineConfig, make_train_dataset
@@ -90,6 +91,14 @@ def build_policy(config: ml_collections.ConfigDict, shard_sets: list[ShardSet]) 
         for k, f in s.features.items():
             if k in features and features[k].shape != f.shape:
                 raise ValueError(f"shard sets disagree on feature {k!r}: {features[k].shape} vs {f.shape}")
+    selected = as_list(config.policy.get("input_features"))
+    if selected:
+        unknown = [k for k in selected if k not in features]
+        if unknown:
+            raise ValueError(
+                f"policy.input_features {unknown} are not in the shards (have {sorted(features)})"
+            )
+        features = {k: f for k, f in features.items() if k in selected or k == ACTION_KEY}
     stats = merged_stats(shard_sets)
     model = module.build(pcfg, features, stats, seed=int(config.seed))
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
@@ -194,20 +203,26 @@ def run_meta(config: ml_collections.ConfigDict, policy: Policy, shard_sets: list
     }
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Train (or resume) into `workdir`; returns the last logged metrics."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    pidx, pcount = jax.process_index(), jax.process_count()
-    mesh = shd.make_mesh(**config.get("mesh", {"data": -1, "fsdp": 1}))
-    shard_sets = [ShardSet(p) for p in as_list(config.data.shards)]
+@dataclasses.dataclass
+class TrainSetup:
+    """Everything a training loop needs, built from the config for one mesh."""
+
+    policy: Policy
+    mesh: Any
+    abstract_state: Any  # ShapeDtypeStructs carrying their shardings
+    state_sharding: Any
+    batcher: GlobalBatcher
+    init: Any  # () -> a fresh, sharded train state (jitted)
+    step: Any  # (state, batch) -> (state, metrics) (jitted, state donated)
+
+
+def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: list[ShardSet]) -> TrainSetup:
+    """Policy, optimizer, state shardings and the jitted init/step for `mesh` (big_vision style)."""
     policy, model = build_policy(config, shard_sets)
     _, params0, frozen0 = nnx.split(model, nnx.Param, ...)
     del model
-
-    total_steps = int(config.num_steps)
     preset = apply_overrides(policy.module.optimizer_preset(policy.config), _todict(config.get("optimizer")))
-    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, total_steps)
+    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, int(config.num_steps))
     ema_cfg = None
     if config.get("ema", True) and hasattr(policy.module, "ema_preset"):
         ema_cfg = policy.module.ema_preset(policy.config)
@@ -230,11 +245,41 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
     )
+    batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
+    init_jit = jax.jit(init_state, out_shardings=state_sharding)
+    step_fn = make_train_step(policy, tx, lr_fn, int(config.get("grad_accum_steps", 1)), ema_cfg)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batcher.sharding),
+        out_shardings=(state_sharding, None),
+        donate_argnums=0,
+    )
+    return TrainSetup(
+        policy=policy,
+        mesh=mesh,
+        abstract_state=abstract,
+        state_sharding=state_sharding,
+        batcher=batcher,
+        init=lambda: init_jit(params0, frozen0),
+        step=train_step,
+    )
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Train (or resume) into `workdir`; returns the last logged metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    mesh = shd.make_mesh(**config.get("mesh", {"data": -1, "fsdp": 1}))
+    shard_sets = [ShardSet(p) for p in as_list(config.data.shards)]
+    setup = setup_training(config, mesh, shard_sets)
+    policy = setup.policy
+    total_steps = int(config.num_steps)
 
     pcfg = pipeline_config(config, policy.spec)
-    batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
-    loader = DataLoader(make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=batcher)
-
+    loader = DataLoader(
+        make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=setup.batcher
+    )
     ckpt_cfg = config.get("checkpoint", {})
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -244,20 +289,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     meta = run_meta(config, policy, shard_sets)
     start = ckpt.latest_step
     if start is not None:
-        state, _ = ckpt.restore(start, abstract, loader.iterator)
+        state, _ = ckpt.restore(start, setup.abstract_state, loader.iterator)
         log.info("resumed from step %d in %s", start, ckpt.directory)
     else:
-        state = jax.jit(init_state, out_shardings=state_sharding)(params0, frozen0)
+        state = setup.init()
         start = 0
-    del params0, frozen0
-
-    step_fn = make_train_step(policy, tx, lr_fn, int(config.get("grad_accum_steps", 1)), ema_cfg)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(state_sharding, batcher.sharding),
-        out_shardings=(state_sharding, None),
-        donate_argnums=0,
-    )
+    train_step = setup.step
 
     logger = MetricsLogger(config, workdir, total_steps=total_steps, is_main=pidx == 0)
     every = int(ckpt_cfg.get("every", 1000))

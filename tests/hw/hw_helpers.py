@@ -6,6 +6,9 @@ A plain module (not conftest.py) so test files import it by a name no other test
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -123,3 +126,46 @@ def eventually(check: Callable[[], bool], timeout: float = 3.0, period: float = 
         if time.monotonic() > deadline:
             return False
         time.sleep(period)
+
+
+class Tool:
+    """A `python -m jrobot.<tool>` subprocess whose output can be waited on, prompt by prompt."""
+
+    def __init__(self, module: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.out = b""
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            with self._lock:
+                self.out += chunk
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return self.out.decode(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.1)
+                raise AssertionError(f"never saw {needle!r}; output:\n{self.text}")
+            time.sleep(0.01)
+
+    def send(self, line: str = "") -> None:
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 60.0) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        time.sleep(0.05)
+        return rc

@@ -3,64 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from hw_helpers import eventually, expected_calibration, sweep_ranges, write_lerobot_calibration
+from hw_helpers import Tool, eventually, expected_calibration, sweep_ranges, write_lerobot_calibration
 
 from jrobot.sim.sts3215 import Sts3215
 from jrobot.sim.virtual_arm import VirtualArm
-
-
-class Tool:
-    """A `python -m jrobot.<tool>` subprocess whose output can be waited on, prompt by prompt."""
-
-    def __init__(self, module: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-        self.out = b""
-        self._lock = threading.Lock()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        while chunk := os.read(self.proc.stdout.fileno(), 4096):
-            with self._lock:
-                self.out += chunk
-
-    @property
-    def text(self) -> str:
-        with self._lock:
-            return self.out.decode(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                time.sleep(0.1)
-                raise AssertionError(f"never saw {needle!r}; output:\n{self.text}")
-            time.sleep(0.01)
-
-    def send(self, line: str = "") -> None:
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = 60.0) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        time.sleep(0.05)
-        return rc
 
 
 @pytest.fixture

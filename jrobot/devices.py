@@ -1,0 +1,154 @@
+"""Robot and teleoperator types selectable with `--robot.type=...` / `--teleop.type=...`.
+
+    so101_follower / so100_follower / so_follower   a real arm on a Feetech bus (jrobot.hw)
+    virtual                                         a real-protocol follower on an in-process virtual
+                                                    servo bus (MuJoCo-driven joints), auto-calibrated
+    sim                                             the MuJoCo SO-101 with rendered cameras (jrobot.sim)
+
+    so101_leader / so100_leader / so_leader         a real leader arm
+    sim_expert                                      the scripted expert of a `sim` robot's task
+
+`record`, `teleoperate`-like loops and `run` build devices here, so adding a robot means adding an
+entry to these two tables. Nothing here imports jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jrobot.cli import Binder, CliError
+from jrobot.hw.factory import ROBOT_CONFIGS as HW_ROBOTS
+from jrobot.hw.factory import TELEOP_CONFIGS as HW_TELEOPS
+from jrobot.hw.factory import make_robot as make_hw_robot
+from jrobot.hw.factory import make_teleoperator as make_hw_teleop
+from jrobot.hw.opencv_camera import OpenCVCameraConfig
+from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig
+from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
+
+
+@dataclasses.dataclass
+class VirtualRobotConfig:
+    """An SO-101 follower driven through the Feetech protocol against a virtual servo bus.
+
+    The bus runs in this process (`jrobot.sim.virtual_arm.VirtualArm`) with MuJoCo joint dynamics unless
+    `dynamics="servo"`. A LeRobot-format calibration matching the virtual arm is written to
+    `calibration_dir` (a temporary folder by default), so no interactive calibration is needed.
+    """
+
+    id: str = "virtual"
+    calibration_dir: Path | None = None
+    dynamics: str = "mujoco"
+    max_relative_target: float | dict[str, float] | None = None
+    cameras: dict[str, OpenCVCameraConfig] = dataclasses.field(default_factory=dict)
+    use_degrees: bool = True
+    type: str = "virtual"
+
+    def __post_init__(self) -> None:
+        if self.dynamics not in ("mujoco", "servo"):
+            raise ValueError(f"virtual robot dynamics must be 'mujoco' or 'servo', got {self.dynamics!r}")
+
+
+@dataclasses.dataclass
+class SimExpertConfig:
+    """The scripted expert; it needs no settings (it reads the sim robot it is attached to)."""
+
+    type: str = "sim_expert"
+
+
+ROBOT_TYPES: dict[str, type] = {**HW_ROBOTS, "virtual": VirtualRobotConfig, "sim": SimRobotConfig}
+TELEOP_TYPES: dict[str, type] = {**HW_TELEOPS, "sim_expert": SimExpertConfig}
+
+
+def virtual_calibration(use_degrees: bool = True) -> dict[str, Any]:
+    """The calibration LeRobot's half-turn homing would produce on the virtual arm at its zero pose."""
+    from jrobot.features import SO101_MOTORS
+    from jrobot.hw.calibration import MotorCalibration
+    from jrobot.sim.virtual_arm import SO101_MECHANICS
+
+    cal = {}
+    for i, (name, m) in enumerate(zip(SO101_MOTORS, SO101_MECHANICS, strict=True), start=1):
+        homing = round(m.zero) - 2047
+        if name == "wrist_roll":
+            lo, hi = 0, 4095
+        else:
+            lo, hi = round(m.lower) - homing, round(m.upper) - homing
+        cal[name] = MotorCalibration(id=i, drive_mode=0, homing_offset=homing, range_min=lo, range_max=hi)
+    return cal
+
+
+class VirtualRobot(SO101Follower):
+    """`SO101Follower` on a virtual servo bus started (and stopped) with the robot."""
+
+    name = "so101_follower"
+
+    def __init__(self, config: VirtualRobotConfig):
+        from jrobot.hw.calibration import save_calibration
+
+        self.virtual_config = config
+        cal_dir = Path(config.calibration_dir or tempfile.mkdtemp(prefix="jrobot-virtual-cal-"))
+        save_calibration(cal_dir / f"{config.id}.json", virtual_calibration(config.use_degrees))
+        self._arm = None
+        super().__init__(
+            SO101FollowerConfig(
+                port="(virtual, assigned at connect)",
+                id=config.id,
+                calibration_dir=cal_dir,
+                max_relative_target=config.max_relative_target,
+                cameras=config.cameras,
+                use_degrees=config.use_degrees,
+            )
+        )
+
+    def connect(self, calibrate: bool = True) -> None:
+        from jrobot.sim.virtual_arm import VirtualArm, mujoco_dynamics
+
+        dyn = mujoco_dynamics() if self.virtual_config.dynamics == "mujoco" else None
+        self._arm = VirtualArm(dynamics=dyn)
+        port = self._arm.start()
+        self.config.port = port
+        from jrobot.hw.feetech import FeetechBus
+
+        self.bus = FeetechBus(port, self.bus.motors, self.calibration, num_retry=self.config.num_retry)
+        try:
+            super().connect(calibrate=calibrate)
+        except BaseException:
+            self._arm.stop()
+            self._arm = None
+            raise
+
+    def disconnect(self) -> None:
+        try:
+            super().disconnect()
+        finally:
+            if self._arm is not None:
+                self._arm.stop()
+                self._arm = None
+
+
+def make_robot(config: Any) -> Any:
+    if isinstance(config, SimRobotConfig):
+        return SimRobot(config)
+    if isinstance(config, VirtualRobotConfig):
+        return VirtualRobot(config)
+    return make_hw_robot(config)
+
+
+def make_teleoperator(config: Any, robot: Any) -> Any:
+    if isinstance(config, SimExpertConfig):
+        if not isinstance(robot, SimRobot):
+            raise CliError("--teleop.type=sim_expert drives the simulated arm: use it with --robot.type=sim")
+        return SimExpertTeleop(robot)
+    return make_hw_teleop(config)
+
+
+def robot_from_flags(binder: Binder, *, required: bool = True) -> Any:
+    cfg = binder.choice(ROBOT_TYPES, "robot", required=required)
+    return None if cfg is None else make_robot(cfg)
+
+
+def teleop_from_flags(binder: Binder, robot: Any, *, required: bool = True) -> Any:
+    cfg = binder.choice(TELEOP_TYPES, "teleop", required=required)
+    return None if cfg is None else make_teleoperator(cfg, robot)

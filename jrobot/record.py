@@ -1,0 +1,385 @@
+"""`python -m jrobot.record`: record demonstrations into a LeRobot v3.0 dataset.
+
+    # real arms (a leader drives the follower), cameras included
+    python -m jrobot.record \\
+        --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black \\
+        --robot.cameras="{front: {type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}}" \\
+        --teleop.type=so101_leader --teleop.port=/dev/ttyACM1 --teleop.id=blue \\
+        --dataset.root=data/pick_cube --dataset.single_task="pick the cube" \\
+        --dataset.num_episodes=50 --dataset.episode_time_s=30 --dataset.reset_time_s=10
+
+    # any machine: the scripted expert in the MuJoCo simulation
+    python -m jrobot.record --robot.type=sim --teleop.type=sim_expert \\
+        --dataset.root=data/sim_pick --dataset.num_episodes=20
+
+Keys (in this terminal, also over SSH): → ends the current episode or reset early, ← re-records the
+episode, Esc stops (the partial episode is saved, as in LeRobot). Ctrl-C stops too, but discards the
+episode in progress. Either way every episode saved before stays in the dataset, and the robot's
+torque is switched off. `--resume=true` appends episodes to an existing dataset.
+
+Unlike LeRobot 0.4.x, the recorded action is the action actually sent to the follower (after
+`max_relative_target` clamping), camera features are kept as images with `--dataset.video=false`, and
+videos are encoded while recording, so saving an episode takes a fraction of a second.
+
+The simulated robot advances one control period per action, so it records as fast as the CPU allows
+(`--realtime=true` paces it); each sim episode is seeded with `--seed` + its index, and ends shortly
+after the task succeeds or when the expert is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jrobot.cli import Binder, CliError, run_tool
+from jrobot.data.video_encode import VideoOptions
+from jrobot.data.writer import DatasetWriter
+from jrobot.devices import robot_from_flags, teleop_from_flags
+from jrobot.features import dataset_features_for_robot, pack_frame
+from jrobot.hw.safety import torque_safety
+from jrobot.keyboard import RecordEvents, TerminalKeys
+
+USAGE = __doc__ or ""
+log = logging.getLogger("jrobot.record")
+
+
+@dataclasses.dataclass
+class DatasetRecordConfig:
+    """LeRobot's `--dataset.*` options (those that apply to a local dataset), plus codec settings."""
+
+    root: Path
+    single_task: str | None = None
+    repo_id: str | None = None
+    fps: int | None = None  # default: the robot's own rate (sim), else 30
+    episode_time_s: float = 60.0
+    reset_time_s: float = 60.0
+    num_episodes: int = 50
+    video: bool = True
+    vcodec: str = "libsvtav1"
+    crf: int = 30
+    g: int = 2
+    encoder_queue_maxsize: int = 30
+    push_to_hub: bool = False
+    private: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if self.num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {self.num_episodes}")
+        if self.episode_time_s <= 0 or self.reset_time_s < 0:
+            raise ValueError("episode_time_s must be > 0 and reset_time_s >= 0")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.push_to_hub and not self.repo_id:
+            raise ValueError("push_to_hub needs --dataset.repo_id=<user>/<name>")
+
+
+@dataclasses.dataclass
+class RecordOptions:
+    dataset: DatasetRecordConfig
+    resume: bool = False
+    seed: int = 0  # simulation: episode e is seeded with seed + e
+    realtime: bool | None = None  # pace the loop at fps; default: yes for real arms, no for the sim
+    end_after_success_s: float = 0.5  # simulation: keep recording this long after the task succeeds
+    status: bool = True  # live status line on stderr
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    frames: int
+    duration_s: float
+    dropped_frames: int
+    achieved_fps: float
+    success: bool | None
+
+
+class StatusLine:
+    """One self-overwriting line: episode i/N, phase, time left, achieved fps, dropped frames."""
+
+    def __init__(self, enabled: bool, stream=sys.stderr):
+        self.enabled = enabled
+        self.stream = stream
+        self._last = 0.0
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, text: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _is_episodic(robot: Any) -> bool:
+    return all(hasattr(robot, a) for a in ("reset", "is_success", "task"))
+
+
+def control_loop(
+    robot: Any,
+    teleop: Any,
+    *,
+    fps: int,
+    duration_s: float,
+    events: RecordEvents,
+    status: StatusLine,
+    label: str,
+    realtime: bool,
+    writer: DatasetWriter | None = None,
+    features: dict | None = None,
+    task: str | None = None,
+    end_after_success_s: float | None = None,
+) -> EpisodeResult:
+    """Teleoperate at `fps` for `duration_s` (recording into `writer` when given) until a key ends it."""
+    period = 1.0 / fps
+    frames = dropped = 0
+    t_start = time.perf_counter()
+    next_tick = t_start
+    success_frames = 0
+    success = None
+    episodic = _is_episodic(robot)
+    while True:
+        if events.take_exit_early():
+            break
+        elapsed = (time.perf_counter() - t_start) if realtime else frames * period
+        if elapsed >= duration_s:
+            break
+        obs = robot.get_observation()
+        action = teleop.get_action()
+        sent = robot.send_action(action)
+        if writer is not None:
+            writer.add_frame(pack_frame(features, obs, sent), task=task)
+        frames += 1
+        if episodic and writer is not None and end_after_success_s is not None:
+            success = bool(robot.is_success())
+            success_frames = success_frames + 1 if success else 0
+            if success_frames * period >= end_after_success_s:
+                break
+            if getattr(teleop, "is_done", False) and not success:
+                break  # the expert gave up or finished without success: nothing more to record
+        if realtime:
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -period:
+                missed = int(-delay // period)
+                dropped += missed
+                next_tick += missed * period
+        wall = time.perf_counter() - t_start
+        status.update(
+            f"{label} | {max(0.0, duration_s - elapsed):5.1f} s left | "
+            f"{frames / wall if wall > 0 else 0:5.1f} fps | dropped {dropped}"
+        )
+    wall = time.perf_counter() - t_start
+    return EpisodeResult(frames, wall, dropped, frames / wall if wall > 0 else 0.0, success)
+
+
+def open_writer(cfg: DatasetRecordConfig, robot: Any, fps: int, resume: bool) -> DatasetWriter:
+    features = dataset_features_for_robot(
+        robot.observation_features, robot.action_features, use_videos=cfg.video
+    )
+    video = VideoOptions(codec=cfg.vcodec, crf=cfg.crf, g=cfg.g)
+    if resume:
+        if not (cfg.root / "meta" / "info.json").is_file():
+            raise CliError(f"--resume=true but {cfg.root} holds no dataset (no meta/info.json)")
+        return DatasetWriter.resume(
+            cfg.root, fps=fps, features=features, robot_type=robot.name, video_options=video
+        )
+    if cfg.root.exists() and any(cfg.root.iterdir()):
+        raise CliError(
+            f"{cfg.root} already exists; pass --resume=true to add episodes, or choose another root"
+        )
+    return DatasetWriter.create(
+        cfg.root,
+        fps=fps,
+        features=features,
+        robot_type=robot.name,
+        video_options=video,
+        encoder_queue_size=cfg.encoder_queue_maxsize,
+    )
+
+
+def record(
+    robot: Any,
+    teleop: Any,
+    opts: RecordOptions,
+    *,
+    events: RecordEvents | None = None,
+    key_listener: Callable[[RecordEvents], Any] | None = None,
+) -> dict[str, Any]:
+    """Connect, record `num_episodes` episodes, disconnect (torque off); returns a summary.
+
+    `key_listener(events)` (e.g. `TerminalKeys`) is entered once the devices are connected, so that
+    calibration prompts at connect time still read the terminal normally.
+    """
+    cfg = opts.dataset
+    events = events or RecordEvents()
+    episodic = _is_episodic(robot)
+    fps = int(cfg.fps or getattr(robot, "fps", 30))
+    realtime = (not episodic) if opts.realtime is None else bool(opts.realtime)
+    status = StatusLine(opts.status)
+    summary: dict[str, Any] = {"saved": [], "discarded": 0}
+    writer = None
+    with torque_safety(teleop, robot):
+        robot.connect()
+        teleop.connect()
+        task = cfg.single_task or (robot.task if episodic else None)
+        if not task:
+            raise CliError("--dataset.single_task is required (the instruction recorded with every frame)")
+        writer = open_writer(cfg, robot, fps, opts.resume)
+        features = writer.features
+        keys = key_listener(events) if key_listener is not None else contextlib.nullcontext()
+        try:
+            keys.__enter__()
+            recorded = 0
+            while recorded < cfg.num_episodes and not events.stop_recording:
+                index = writer.num_episodes
+                if episodic:
+                    robot.reset(seed=opts.seed + index)
+                label = f"episode {recorded + 1}/{cfg.num_episodes} (#{index}) | recording"
+                result = control_loop(
+                    robot,
+                    teleop,
+                    fps=fps,
+                    duration_s=cfg.episode_time_s,
+                    events=events,
+                    status=status,
+                    label=label,
+                    realtime=realtime,
+                    writer=writer,
+                    features=features,
+                    task=task,
+                    end_after_success_s=opts.end_after_success_s if episodic else None,
+                )
+                if events.rerecord_episode:
+                    events.rerecord_episode = False
+                    writer.discard_episode()
+                    summary["discarded"] += 1
+                    status.update(
+                        f"episode {recorded + 1}/{cfg.num_episodes}: discarded, re-recording", force=True
+                    )
+                    status.done()
+                    if not episodic:
+                        _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime)
+                    continue
+                if writer.episode_length == 0:
+                    break
+                t0 = time.perf_counter()
+                ep = writer.save_episode()
+                save_s = time.perf_counter() - t0
+                recorded += 1
+                summary["saved"].append(
+                    {
+                        "episode_index": ep,
+                        "frames": result.frames,
+                        "achieved_fps": round(result.achieved_fps, 2),
+                        "dropped_frames": result.dropped_frames,
+                        "save_s": round(save_s, 4),
+                        "success": result.success,
+                    }
+                )
+                status.update(
+                    f"episode {recorded}/{cfg.num_episodes} saved (#{ep}, {result.frames} frames, "
+                    f"dropped {result.dropped_frames}, save {save_s * 1e3:.0f} ms)",
+                    force=True,
+                )
+                status.done()
+                last = recorded >= cfg.num_episodes
+                if not events.stop_recording and not last and not episodic:
+                    _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime)
+        except BaseException:
+            # Ctrl-C, SIGTERM or an error: the episode in progress is dropped, saved ones stay.
+            if writer is not None and writer.episode_length:
+                writer.discard_episode()
+                summary["discarded"] += 1
+            raise
+        finally:
+            keys.__exit__(None, None, None)
+            status.done()
+            if writer is not None:
+                writer.finalize()
+                summary["num_episodes"] = writer.num_episodes
+                summary["num_frames"] = writer.num_frames
+    summary["root"] = str(cfg.root)
+    if cfg.push_to_hub:
+        summary["hub"] = push_to_hub(cfg.root, cfg.repo_id, private=cfg.private)
+    return summary
+
+
+def _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime) -> None:
+    """Time to put the scene back: teleoperation continues, nothing is recorded; → ends it early."""
+    if cfg.reset_time_s <= 0:
+        return
+    control_loop(
+        robot,
+        teleop,
+        fps=fps,
+        duration_s=cfg.reset_time_s,
+        events=events,
+        status=status,
+        label=f"episode {recorded}/{cfg.num_episodes} | reset",
+        realtime=realtime,
+    )
+    status.done()
+
+
+def push_to_hub(root: Path, repo_id: str, *, private: bool = False) -> str:
+    """Upload the dataset folder as LeRobot does (tagged v3.0); a clear error when offline."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        raise ConnectionError(
+            f"cannot push {root} to {repo_id}: the Hugging Face Hub is offline (HF_HUB_OFFLINE=1); "
+            "the dataset is saved locally, push it later with --resume=true --dataset.push_to_hub=true"
+        )
+    try:
+        api = huggingface_hub.HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id, folder_path=str(root), repo_type="dataset", ignore_patterns=[".jrobot/*"]
+        )
+        api.create_tag(repo_id, tag="v3.0", repo_type="dataset", exist_ok=True)
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise ConnectionError(
+            f"pushing {root} to {repo_id} failed ({e}); the dataset is saved locally, push it again later"
+        ) from e
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def main(argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    binder = Binder.from_argv(argv)
+    robot = robot_from_flags(binder)
+    teleop = teleop_from_flags(binder, robot)
+    opts = binder.build(RecordOptions)
+    binder.finish()
+    summary = record(robot, teleop, opts, events=RecordEvents(), key_listener=TerminalKeys)
+    saved = summary["saved"]
+    print(
+        f"recorded {len(saved)} episode(s) into {summary['root']} "
+        f"(dataset now holds {summary.get('num_episodes')} episodes, {summary.get('num_frames')} frames)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main, usage=USAGE))
