@@ -76,8 +76,13 @@ def bench_jrobot(config, batch: int, steps: int, cams: int, hw: tuple[int, int])
     policy = Policy(module, pcfg, model.spec, graphdef, feats, stats)
     preset = apply_overrides(module.optimizer_preset(pcfg), config.get("optimizer", {}).to_dict())
     tx, lr_fn = make_optimizer(preset, params, module.param_group, 10_000)
-    state = {"step": jax.numpy.zeros((), "int32"), "params": params, "frozen": frozen,
-             "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0)}
+    state = {
+        "step": jax.numpy.zeros((), "int32"),
+        "params": params,
+        "frozen": frozen,
+        "opt_state": tx.init(params),
+        "rng": jax.random.PRNGKey(0),
+    }
     step = jax.jit(make_train_step(policy, tx, lr_fn, 1, None), donate_argnums=0)
     batch_dev = jax.device_put(data)
     t0 = time.perf_counter()
@@ -147,7 +152,14 @@ LEROBOT_KEYS = (
 
 def bench_lerobot(python: str, config, batch: int, steps: int, cams: int, hw) -> dict | None:
     pol = {k: v for k, v in config.policy.config.to_dict().items() if k in LEROBOT_KEYS}
-    args = {"policy": pol, "batch": batch, "steps": steps, "cams": cams, "hw": list(hw), "threads": os.cpu_count()}
+    args = {
+        "policy": pol,
+        "batch": batch,
+        "steps": steps,
+        "cams": cams,
+        "hw": list(hw),
+        "threads": os.cpu_count(),
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(LEROBOT_SCRIPT)
     try:
@@ -169,9 +181,9 @@ def main() -> None:
     p.add_argument("--hw", default="96x128", help="image HxW")
     p.add_argument("--lerobot-python", default=os.environ.get("JROBOT_LEROBOT_PYTHON"))
     args = p.parse_args()
-    from ml_collections import config_flags  # noqa: F401  (config loading below)
-
     import importlib.util
+
+    from ml_collections import config_flags  # noqa: F401  (config loading below)
 
     spec = importlib.util.spec_from_file_location("cfg", args.config)
     mod = importlib.util.module_from_spec(spec)

@@ -45,7 +45,8 @@ def stage_record(out: Path, episodes: int, seed: int, image_size: tuple[int, int
     from jrobot.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
-    robot = SimRobot(image_size=image_size)
+    # the cube pose is recorded too (`observation.environment_state`): the CPU-sized policy reads it
+    robot = SimRobot(image_size=image_size, environment_state=True)
     teleop = SimExpertTeleop(robot)
     cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=12.0)
     summary = record(robot, teleop, RecordOptions(dataset=cfg, seed=seed, status=sys.stderr.isatty()))
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
+    for noisy in ("jax", "OpenGL", "orbax", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     out = Path(args.out)
     if out.exists():

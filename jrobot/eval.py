@@ -31,12 +31,19 @@ from jrobot.runtime.policy import BundlePolicy
 log = logging.getLogger("jrobot.eval")
 
 
-def make_env(env_id: str, info: BundleInfo, **kwargs: Any) -> gym.Env:
-    """The gym env with the cameras and image size the policy was trained on."""
+def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kwargs: Any) -> gym.Env:
+    """The gym env with the cameras and image size the policy was trained on.
+
+    A policy that reads no camera gets the simulator's default cameras anyway when `video_cameras`, so
+    the evaluation videos show what happened.
+    """
     import jrobot.sim  # noqa: F401  (registers the envs)
+    from jrobot.sim.simulator import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE
 
     cams = [k[len(IMAGE_PREFIX) :] for k in info.spec.image_keys]
-    size = next(iter(info.image_shapes.values()))[:2] if info.image_shapes else (96, 128)
+    size = next(iter(info.image_shapes.values()))[:2] if info.image_shapes else DEFAULT_IMAGE_SIZE
+    if not cams and video_cameras:
+        cams = list(DEFAULT_CAMERAS)
     env_state = info.spec.env_state_key is not None
     return gym.make(
         env_id, cameras=tuple(cams), image_size=tuple(size), environment_state=env_state, **kwargs
@@ -75,16 +82,20 @@ def evaluate(
     out: str | Path | None = None,
     videos: bool = True,
     max_steps: int | None = None,
+    n_action_steps: int | None = None,
+    temporal_ensemble_coeff: float | None = None,
 ) -> dict[str, Any]:
     """Roll `policy` (a BundlePolicy or anything with .info/.spec/.predict) out for `episodes` episodes."""
     info: BundleInfo = policy.info
-    env = make_env(env_id, info)
-    controller = PolicyController(policy, mode="sync")
+    env = make_env(env_id, info, video_cameras=videos and out is not None)
+    controller = PolicyController(
+        policy, mode="sync", n_action_steps=n_action_steps, temporal_ensemble_coeff=temporal_ensemble_coeff
+    )
     names = info.features[ACTION_KEY].flat_names
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    cams = list(info.spec.image_keys)
+    cams = [k for k in env.observation_space.spaces if k.startswith(IMAGE_PREFIX)]
     results = []
     t_start = time.perf_counter()
     try:
@@ -204,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (then +1 each)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--no-videos", action="store_true")
+    p.add_argument("--n-action-steps", type=int, default=None, help="override the bundle's n_action_steps")
+    p.add_argument(
+        "--temporal-ensemble-coeff", type=float, default=None, help="ensemble overlapping chunks (e.g. 0.01)"
+    )
     p.add_argument("--out", required=True, help="output directory (report.json, videos/)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -217,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         videos=not args.no_videos,
         max_steps=args.max_steps,
+        n_action_steps=args.n_action_steps,
+        temporal_ensemble_coeff=args.temporal_ensemble_coeff,
     )
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "

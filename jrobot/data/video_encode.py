@@ -327,13 +327,16 @@ def concat_videos(
     output: Path,
     *,
     until: Sequence[Fraction | None] | None = None,
+    since: Sequence[Fraction | None] | None = None,
     faststart: bool = True,
 ) -> list[Segment]:
     """Join mp4 files back to back by stream copy (no re-encode) and say where each one landed.
 
     Input i is shifted to start where input i-1 ended (its last pts + duration), so frame times
     stay exact multiples of the frame period. `until[i]` (seconds) drops packets of input i that
-    start at or after that time (used to cut a file back to its last recorded episode).
+    start at or after that time (used to cut a file back to its last recorded episode); `since[i]`
+    drops those that start before it (used to copy one episode out of a multi-episode file; the
+    first packet kept must then be a keyframe, or the copy could not be decoded).
     """
     if not inputs:
         raise DatasetError("concat_videos: no input files")
@@ -361,14 +364,26 @@ def concat_videos(
                 limit = None
                 if until is not None and until[i] is not None:
                     limit = until[i] / in_tb
+                begin = since[i] / in_tb if since is not None and since[i] is not None else None
+                if begin is not None and begin > 0:  # skip the earlier episodes of the file
+                    inp.seek(int(begin), stream=ist, backward=True, any_frame=False)
                 first: int | None = None
                 end = offset
                 for pkt in inp.demux(ist):
                     if pkt.dts is None and pkt.pts is None:
                         continue
                     pts = pkt.pts if pkt.pts is not None else pkt.dts
+                    if limit is not None and pkt.dts is not None and pkt.dts >= limit:
+                        break  # pts >= dts, and dts only grows: nothing later is wanted
                     if limit is not None and pts >= limit:
                         continue
+                    if begin is not None and pts < begin:
+                        continue
+                    if begin is not None and first is None and not pkt.is_keyframe:
+                        raise DatasetError(
+                            f"{path}: the packet at {float(pts * in_tb):.6f} s is not a keyframe; "
+                            "a stream copy cannot start there"
+                        )
                     dts = pkt.dts if pkt.dts is not None else pts
                     dur = pkt.duration or 0
                     if in_tb != out_tb:

@@ -159,8 +159,11 @@ class PolicyController:
         *,
         mode: str = "async",
         n_action_steps: int | None = None,
+        temporal_ensemble_coeff: float | None = None,
         safety: SafetyLimits | None = None,
     ):
+        """`n_action_steps` / `temporal_ensemble_coeff` override the bundle's settings (e.g. to
+        ensemble a policy trained with an action queue; ensembling queries the policy every step)."""
         if mode not in ("async", "sync"):
             raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
         self.policy = policy
@@ -173,11 +176,8 @@ class PolicyController:
         if safety is None and ACTION_KEY in policy.info.stats and "min" in policy.info.stats[ACTION_KEY]:
             safety = SafetyLimits.from_stats(names, policy.info.stats[ACTION_KEY])
         self.safety = safety
-        self.ensembler = (
-            TemporalEnsembler(spec.temporal_ensemble_coeff, spec.chunk_size)
-            if spec.temporal_ensemble_coeff is not None
-            else None
-        )
+        coeff = spec.temporal_ensemble_coeff if temporal_ensemble_coeff is None else temporal_ensemble_coeff
+        self.ensembler = TemporalEnsembler(coeff, spec.chunk_size) if coeff is not None else None
         self.n_action_steps = int(n_action_steps or spec.n_action_steps)
         self.queue = ActionQueue(self.n_action_steps)
         self.observations = ObservationBuilder(policy.info)

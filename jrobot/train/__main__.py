@@ -27,6 +27,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/grain are chatty at INFO
+    logging.getLogger("jax").setLevel(logging.WARNING)
     from jrobot.train import sharding
 
     sharding.initialize_distributed(

@@ -79,7 +79,11 @@ def schedule_factor(
 
 
 def apply_overrides(preset: OptimizerPreset, overrides: Mapping[str, Any] | None) -> OptimizerPreset:
-    """Config overrides on top of the preset: lr, betas, eps, weight_decay, grad_clip_norm, group_lr, scheduler."""
+    """Config overrides on top of the preset: lr, betas, eps, weight_decay, grad_clip_norm, group_lr, scheduler.
+
+    `scheduler.name`: "cosine" (+ num_warmup_steps), "cosine_decay_with_warmup" (+ peak_lr, decay_lr,
+    num_warmup_steps, num_decay_steps), "constant", or unset to keep the policy preset's schedule.
+    """
     if not overrides:
         return preset
     fields = {f.name for f in dataclasses.fields(OptimizerPreset)}
@@ -88,10 +92,18 @@ def apply_overrides(preset: OptimizerPreset, overrides: Mapping[str, Any] | None
         raise ValueError(f"optimizer overrides: unknown keys {unknown}; known: {sorted(fields)}")
     kw = {}
     for k, v in overrides.items():
+        if v is None:
+            continue  # unset placeholder: keep the preset's value
         if k == "betas":
             v = tuple(v)
-        elif k in ("group_lr", "scheduler") and v is not None:
+        elif k == "group_lr":
             v = dict(v)
+        elif k == "scheduler":
+            v = {a: b for a, b in dict(v).items() if b is not None}
+            if not v.get("name"):
+                continue  # no scheduler named: keep the preset's
+            if v["name"] == "constant":
+                v = None
         kw[k] = v
     return dataclasses.replace(preset, **kw)
 
@@ -110,7 +122,7 @@ def make_optimizer(
     groups = sorted(set(jax.tree.leaves(labels)))
     unknown = sorted(set(preset.group_lr) - set(groups) - {"default"})
     if unknown:  # e.g. a backbone learning rate for a policy built without cameras
-        log.warning("optimizer group_lr: no parameter belongs to %s (groups: %s); ignored", unknown, groups)
+        log.info("optimizer group_lr: no parameter belongs to %s (groups: %s); ignored", unknown, groups)
 
     def group_tx(group: str) -> optax.GradientTransformation:
         lr = preset.group_lr.get(group, preset.lr)

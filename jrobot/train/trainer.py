@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,7 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Train (or resume) into `workdir`; returns the last logged metrics."""
+    t_start = time.monotonic()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     pidx, pcount = jax.process_index(), jax.process_count()
@@ -304,6 +306,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     last: dict[str, float] = {}
     step = start
     pending = None
+    time_limit = config.get("max_train_seconds")
     try:
         logger.start_window(step, loader.wait_s)
         while step < total_steps:
@@ -311,18 +314,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
             state, metrics = train_step(state, batch)
             step += 1
             pending = metrics
-            if step % log_every == 0 or step == total_steps:
+            out_of_time = bool(time_limit) and step % 10 == 0 and _time_is_up(t_start, float(time_limit))
+            end = step == total_steps or out_of_time
+            if step % log_every == 0 or end:
                 last = {k: float(v) for k, v in jax.device_get(pending).items()}
                 logger.log(step, last, loader.wait_s)
-            if step % every == 0 or step == total_steps:
+            if step % every == 0 or end:
                 ckpt.save(step, state, loader.get_state(), meta)
-            if eval_every and (step % eval_every == 0 or step == total_steps):
+            if eval_every and (step % eval_every == 0 or end):
                 last.update(_evaluate(policy, state, eval_cfg, step, logger, fps=shard_sets[0].fps))
+            if out_of_time:
+                log.warning(
+                    "max_train_seconds=%s reached: stopped at step %d of %d", time_limit, step, total_steps
+                )
+                break
     finally:
         ckpt.close()
         loader.close()
         logger.close()
     return last
+
+
+def _time_is_up(t_start: float, limit_s: float) -> bool:
+    """Whether the run's time budget is spent; process 0 decides for all so every host stops together."""
+    up = time.monotonic() - t_start >= limit_s
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+    return up
 
 
 def _todict(x: Any) -> dict[str, Any] | None:

@@ -1,0 +1,79 @@
+"""`python -m data_tools.convert_lerobot SRC --out DST`: any LeRobot dataset -> a clean v3.0 dataset.
+
+    python -m data_tools.convert_lerobot path/to/v21_dataset --out datasets/mine_v30
+    python -m data_tools.convert_lerobot lerobot/svla_so101_pickplace --out datasets/pickplace \
+        --shards shards/pickplace --resolution 96x128          # hub id (online), then training shards
+
+SRC is a v2.0, v2.1 or v3.0 dataset folder, or a Hugging Face Hub dataset id (downloaded when online;
+offline it fails at once). The output is written by jrobot's episode store rules: rows renumbered,
+tasks re-indexed, video stream-copied episode by episode (no re-encode unless an episode does not
+start on a keyframe, which the report lists), per-episode and global stats recomputed where the
+source's are missing or known wrong. Legacy variants of v1.6 ports (`names: {"motors": [...]}`,
+`video_info`, channel-first image names, float fps) are normalised. LeRobot 0.4.0-0.5.1 stored a
+corrupt image std (uint8 overflow); it is detected from the stats themselves (a std below what the
+stored quantiles allow) and recomputed from the decoded frames, and the report says so.
+
+With --shards the converted dataset is then turned into training shards (`build_shards`).
+Exit status: 0 on success, 2 on a bad source or argument.
+
+Library call: `jrobot.data.edit.convert_dataset(src, dst, recompute_stats="auto", shards=None)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jrobot.data.edit import convert_dataset
+from jrobot.data.errors import DatasetError
+from jrobot.data.shard_builder import parse_resolution
+from jrobot.data.shards import ShardError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m data_tools.convert_lerobot",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="LeRobot dataset folder (v2.0/v2.1/v3.0) or Hugging Face Hub dataset id")
+    p.add_argument("--out", required=True, help="new v3.0 dataset folder (must not exist)")
+    p.add_argument(
+        "--recompute-stats",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="image stats: recompute where missing or known wrong (auto), for every episode (always), or keep",
+    )
+    p.add_argument("--shards", default=None, help="also build training shards into this folder")
+    p.add_argument("--resolution", default="224x224", help="HxW of shard images, or 'source' (with --shards)")
+    p.add_argument("--image-format", default="jpeg:90", help="shard image encoding: jpeg:<quality> or raw")
+    p.add_argument("--workers", type=int, default=None, help="decode threads / shard worker processes")
+    p.add_argument("--data-file-size-mb", type=float, default=100, help="data file size limit")
+    p.add_argument("--video-file-size-mb", type=float, default=200, help="video file size limit")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        report = convert_dataset(
+            args.source,
+            args.out,
+            recompute_stats=args.recompute_stats,
+            shards=args.shards,
+            resolution=parse_resolution(args.resolution),
+            image_format=args.image_format,
+            workers=args.workers,
+            progress=not args.quiet,
+            data_files_size_in_mb=args.data_file_size_mb,
+            video_files_size_in_mb=args.video_file_size_mb,
+        )
+    except (DatasetError, ShardError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
