@@ -39,7 +39,11 @@ def tiny_config(shards, **over):
 
 
 def losses(workdir):
-    return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    return [
+        json.loads(line)["loss"]
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+        if "loss" in line
+    ]
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, tiny_shards):
@@ -68,7 +72,9 @@ def test_time_budget_stops_with_a_checkpoint_and_sim_eval_runs(tmp_path, tiny_sh
 
 
 def test_unknown_input_feature_is_a_clear_error(tmp_path, tiny_shards):
-    cfg = tiny_config(tiny_shards, **{"policy.input_features": ("observation.state", "observation.images.top")})
+    cfg = tiny_config(
+        tiny_shards, **{"policy.input_features": ("observation.state", "observation.images.top")}
+    )
     with pytest.raises(ValueError, match=r"observation\.images\.top"):
         train(cfg, tmp_path / "bad")
 
@@ -77,7 +83,9 @@ def test_torch_adam_l2_and_clipping_numerics():
     """One step of our 'adam' preset equals torch's Adam(weight_decay) after clip_grad_norm_."""
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # norm 50 -> clipped to 10
-    preset = OptimizerPreset(name="adam", lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, grad_clip_norm=10.0)
+    preset = OptimizerPreset(
+        name="adam", lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, grad_clip_norm=10.0
+    )
     tx, _ = make_optimizer(preset, params, lambda p: "default", total_steps=10)
     updates, _ = tx.update(grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
