@@ -16,7 +16,7 @@ from configs import diffusion_so101_sim
 def get_config() -> ml_collections.ConfigDict:
     c = diffusion_so101_sim.get_config()
     c.batch_size = 64
-    c.num_steps = 30_000
+    c.num_steps = 6000
     c.max_train_seconds = 1800.0
     c.log_every = 250
     c.data.shards = "outputs/demo/shards"

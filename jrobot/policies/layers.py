@@ -70,12 +70,14 @@ def torch_linear(
     )
 
 
-# XLA's CPU convolution is pathologically slow when the output is a handful of positions with many
-# channels (ResNet18's layer4 on small robot-camera images: 2x2 or 3x4 maps of 512 channels run at
-# ~1 GFLOP/s, 25x below a matmul), and its weight gradients are slow for small maps in general. Below
-# this many output positions a 2-D convolution is computed as patches @ kernel (im2col), which XLA
-# lowers to one large matmul on any backend. Same sums, so results agree to float rounding.
-IM2COL_MAX_POSITIONS = 64
+# XLA's CPU convolution is pathologically slow when the output has very few positions and many
+# channels: ResNet18's layer4 on small robot-camera images (2x2 or 3x4 maps of 512 channels) and the
+# Diffusion UNet's innermost 1-D blocks (4 steps of 256+ channels) run at ~1 GFLOP/s, 20-50x below a
+# matmul, and its weight gradients are slow for small 2-D maps in general. Below these sizes a
+# convolution is computed as patches @ kernel (im2col), which XLA lowers to one large matmul. Same
+# sums, so results agree to float rounding.
+IM2COL_MAX_POSITIONS = {1: 4, 2: 64}  # by number of spatial dimensions
+_CHANNEL_LAST = {1: ((0, 2, 1), (2, 1, 0)), 2: ((0, 3, 1, 2), (3, 2, 0, 1))}  # NWC/WIO, NHWC/HWIO
 
 
 def conv_general_dilated(
@@ -92,40 +94,41 @@ def conv_general_dilated(
     preferred_element_type=None,
     **kwargs,
 ):
-    """`lax.conv_general_dilated` that switches to im2col + matmul for small NHWC 2-D outputs on CPU."""
+    """`lax.conv_general_dilated` that switches to im2col + matmul for small channel-last outputs on CPU."""
+    nsp = lhs.ndim - 2
+    ones = (1,) * nsp
     simple = (
-        lhs.ndim == 4
-        and rhs.ndim == 4
+        nsp in _CHANNEL_LAST
+        and rhs.ndim == lhs.ndim
         and feature_group_count == 1
         and batch_group_count == 1
-        and lhs_dilation in (None, (1, 1))
-        and rhs_dilation in (None, (1, 1))
+        and (lhs_dilation is None or tuple(lhs_dilation) == ones)
+        and (rhs_dilation is None or tuple(rhs_dilation) == ones)
         and not isinstance(padding, str)
         and dimension_numbers is not None
-        and tuple(dimension_numbers.lhs_spec) == (0, 3, 1, 2)  # NHWC
-        and tuple(dimension_numbers.rhs_spec) == (3, 2, 0, 1)  # HWIO
+        and (tuple(dimension_numbers.lhs_spec), tuple(dimension_numbers.rhs_spec)) == _CHANNEL_LAST[nsp]
         and jax.default_backend() == "cpu"
     )
     if simple:
-        kh, kw, cin, cout = rhs.shape
-        (pt, pb), (pl, pr) = padding
-        sh, sw = window_strides
-        oh = (lhs.shape[1] + pt + pb - kh) // sh + 1
-        ow = (lhs.shape[2] + pl + pr - kw) // sw + 1
-        if oh * ow <= IM2COL_MAX_POSITIONS:
-            xp = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-            cols = jnp.stack(
-                [
-                    xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-                    for i in range(kh)
-                    for j in range(kw)
-                ],
-                axis=3,
-            )
+        ks, cin, cout = rhs.shape[:nsp], rhs.shape[-2], rhs.shape[-1]
+        out = [
+            (lhs.shape[1 + d] + padding[d][0] + padding[d][1] - ks[d]) // window_strides[d] + 1
+            for d in range(nsp)
+        ]
+        if math.prod(out) <= IM2COL_MAX_POSITIONS[nsp]:
+            xp = jnp.pad(lhs, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
+            patches = []
+            for offs in np.ndindex(*ks):
+                idx = tuple(
+                    slice(o, o + window_strides[d] * (out[d] - 1) + 1, window_strides[d])
+                    for d, o in enumerate(offs)
+                )
+                patches.append(xp[(slice(None), *idx)])
+            cols = jnp.stack(patches, axis=-2)  # (B, *out, K, Cin)
             return jnp.einsum(
-                "bhwkc,kco->bhwo",
+                "...kc,kco->...o",
                 cols,
-                rhs.reshape(kh * kw, cin, cout),
+                rhs.reshape(math.prod(ks), cin, cout),
                 precision=precision,
                 preferred_element_type=preferred_element_type,
             )
