@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	./scripts/bootstrap.sh
 
 demo: $(STAMP)
-	MUJOCO_GL=$${MUJOCO_GL:-} $(PY) -m jrobot.demo $(DEMO_ARGS)
+	$(PY) -m jrobot.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check jrobot data_tools tests benchmarks configs
