@@ -230,17 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             training_config=meta.get("config"),
         )
     else:
+        from jrobot.policies.base import import_lerobot
+
         path = Path(args.from_lerobot)
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            print(
-                f"error: {cfg_path} not found; --from-lerobot expects a pretrained_model folder",
-                file=sys.stderr,
-            )
-            return 2
-        policy_type = json.loads(cfg_path.read_text()).get("type")
-        module = load_policy_module(str(policy_type))
-        imported = module.from_lerobot(path)
+        imported = import_lerobot(path)
+        module = load_policy_module(imported.spec.type)
         for note in imported.notes:
             print(f"note: {note}", file=sys.stderr)
         info = write_bundle(

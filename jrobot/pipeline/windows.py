@@ -176,7 +176,9 @@ class WindowSource:
     def _read_images(self, image_rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         needed = sorted({int(r) for rows in image_rows.values() for r in rows})
         try:
-            raw = self.records.__getitems__(needed)
+            # One record at a time: ArrayRecordDataSource.__getitems__ starts a thread pool per call,
+            # which costs ~40x a single read for the one or two records a window needs.
+            raw = [self.records[r] for r in needed]
         except Exception as e:
             raise ShardError(f"{self.shards.path}: cannot read records {needed[:4]}... ({e})") from e
         by_row = dict(zip(needed, raw, strict=True))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ from jrobot.policies.base import (
     ImportedPolicy,
     OptimizerPreset,
     as_policy_features,
+    build_from_lerobot,
     current_frame,
     image_to_unit_float,
 )
@@ -50,18 +50,16 @@ from jrobot.policies.layers import (
     torch_embed,
     torch_linear,
 )
-from jrobot.policies.lerobot_checkpoint import policy_hyperparameters, read_lerobot_checkpoint
+from jrobot.policies.lerobot_checkpoint import policy_hyperparameters
 from jrobot.policies.normalize import Normalizer
 from jrobot.policies.spec import (
     ACTION_KEY,
-    STATS_FOR_MODE,
     FeatureType,
     PolicyFeature,
     PolicySpec,
     parse_normalization_mapping,
     split_features,
 )
-from jrobot.policies.statedict import load_state_dict
 
 POLICY_TYPE = "act"
 L1_REDUCTIONS = ("mean_all", "mean_valid")
@@ -686,13 +684,6 @@ def build(
     return model
 
 
-def _abstract_leaves(model: nnx.Module) -> list[str]:
-    flat = nnx.to_flat_state(nnx.state(model))
-    return [
-        ".".join(map(str, path)) for path, var in flat if isinstance(var.get_value(), jax.ShapeDtypeStruct)
-    ]
-
-
 def from_lerobot(path: Any) -> ImportedPolicy:
     """Import a LeRobot ACT `pretrained_model` folder: config.json, model.safetensors and the stats.
 
@@ -700,30 +691,6 @@ def from_lerobot(path: Any) -> ImportedPolicy:
     otherwise, listing the keys). Stats come from the processor files (or pre-0.4 buffers); a feature
     without stats passes through unnormalized, as in LeRobot, with a warning.
     """
-    ckpt = read_lerobot_checkpoint(path, expected_type=POLICY_TYPE)
-    config, notes = ACTConfig.from_lerobot(ckpt.config)
-    config = dataclasses.replace(
-        config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
-    )
-    spec = make_spec(config, ckpt.input_features, ckpt.output_features)
-    used = [k for k in (spec.state_key, spec.env_state_key, *spec.image_keys) if k] + [ACTION_KEY]
-    for k in used:
-        mode = spec.norm_mode(k)
-        if any(s not in ckpt.stats.get(k, {}) for s in STATS_FOR_MODE[mode]):
-            notes.append(
-                f"{ckpt.path}: no {mode.value} stats for {k!r}; it passes through unnormalized (as in LeRobot)"
-            )
-    model = nnx.eval_shape(
-        lambda: ACTPolicy(config, spec, ckpt.stats, rngs=nnx.Rngs(0), missing_stats="identity", eps=ckpt.eps)
-    )
-    report = load_state_dict(model, ckpt.state_dict, source=str(ckpt.path / "model.safetensors"))
-    feats = {**spec.input_features, **spec.output_features}
-    model.normalizer.set_stats(ckpt.stats, feats)
-    left = _abstract_leaves(model)
-    if left:
-        raise RuntimeError(f"{ckpt.path}: these model variables received no value: {left}")
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    return ImportedPolicy(
-        model=model, spec=spec, stats=model.normalizer.stats_dict(), report=report, notes=ckpt.notes + notes
+    return build_from_lerobot(
+        path, policy_type=POLICY_TYPE, config_cls=ACTConfig, make_spec=make_spec, policy_cls=ACTPolicy
     )

@@ -239,3 +239,53 @@ def current_frame(x: jnp.ndarray, feature: PolicyFeature, key: str, n_obs_steps:
         )
         raise ValueError(f"{key}: images must be channel-last (..., H, W, 3), got shape {x.shape}{hint}")
     return x
+
+
+def build_from_lerobot(
+    path: Any,
+    *,
+    policy_type: str,
+    config_cls: Any,
+    make_spec: Callable[..., PolicySpec],
+    policy_cls: Callable[..., nnx.Module],
+) -> ImportedPolicy:
+    """The import routine every policy shares: a LeRobot `pretrained_model` folder -> jrobot model.
+
+    The architecture comes from the checkpoint's own config.json (`config_cls.from_lerobot`). Every
+    tensor in model.safetensors must map to a jrobot leaf and vice versa (`StateDictError` otherwise,
+    listing the keys). Stats come from the processor files (or pre-0.4 buffers); a feature without stats
+    passes through unnormalized, as in LeRobot, with a warning.
+    """
+    import warnings
+
+    from jrobot.policies.lerobot_checkpoint import read_lerobot_checkpoint
+    from jrobot.policies.spec import ACTION_KEY, STATS_FOR_MODE
+    from jrobot.policies.statedict import load_state_dict
+
+    ckpt = read_lerobot_checkpoint(path, expected_type=policy_type)
+    config, notes = config_cls.from_lerobot(ckpt.config)
+    config = dataclasses.replace(
+        config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
+    )
+    spec = make_spec(config, ckpt.input_features, ckpt.output_features)
+    used = [k for k in (spec.state_key, spec.env_state_key, *spec.image_keys) if k] + [ACTION_KEY]
+    for k in used:
+        mode = spec.norm_mode(k)
+        if any(s not in ckpt.stats.get(k, {}) for s in STATS_FOR_MODE[mode]):
+            notes.append(
+                f"{ckpt.path}: no {mode.value} stats for {k!r}; it passes through unnormalized (as in LeRobot)"
+            )
+    model = nnx.eval_shape(
+        lambda: policy_cls(config, spec, ckpt.stats, rngs=nnx.Rngs(0), missing_stats="identity", eps=ckpt.eps)
+    )
+    report = load_state_dict(model, ckpt.state_dict, source=str(ckpt.path / "model.safetensors"))
+    model.normalizer.set_stats(ckpt.stats, {**spec.input_features, **spec.output_features})
+    flat = nnx.to_flat_state(nnx.state(model))
+    left = [".".join(map(str, p)) for p, v in flat if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if left:
+        raise RuntimeError(f"{ckpt.path}: these model variables received no value: {left}")
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return ImportedPolicy(
+        model=model, spec=spec, stats=model.normalizer.stats_dict(), report=report, notes=ckpt.notes + notes
+    )
