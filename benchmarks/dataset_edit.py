@@ -1,17 +1,19 @@
 """Speed of the data tools on a synthetic dataset: convert, merge, delete, recompute image stats.
 
-    .venv/bin/python tests/data_tools/bench_convert.py [--episodes 20] [--frames 300] [--size 240x320]
+    .venv/bin/python benchmarks/dataset_edit.py [--episodes 20] [--frames 300] [--size 240x320]
 
 Records a LeRobot v3.0 dataset with jrobot's writer (2 cameras, AV1 g=2 crf 30: LeRobot's defaults;
 images are moving gradients with noise so the video has a realistic bitrate), then times each
-operation and prints frames/s and MB/s of the source. Video is stream-copied in all but the
+operation and prints frames/s and MB/s of the source, and each operation's MB/s as a ratio of a plain
+copy of the same folder (the physical ceiling for a rewrite). Video is stream-copied in all but the
 recompute run, so those numbers measure I/O and parquet work; `--recompute-stats always` decodes
-LeRobot's sampled frames of every episode. Not collected by pytest (no `test_` prefix).
+LeRobot's sampled frames of every episode.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -80,6 +82,14 @@ def main() -> None:
             f"source: {args.episodes} episodes x {args.frames} frames, 2 cameras {h}x{w}, {mb:.1f} MB (recorded in {t:.1f} s)"
         )
 
+        t0 = time.perf_counter()
+        shutil.copytree(src, work / "copy")
+        copy_mbps = mb / (time.perf_counter() - t0)
+        print(
+            f"{'baseline: copy the folder':<28} {mb / copy_mbps:7.2f} s  {'':>9}           {copy_mbps:7.1f} MB/s"
+        )
+        results: dict[str, dict[str, float]] = {}
+
         def timed(name: str, fn, frames: int, megabytes: float) -> None:
             t0 = time.perf_counter()
             report = fn()
@@ -89,7 +99,17 @@ def main() -> None:
                 report = report.rewrite
             if hasattr(report, "reencoded_videos"):
                 extra = f"  ({report.copied_videos} segments copied, {len(report.reencoded_videos)} re-encoded, {len(report.recomputed_image_stats)} image stats decoded)"
-            print(f"{name:<28} {dt:7.2f} s  {frames / dt:9.0f} frames/s  {megabytes / dt:7.1f} MB/s{extra}")
+            ratio = megabytes / dt / copy_mbps
+            print(
+                f"{name:<28} {dt:7.2f} s  {frames / dt:9.0f} frames/s  {megabytes / dt:7.1f} MB/s"
+                f"  = {ratio:.2f}x a plain copy{extra}"
+            )
+            results[name] = {
+                "seconds": dt,
+                "frames_per_s": frames / dt,
+                "mb_per_s": megabytes / dt,
+                "vs_copy": ratio,
+            }
 
         timed(
             "convert (v3.0 -> v3.0)", lambda: edit.convert_dataset(src, work / "conv", durable=False), n, mb
@@ -117,6 +137,7 @@ def main() -> None:
             count = sum(1 for e in ds.episodes for _ in ds.iter_camera(e.index, "observation.images.front"))
             dt = time.perf_counter() - t0
         print(f"{'(decode one camera, all)':<28} {dt:7.2f} s  {count / dt:9.0f} frames/s")
+        print(json.dumps({"copy_mb_per_s": copy_mbps, "decode_frames_per_s": count / dt, **results}))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
