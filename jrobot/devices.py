@@ -79,6 +79,22 @@ def virtual_calibration(use_degrees: bool = True) -> dict[str, Any]:
     return cal
 
 
+class _UseCalibrationFile:
+    """Answers the calibration prompt with ENTER: write the (generated) file's values to the motors."""
+
+    def ask(self, message: str) -> str:
+        return ""
+
+    def enter_pressed(self) -> bool:
+        return True
+
+    def show(self, text: str) -> None:
+        pass
+
+    def live(self, text: str) -> None:
+        pass
+
+
 class VirtualRobot(SO101Follower):
     """`SO101Follower` on a virtual servo bus started (and stopped) with the robot."""
 
@@ -99,7 +115,8 @@ class VirtualRobot(SO101Follower):
                 max_relative_target=config.max_relative_target,
                 cameras=config.cameras,
                 use_degrees=config.use_degrees,
-            )
+            ),
+            prompter=_UseCalibrationFile(),
         )
 
     def connect(self, calibrate: bool = True) -> None:
