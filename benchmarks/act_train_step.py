@@ -12,16 +12,14 @@ is measured and the ratio is against nothing (printed as n/a).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
+from common import print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -160,16 +158,7 @@ def bench_lerobot(python: str, config, batch: int, steps: int, cams: int, hw) ->
         "hw": list(hw),
         "threads": os.cpu_count(),
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(LEROBOT_SCRIPT)
-    try:
-        out = subprocess.run([python, f.name, json.dumps(args)], capture_output=True, text=True, timeout=3600)
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        print(f"LeRobot run failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=3600)
 
 
 def main() -> None:
@@ -183,12 +172,11 @@ def main() -> None:
     args = p.parse_args()
     import importlib.util
 
-    from ml_collections import config_flags  # noqa: F401  (config loading below)
-
     spec = importlib.util.spec_from_file_location("cfg", args.config)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     config = mod.get_config()
+    load_avg_start = os.getloadavg()
     batch = args.batch or int(config.batch_size)
     hw = tuple(int(v) for v in args.hw.split("x"))
     j = bench_jrobot(config, batch, args.steps, args.cams, hw)
@@ -197,7 +185,10 @@ def main() -> None:
         f"{hw[0]}x{hw[1]}): {j['step_s_median'] * 1e3:.0f} ms/step = {j['steps_per_s']:.2f} steps/s "
         f"(compile {j['compile_s']:.0f} s)"
     )
-    result = {"jrobot": j, "batch": batch, "cams": args.cams, "hw": hw, "config": args.config}
+    result = {
+        "jrobot": j, "batch": batch, "cams": args.cams, "hw": hw, "config": args.config,
+        "load_avg_start": load_avg_start,
+    }  # fmt: skip
     if args.lerobot_python:
         lr = bench_lerobot(args.lerobot_python, config, batch, args.steps, args.cams, hw)
         if lr is not None:
@@ -208,7 +199,7 @@ def main() -> None:
             result["ratio"] = ratio
     else:
         print("ratio: n/a (set JROBOT_LEROBOT_PYTHON to a LeRobot venv's python to compare)")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,8 @@ marked as an estimate. Raise `--budget-s` for full measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -46,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -191,16 +190,7 @@ LEROBOT_SCRIPT = textwrap.dedent(
 
 
 def run_lerobot(python: str, args: dict[str, Any]) -> dict[str, Any] | None:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(LEROBOT_SCRIPT)
-    try:
-        out = subprocess.run([python, f.name, json.dumps(args)], capture_output=True, text=True, timeout=7200)
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        print(f"LeRobot run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=7200)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,12 +388,7 @@ def main() -> None:
                 why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
                 print(f"[{n}] RATIO vs LeRobot: n/a ({why})")
             result["cases"][n] = r
-        result["load_avg_end"] = os.getloadavg()
-        print(f"threads: XLA default pool on {cores} cores; torch.set_num_threads({cores})")
-        print(
-            f"load average at start/end: {result['load_avg_start'][0]:.2f} / {result['load_avg_end'][0]:.2f}"
-        )
-        print(json.dumps(result))
+        print_result(result)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

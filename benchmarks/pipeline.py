@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -418,16 +418,7 @@ def lerobot_rate(python: str, root: Path, batch: int, workers: int, seconds: flo
         "root": str(root), "fps": FPS, "cams": list(CAMS), "chunk": CHUNK, "batch": batch,
         "workers": workers, "seconds": seconds, "warmup": warmup,
     }  # fmt: skip
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(LEROBOT_SCRIPT)
-    try:
-        out = subprocess.run([python, f.name, json.dumps(args)], capture_output=True, text=True, timeout=1800)
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        print(f"LeRobot run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=1800)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -534,11 +525,7 @@ def main() -> None:
             result["ratio_vs_lerobot"] = None
             why = "failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to a LeRobot venv's python"
             print(f"RATIO jrobot / LeRobot: n/a ({why})")
-        result["load_avg_end"] = os.getloadavg()
-        print(
-            f"load average at start/end: {result['load_avg_start'][0]:.2f} / {result['load_avg_end'][0]:.2f}"
-        )
-        print(json.dumps(result))
+        print_result(result)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -433,16 +434,7 @@ def bench_lerobot(python: str, work: Path, videos: dict[str, Path], seconds: flo
         "root": str(work / ("lerobot_ds_streaming" if streaming else "lerobot_ds")),
         "fps": FPS, "h": H, "w": W, "seconds": seconds, "task": TASK, "streaming": streaming,
     }  # fmt: skip
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(LEROBOT_SCRIPT)
-    try:
-        out = subprocess.run([python, f.name, json.dumps(args)], capture_output=True, text=True, timeout=3600)
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        print(f"LeRobot run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=3600)
 
 
 def main() -> None:
@@ -507,11 +499,7 @@ def main() -> None:
             print(f"RATIO save time LeRobot / jrobot: n/a ({why})")
         ceiling = 1000.0 / FPS
         print(f"physical ceiling: period {ceiling:.1f} ms at {FPS} fps, 0 dropped frames")
-        result["load_avg_end"] = os.getloadavg()
-        print(
-            f"load average at start/end: {result['load_avg_start'][0]:.2f} / {result['load_avg_end'][0]:.2f}"
-        )
-        print(json.dumps(result))
+        print_result(result)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

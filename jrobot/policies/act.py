@@ -55,6 +55,7 @@ from jrobot.policies.normalize import Normalizer
 from jrobot.policies.spec import (
     ACTION_KEY,
     FeatureType,
+    HyperparameterDict,
     PolicyFeature,
     PolicySpec,
     parse_normalization_mapping,
@@ -71,7 +72,7 @@ def _default_norm_map() -> dict[str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ACTConfig:
+class ACTConfig(HyperparameterDict):
     """LeRobot's `ACTConfig` hyperparameters (same names, same defaults) plus three jrobot options.
 
     jrobot options:
@@ -155,18 +156,6 @@ class ACTConfig:
     def backbone_depth(self) -> int:
         digits = self.vision_backbone[len("resnet") :]
         return int(digits) if digits.isdigit() else -1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ACTConfig:
-        """Strict: unknown keys are an error (typos in a config must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"ACTConfig: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**dict(d))
 
     @classmethod
     def from_lerobot(cls, d: Mapping[str, Any]) -> tuple[ACTConfig, list[str]]:

@@ -56,6 +56,7 @@ from jrobot.policies.spatial_softmax import SpatialSoftmax
 from jrobot.policies.spec import (
     ACTION_KEY,
     FeatureType,
+    HyperparameterDict,
     PolicyFeature,
     PolicySpec,
     parse_normalization_mapping,
@@ -88,7 +89,7 @@ def _pair(value: Any, name: str) -> tuple[int, int] | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(HyperparameterDict):
     """LeRobot 0.4.4's `DiffusionConfig` hyperparameters (same names, same defaults) plus jrobot options.
 
     Defaults changed between LeRobot versions (crop_shape was (84, 84) before 0.4.4; HEAD uses
@@ -295,15 +296,6 @@ class DiffusionConfig:
             f.name for f in dataclasses.fields(self) if f.name.startswith("ema_")
         }
         return {"type": POLICY_TYPE, **{k: v for k, v in self.to_dict().items() if k not in jrobot_only}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DiffusionConfig:
-        """Strict: unknown keys are an error (typos in a config must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"DiffusionConfig: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**dict(d))
 
     @classmethod
     def from_lerobot(cls, d: Mapping[str, Any]) -> tuple[DiffusionConfig, list[str]]:

@@ -27,6 +27,24 @@ ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
 
 
+class HyperparameterDict:
+    """Dict round trip for a policy's hyperparameter dataclass, strict on the way in.
+
+    Unknown keys are an error, not a silent default: a typo in a config must not pass unnoticed.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known: {sorted(names)}")
+        return cls(**dict(d))
+
+
 class FeatureType(enum.StrEnum):
     """LeRobot's `FeatureType`; the string value is what config.json stores."""
 
