@@ -193,10 +193,14 @@ def main(argv: Sequence[str]) -> int:
         return 0
     policy.warmup()
     report = run_robot(robot, policy, opts)
+
+    def ms(key: str) -> str:
+        return "n/a" if report.get(key) is None else f"{report[key]:.1f} ms"
+
     lines = [
         f"steps {report['steps']}",
-        f"inference p50 {report['inference_ms_p50']:.1f} ms, p99 {report['inference_ms_p99']:.1f} ms",
-        f"loop period p50 {report['loop_period_ms_p50']:.1f} ms, p99 {report['loop_period_ms_p99']:.1f} ms",
+        f"inference p50 {ms('inference_ms_p50')}, p99 {ms('inference_ms_p99')}",
+        f"loop period p50 {ms('loop_period_ms_p50')}, p99 {ms('loop_period_ms_p99')}",
         f"overruns {report['overruns']}, stale actions dropped {report['stale_actions_dropped']}",
     ]
     if "success_rate" in report:

@@ -70,12 +70,15 @@ class LoopStats:
     dropped_actions: int = 0
     steps: int = 0
 
-    def report(self) -> dict[str, float]:
+    def report(self) -> dict[str, float | None]:
+        """Milliseconds; None where nothing was measured (e.g. no loop period in an unpaced eval)."""
+
         def pct(x, q):
-            return float(np.percentile(x, q) * 1000) if x else float("nan")
+            return float(np.percentile(x, q) * 1000) if x else None
 
         return {
             "steps": self.steps,
+            "inference_calls": len(self.inference_s),
             "inference_ms_p50": pct(self.inference_s, 50),
             "inference_ms_p99": pct(self.inference_s, 99),
             "loop_period_ms_p50": pct(self.period_s, 50),
@@ -205,6 +208,7 @@ class PolicyController:
         obs = self.observations.push(robot_obs)
         step = self._step
         self._step += 1
+        self.stats.steps += 1
         if self.ensembler is not None:
             chunk = self._infer_now(obs)
             action = self.ensembler.update(chunk)[0]
@@ -295,7 +299,6 @@ def run_episode(
         if on_step is not None:
             on_step(obs, sent)
         step += 1
-        stats.steps += 1
         if realtime:
             remaining = period - (time.perf_counter() - t0)
             if remaining > 0:

@@ -53,15 +53,17 @@ class MetricsLogger:
     def start_window(self, step: int, wait_s: float) -> None:
         self._t0, self._step0, self._wait0 = time.perf_counter(), step, wait_s
 
-    def log(self, step: int, metrics: dict[str, float], wait_s: float) -> None:
+    def log(self, step: int, metrics: dict[str, float], wait_s: float) -> dict[str, float]:
+        """Logs one window's metrics; returns them with the window's steps/s and data-wait share."""
         now = time.perf_counter()
         dt = max(now - self._t0, 1e-9)
         steps = step - self._step0
         rate = steps / dt
         data_share = (wait_s - self._wait0) / dt
         self._t0, self._step0, self._wait0 = now, step, wait_s
+        record = {"step": step, **metrics, "steps_per_s": rate, "data_wait_share": data_share}
         if not self.is_main:
-            return
+            return record
         eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
         line = (
             f"step {step}/{self.total_steps} | loss {metrics.get('loss', float('nan')):.4f} | "
@@ -69,8 +71,8 @@ class MetricsLogger:
             f"{rate:.2f} steps/s | data wait {100 * data_share:.0f}% | eta {_fmt_time(eta)}"
         )
         print(line, file=sys.stderr, flush=True)
-        record = {"step": step, **metrics, "steps_per_s": rate, "data_wait_share": data_share}
         self._write(record)
+        return record
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         if not self.is_main:

@@ -267,7 +267,7 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Train (or resume) into `workdir`; returns the last logged metrics."""
+    """Train (or resume) into `workdir`; returns the last logged metrics (with steps/s of that window)."""
     t_start = time.monotonic()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +318,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
             end = step == total_steps or out_of_time
             if step % log_every == 0 or end:
                 last = {k: float(v) for k, v in jax.device_get(pending).items()}
-                logger.log(step, last, loader.wait_s)
+                last = {k: v for k, v in logger.log(step, last, loader.wait_s).items() if k != "step"}
             if step % every == 0 or end:
                 ckpt.save(step, state, loader.get_state(), meta)
             if eval_every and (step % eval_every == 0 or end):

@@ -1,14 +1,13 @@
 """LeRobot 0.4.x itself reads what jrobot writes, also right after a SIGKILL of the writer.
 
-Runs only where LeRobot is available: importable here, or a separate interpreter named by
-`JROBOT_LEROBOT_PYTHON` (e.g. the venv built by ../shared/tools/lerobot_reference_env.sh). The
+Runs only where a LeRobot interpreter is found (tests/lerobot_ref.py: importable here,
+`JROBOT_LEROBOT_PYTHON`, or the venv built by ../shared/tools/lerobot_reference_env.sh beside the repo). The
 probe script (lerobot_probe.py) runs inside that interpreter, offline, and dumps LeRobot's view of
 each dataset; the comparison happens here against jrobot's reader.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -16,28 +15,19 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from lerobot_ref import lerobot_python
 from store_synth import features, record, record_forever
 
 from jrobot.data import DatasetWriter, open_dataset
 
-
-def _lerobot_python() -> str | None:
-    if os.environ.get("JROBOT_LEROBOT_PYTHON"):
-        return os.environ["JROBOT_LEROBOT_PYTHON"]
-    if importlib.util.find_spec("lerobot") is not None:
-        return sys.executable
-    return None
-
-
-LEROBOT_PYTHON = _lerobot_python()
+LEROBOT_PYTHON = lerobot_python()
 pytestmark = pytest.mark.skipif(
-    LEROBOT_PYTHON is None, reason="LeRobot is not importable and JROBOT_LEROBOT_PYTHON is unset"
+    LEROBOT_PYTHON is None, reason="no LeRobot interpreter found (see tests/lerobot_ref.py)"
 )
 
 

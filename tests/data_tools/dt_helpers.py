@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from lerobot_ref import lerobot_python
 
 from jrobot.data import DatasetWriter, open_dataset
 from jrobot.data.reader import Dataset
@@ -22,19 +21,6 @@ from jrobot.data.video_encode import probe_video_info
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKKEEPING_RENUMBERED = ("index", "episode_index", "task_index")
-
-
-def lerobot_python() -> str | None:
-    """An interpreter with LeRobot 0.4.x: JROBOT_LEROBOT_PYTHON, this one, or a reference venv beside
-    the repository (`.lerobot-ref/` made by ../shared/tools/lerobot_reference_env.sh, or ../lerobot-ref)."""
-    if os.environ.get("JROBOT_LEROBOT_PYTHON"):
-        return os.environ["JROBOT_LEROBOT_PYTHON"]
-    if importlib.util.find_spec("lerobot") is not None:
-        return sys.executable
-    for candidate in (REPO / ".lerobot-ref/bin/python", REPO.parent / "lerobot-ref/bin/python"):
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def lerobot_probe(roots: list[Path], out: Path, tmp: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 """LeRobot 0.4.x itself loads what the data tools write: converted, merged, edited and re-encoded datasets.
 
 Runs where a LeRobot interpreter exists (JROBOT_LEROBOT_PYTHON, an importable lerobot, or the
-reference venv beside the repository; see dt_helpers.lerobot_python) and is skipped otherwise. One
+reference venv beside the repository; see tests/lerobot_ref.py) and is skipped otherwise. One
 LeRobot process loads every dataset (tests/data/lerobot_probe.py: every frame, and delta-timestamp
 windows); each answer is compared with jrobot's reader and the fixture's stripes.
 """

@@ -95,6 +95,36 @@ def test_export_then_run_on_the_simulated_robot_and_offline(tmp_path, tiny_shard
     rep = json.loads(report.read_text())
     assert rep["steps"] == 40 and rep["inference_ms_p50"] > 0 and "success_rate" in rep
 
+    # evaluation: per-episode results, strict JSON (no NaN for what an unpaced eval cannot measure), videos
+    ev = tmp_path / "eval"
+    run(
+        [
+            sys.executable,
+            "-m",
+            "jrobot.eval",
+            f"--policy={bundle}",
+            "--episodes=2",
+            "--max-steps=12",
+            f"--out={ev}",
+        ]
+    )
+
+    def no_nan(token):
+        raise AssertionError(f"report.json holds {token}, which is not JSON")
+
+    rep = json.loads((ev / "report.json").read_text(), parse_constant=no_nan)
+    assert rep["num_episodes"] == 2 and 0.0 <= rep["success_rate"] <= 1.0
+    assert [e["seed"] for e in rep["episodes"]] == [100_000, 100_001]
+    assert rep["latency"]["steps"] == 24 and rep["latency"]["loop_period_ms_p50"] is None
+    assert rep["latency"]["inference_calls"] >= 2 * (12 // 8)
+    import av
+
+    for e in rep["episodes"]:
+        with av.open(str(ev / e["video"])) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == e["steps"] + 1  # the reset frame, then one per step
+        assert frames[0].width == 64 and frames[0].height == 32  # two 32x32 cameras side by side
+
     # a real-protocol follower (virtual STS3215 bus, real scservo_sdk) with OpenCV cameras, paced at 30 fps:
     # inference runs off the control thread, so the loop keeps its period
     import cv2
