@@ -92,18 +92,27 @@ class ImageFormat:
             raise ShardError("JPEG encoding failed")
         return buf.tobytes()
 
-    def decode(self, payload: bytes | memoryview, shape: tuple[int, int, int]) -> np.ndarray:
+    def decode(
+        self, payload: bytes | memoryview, shape: tuple[int, int, int], out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The RGB image; written into `out` (contiguous, `shape`, uint8) when given, saving a copy."""
         if self.kind == "raw":
             arr = np.frombuffer(payload, dtype=np.uint8)
             if arr.size != shape[0] * shape[1] * shape[2]:
                 raise ShardError(f"raw image has {arr.size} bytes, expected {shape}")
-            return arr.reshape(shape)
+            arr = arr.reshape(shape)
+            if out is None:
+                return arr
+            out[...] = arr
+            return out
         bgr = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ShardError("corrupt JPEG payload in shard record")
         if bgr.shape != tuple(shape):
             raise ShardError(f"decoded image has shape {bgr.shape}, manifest says {tuple(shape)}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if out is None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

@@ -99,14 +99,16 @@ def augment_frames(frames: np.ndarray, rng: np.random.Generator, cfg: AugmentCon
 
 
 class ImageAugment(grain.transforms.RandomMap):
-    """grain transform: augments the camera keys of a window sample."""
+    """grain transform: augments the camera keys of a batch of windows, each sample on its own draw."""
 
     def __init__(self, camera_keys: Sequence[str], cfg: AugmentConfig):
         self.camera_keys = tuple(camera_keys)
         self.cfg = cfg
 
-    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def random_map(self, batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         for key in self.camera_keys:
-            if key in element:
-                element[key] = augment_frames(element[key], rng, self.cfg)
-        return element
+            if key in batch:
+                frames = batch[key]  # (B, T, H, W, 3)
+                for j in range(frames.shape[0]):
+                    frames[j] = augment_frames(frames[j], rng, self.cfg)
+        return batch

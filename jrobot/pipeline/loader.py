@@ -1,12 +1,17 @@
 """The grain input pipeline: shards -> shuffled windows -> augmented static-shape batches -> device.
 
-    source (WindowSource per shard set)
+    positions (one per window of each shard set's WindowSource)
       .seed(seed).shuffle().repeat()       global shuffle, reshuffled every epoch, infinite
       [mix(weights) across shard sets]
       [process_index::process_count]       each JAX process reads a disjoint slice of the stream
-      .random_map(ImageAugment)            optional, in the workers
-      .batch(per_process_batch)            static shapes for jit; images stay uint8
-      .to_iter_dataset().mp_prefetch()     worker processes decode JPEGs in parallel
+      .batch(per_process_batch)            static shapes for jit
+      .map(ReadWindows)                    one vectorized read per batch; images stay uint8
+      .random_map(ImageAugment)            optional, per sample, in the reading threads/workers
+      .to_iter_dataset().mp_prefetch()     threads (and optional worker processes) decode JPEGs
+
+Shuffling, mixing and slicing act on (shard set, position) pairs, which cost nothing to move around;
+the windows are read a whole batch at a time, so the per-sample Python work is a few array lookups
+and what remains is JPEG decoding, which releases the GIL.
 
 Because the sharding slices one global shuffled stream, N processes together see every frame exactly
 once per epoch. The iterator state is a small JSON dict (grain's own), saved by the trainer next to the
@@ -25,6 +30,7 @@ import numpy as np
 
 from jrobot.data.shards import ShardSet
 from jrobot.pipeline.augment import AugmentConfig, ImageAugment
+from jrobot.pipeline.memory import retain_freed_memory
 from jrobot.pipeline.windows import WindowSource, WindowSpec, select_frames, split_episodes
 
 
@@ -82,15 +88,60 @@ def make_sources(cfg: PipelineConfig, split: str = "train") -> list[WindowSource
     return sources
 
 
+class _Positions:
+    """grain source: element i is (k, i), the i-th window of shard set k."""
+
+    def __init__(self, size: int, dataset_index: int):
+        self.size, self.dataset_index = int(size), int(dataset_index)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.array([self.dataset_index, i], dtype=np.int64)
+
+
+class ReadWindows(grain.transforms.Map):
+    """grain transform: a batch of (shard set, position) pairs -> the stacked windows."""
+
+    def __init__(self, sources: Sequence[WindowSource]):
+        self.sources = list(sources)
+
+    def map(self, pairs: np.ndarray) -> dict[str, np.ndarray]:
+        retain_freed_memory()  # in whichever process (main or grain worker) assembles the batch
+        sets = pairs[:, 0]
+        if np.all(sets == sets[0]):
+            return self.sources[int(sets[0])].read_batch(pairs[:, 1])
+        parts, order = {}, []
+        for k in np.unique(sets).tolist():
+            rows = np.flatnonzero(sets == k)
+            parts[k] = self.sources[k].read_batch(pairs[rows, 1])
+            order.append(rows)
+        inverse = np.argsort(np.concatenate(order))
+        k0 = next(iter(parts))
+        out = {}
+        for key, first in parts[k0].items():
+            for k, part in parts.items():
+                if key not in part or part[key].shape[1:] != first.shape[1:]:
+                    got = part[key].shape[1:] if key in part else "nothing"
+                    raise ValueError(
+                        f"mixed shard sets disagree on {key!r}: {self.sources[k0].shards.path} gives "
+                        f"{first.shape[1:]}, {self.sources[k].shards.path} gives {got}; mix shards built alike"
+                    )
+            out[key] = np.concatenate([part[key] for part in parts.values()])[inverse]
+        return out
+
+
+def _positions(sources: Sequence[WindowSource]) -> list[grain.MapDataset]:
+    return [grain.MapDataset.source(_Positions(len(s), k)) for k, s in enumerate(sources)]
+
+
 def make_train_dataset(
     cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1
 ) -> grain.IterDataset:
     """Infinite, shuffled, per-process batches (dicts of numpy arrays)."""
     sources = make_sources(cfg, "train")
-    datasets = [
-        grain.MapDataset.source(src).seed(cfg.seed + 7919 * k).shuffle().repeat()
-        for k, src in enumerate(sources)
-    ]
+    datasets = [p.seed(cfg.seed + 7919 * k).shuffle().repeat() for k, p in enumerate(_positions(sources))]
     if len(datasets) == 1:
         ds = datasets[0]
     else:
@@ -99,10 +150,10 @@ def make_train_dataset(
             raise ValueError(f"{len(weights)} mixing weights for {len(datasets)} shard sets")
         ds = grain.MapDataset.mix(datasets, weights)
     ds = ds[process_index::process_count]
+    ds = ds.batch(cfg.per_process_batch(process_count), drop_remainder=True).map(ReadWindows(sources))
     if cfg.augment is not None and cfg.augment.enabled:
         cams = [k for k in cfg.window.deltas if sources[0].shards.features[k].is_visual]
         ds = ds.seed(cfg.seed + 1 + process_index).random_map(ImageAugment(cams, cfg.augment))
-    ds = ds.batch(cfg.per_process_batch(process_count), drop_remainder=True)
     return _to_iter(ds, cfg)
 
 
@@ -111,9 +162,11 @@ def make_eval_dataset(
 ) -> grain.IterDataset:
     """One ordered pass over the split, no augmentation; the last partial batch is dropped."""
     sources = make_sources(cfg, split)
-    ds = grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources if len(s)])
+    ds = grain.MapDataset.concatenate(
+        [p for p, s in zip(_positions(sources), sources, strict=True) if len(s)]
+    )
     ds = ds[process_index::process_count].batch(cfg.per_process_batch(process_count), drop_remainder=True)
-    return _to_iter(ds, cfg)
+    return _to_iter(ds.map(ReadWindows(sources)), cfg)
 
 
 def _to_iter(ds: grain.MapDataset, cfg: PipelineConfig) -> grain.IterDataset:

@@ -147,23 +147,33 @@ class WindowSource:
                 raise ShardError(f"{self.shards.path}: cannot open shard records ({e})") from e
         return self._records
 
-    def query(self, frame: int, deltas: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Clamped row indices and pad mask for offsets around global frame `frame`."""
-        lo, hi = self._ep_from[frame], self._ep_to[frame]
-        want = frame + np.asarray(deltas, dtype=np.int64)
+    def query(self, frame: int | np.ndarray, deltas: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Clamped row indices and pad mask for offsets around global frame(s) `frame`.
+
+        A scalar frame gives (T,) arrays; an array of B frames gives (B, T)."""
+        frame = np.asarray(frame, dtype=np.int64)
+        lo, hi = self._ep_from[frame][..., None], self._ep_to[frame][..., None]
+        want = frame[..., None] + np.asarray(deltas, dtype=np.int64)
         return np.clip(want, lo, hi - 1), (want < lo) | (want >= hi)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        frame = int(self.frames[i])
+        return {k: v[0] for k, v in self.read_batch(np.array([i])).items()}
+
+    def read_batch(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The windows around the selected frames at `positions`, stacked: every array has a leading
+        batch axis. One call per batch keeps the Python work per sample small; what is left is the
+        JPEG decoding, which releases the GIL, so reading threads run in parallel."""
+        frames = self.frames[np.asarray(positions, dtype=np.int64)]
+        b = frames.shape[0]
         out: dict[str, np.ndarray] = {
-            "index": np.int64(frame),
-            "dataset_index": np.int64(self.dataset_index),
-            "episode_index": np.int64(self.shards.lowdim("episode_index")[frame]),
-            "task_index": np.int64(self.shards.lowdim("task_index")[frame]),
+            "index": frames.copy(),
+            "dataset_index": np.full(b, self.dataset_index, dtype=np.int64),
+            "episode_index": np.asarray(self.shards.lowdim("episode_index")[frames], dtype=np.int64),
+            "task_index": np.asarray(self.shards.lowdim("task_index")[frames], dtype=np.int64),
         }
         image_rows: dict[str, np.ndarray] = {}
         for key, deltas in self.spec.deltas.items():
-            rows, pad = self.query(frame, deltas)
+            rows, pad = self.query(frames, deltas)
             out[f"{key}_is_pad"] = pad
             if key in self._camera_slot:
                 image_rows[key] = rows
@@ -174,34 +184,39 @@ class WindowSource:
         return out
 
     def _read_images(self, image_rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        needed = sorted({int(r) for rows in image_rows.values() for r in rows})
+        needed = np.unique(np.concatenate([rows.ravel() for rows in image_rows.values()]))
         try:
             # One record at a time: ArrayRecordDataSource.__getitems__ starts a thread pool per call,
-            # which costs ~40x a single read for the one or two records a window needs.
-            raw = [self.records[r] for r in needed]
+            # which costs ~20x a single read for the few records a batch needs.
+            raw = {int(r): self.records[int(r)] for r in needed}
         except Exception as e:
-            raise ShardError(f"{self.shards.path}: cannot read records {needed[:4]}... ({e})") from e
-        by_row = dict(zip(needed, raw, strict=True))
-        fmt = self.shards.manifest.image_format
+            raise ShardError(f"{self.shards.path}: cannot read records {needed[:4].tolist()}... ({e})") from e
         episode_index = self.shards.lowdim("episode_index")
         frame_index = self.shards.lowdim("frame_index")
-        decoded: dict[int, tuple[int, int, list]] = {}
+        payloads: dict[int, list] = {}
+        for r, record in raw.items():
+            ep, fi, parts = decode_record(record)
+            if ep != episode_index[r] or fi != frame_index[r]:
+                raise ShardError(
+                    f"{self.shards.path}: record {r} holds episode {ep} frame {fi}, but the side "
+                    f"arrays say episode {int(episode_index[r])} frame {int(frame_index[r])}; "
+                    "the shards are inconsistent, rebuild them"
+                )
+            payloads[r] = parts
+        fmt = self.shards.manifest.image_format
         out = {}
         for cam, rows in image_rows.items():
             shape = self.shards.image_shape(cam)
-            frames = np.empty((len(rows), *shape), dtype=np.uint8)
-            for j, r in enumerate(rows):
-                r = int(r)
-                if r not in decoded:
-                    ep, fi, payloads = decode_record(by_row[r])
-                    if ep != episode_index[r] or fi != frame_index[r]:
-                        raise ShardError(
-                            f"{self.shards.path}: record {r} holds episode {ep} frame {fi}, but the side "
-                            f"arrays say episode {int(episode_index[r])} frame {int(frame_index[r])}; "
-                            "the shards are inconsistent, rebuild them"
-                        )
-                    decoded[r] = (ep, fi, payloads)
-                frames[j] = fmt.decode(decoded[r][2][self._camera_slot[cam]], shape)
+            slot = self._camera_slot[cam]
+            frames = np.empty((*rows.shape, *shape), dtype=np.uint8)
+            flat = frames.reshape(-1, *shape)
+            first: dict[int, int] = {}  # a row repeated by padding is decoded once, then copied
+            for j, r in enumerate(rows.ravel().tolist()):
+                if r in first:
+                    flat[j] = flat[first[r]]
+                else:
+                    first[r] = j
+                    fmt.decode(payloads[r][slot], shape, out=flat[j])
             out[cam] = frames
         return out
 
