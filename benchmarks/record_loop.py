@@ -176,22 +176,6 @@ class Hand(threading.Thread):
         self.client.close()
 
 
-class EnterPrompter:
-    """Answers every calibration prompt with ENTER: use the calibration file that is there."""
-
-    def ask(self, message: str) -> str:
-        return ""
-
-    def enter_pressed(self) -> bool:
-        return True
-
-    def show(self, text: str) -> None:
-        pass
-
-    def live(self, text: str) -> None:
-        pass
-
-
 # ---------------------------------------------------------------------------------------------------
 # timing wrappers (they delegate everything; only the calls the loop makes are timed)
 
@@ -252,6 +236,7 @@ def bench_jrobot(work: Path, videos: dict[str, Path], seconds: float) -> dict[st
     from jrobot.devices import virtual_calibration
     from jrobot.hw.calibration import save_calibration
     from jrobot.hw.opencv_camera import OpenCVCameraConfig
+    from jrobot.hw.prompts import AcceptCalibrationFile
     from jrobot.hw.safety import torque_safety
     from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader, SO101LeaderConfig
     from jrobot.keyboard import RecordEvents
@@ -271,10 +256,11 @@ def bench_jrobot(work: Path, videos: dict[str, Path], seconds: float) -> dict[st
         }
         follower = SO101Follower(
             SO101FollowerConfig(port=follower_arm.port, id="f", calibration_dir=cal_dir, cameras=cams),
-            prompter=EnterPrompter(),
+            prompter=AcceptCalibrationFile(),
         )
         leader = SO101Leader(
-            SO101LeaderConfig(port=leader_arm.port, id="l", calibration_dir=cal_dir), prompter=EnterPrompter()
+            SO101LeaderConfig(port=leader_arm.port, id="l", calibration_dir=cal_dir),
+            prompter=AcceptCalibrationFile(),
         )
         robot = TimedRobot(follower)
         cfg = DatasetRecordConfig(

@@ -25,6 +25,7 @@ from jrobot.hw.factory import TELEOP_CONFIGS as HW_TELEOPS
 from jrobot.hw.factory import make_robot as make_hw_robot
 from jrobot.hw.factory import make_teleoperator as make_hw_teleop
 from jrobot.hw.opencv_camera import OpenCVCameraConfig
+from jrobot.hw.prompts import AcceptCalibrationFile
 from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
@@ -79,22 +80,6 @@ def virtual_calibration(use_degrees: bool = True) -> dict[str, Any]:
     return cal
 
 
-class _UseCalibrationFile:
-    """Answers the calibration prompt with ENTER: write the (generated) file's values to the motors."""
-
-    def ask(self, message: str) -> str:
-        return ""
-
-    def enter_pressed(self) -> bool:
-        return True
-
-    def show(self, text: str) -> None:
-        pass
-
-    def live(self, text: str) -> None:
-        pass
-
-
 class VirtualRobot(SO101Follower):
     """`SO101Follower` on a virtual servo bus started (and stopped) with the robot."""
 
@@ -116,7 +101,7 @@ class VirtualRobot(SO101Follower):
                 cameras=config.cameras,
                 use_degrees=config.use_degrees,
             ),
-            prompter=_UseCalibrationFile(),
+            prompter=AcceptCalibrationFile(),
         )
 
     def connect(self, calibrate: bool = True) -> None:

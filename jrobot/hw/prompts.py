@@ -115,3 +115,22 @@ class ConsolePrompter:
 
     def _end_live(self) -> None:
         self._live_lines = 0
+
+
+class AcceptCalibrationFile:
+    """Answers every calibration prompt with ENTER: write the calibration file's values to the motors.
+
+    For unattended arms (the virtual follower, benchmarks) whose calibration file is already right.
+    """
+
+    def ask(self, message: str) -> str:
+        return ""
+
+    def enter_pressed(self) -> bool:
+        return True
+
+    def show(self, text: str) -> None:
+        pass
+
+    def live(self, text: str) -> None:
+        pass

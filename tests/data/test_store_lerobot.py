@@ -8,19 +8,17 @@ each dataset; the comparison happens here against jrobot's reader.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import random
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from lerobot_ref import lerobot_python
+from lerobot_ref import lerobot_probe, lerobot_python
 from store_synth import features, record, record_forever
 
 from jrobot.data import DatasetWriter, open_dataset
@@ -29,28 +27,6 @@ LEROBOT_PYTHON = lerobot_python()
 pytestmark = pytest.mark.skipif(
     LEROBOT_PYTHON is None, reason="no LeRobot interpreter found (see tests/lerobot_ref.py)"
 )
-
-
-def probe(roots: list[Path], out: Path, tmp_path: Path) -> list[dict]:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets-cache"),
-        "HF_LEROBOT_HOME": str(tmp_path / "lerobot-home"),
-    }
-    proc = subprocess.run(
-        [LEROBOT_PYTHON, str(Path(__file__).with_name("lerobot_probe.py")), str(out), *map(str, roots)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = {r["root"]: (out / f"{n}.error").read_text() for n, r in enumerate(summary) if r.get("error")}
-    assert not errors, errors
-    return summary
 
 
 def compare(root: Path, npz: Path, stripes) -> None:
@@ -103,7 +79,7 @@ def test_lerobot_reads_jrobot_datasets(tmp_path, stripes):
     ) as wr:
         for e, n in enumerate([9, 14, 5]):
             record(wr, e, n, f"task {e % 2}", h, w)
-    summary = probe([packed, rolled], tmp_path / "probe", tmp_path)
+    summary = lerobot_probe([packed, rolled], tmp_path / "probe", tmp_path)
     assert [s["episodes"] for s in summary] == [4, 3]
     compare(packed, tmp_path / "probe/0.npz", stripes)
     compare(rolled, tmp_path / "probe/1.npz", stripes)
@@ -128,7 +104,7 @@ def test_lerobot_reads_datasets_left_by_a_killed_writer(tmp_path, stripes):
             shutil.copytree(root, snap)
             snapshots.append(snap)
     assert len(snapshots) >= 5
-    summary = probe(snapshots, tmp_path / "probe", tmp_path)
+    summary = lerobot_probe(snapshots, tmp_path / "probe", tmp_path)
     for n, (snap, s) in enumerate(zip(snapshots, summary, strict=True)):
         assert s["episodes"] == open_dataset(snap).num_episodes
         compare(snap, tmp_path / f"probe/{n}.npz", stripes)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from lerobot_ref import lerobot_python
 
 from jrobot.data import DatasetWriter, open_dataset
 from jrobot.data.reader import Dataset
@@ -21,31 +19,6 @@ from jrobot.data.video_encode import probe_video_info
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKKEEPING_RENUMBERED = ("index", "episode_index", "task_index")
-
-
-def lerobot_probe(roots: list[Path], out: Path, tmp: Path) -> list[dict]:
-    """LeRobot's own view of each dataset (tests/data/lerobot_probe.py in the LeRobot interpreter)."""
-    python = lerobot_python()
-    assert python is not None
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(tmp / "hf-datasets-cache"),
-        "HF_LEROBOT_HOME": str(tmp / "lerobot-home"),
-    }
-    proc = subprocess.run(
-        [python, str(REPO / "tests/data/lerobot_probe.py"), str(out), *map(str, roots)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        cwd=tmp,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = {r["root"]: (out / f"{n}.error").read_text() for n, r in enumerate(summary) if r.get("error")}
-    assert not errors, errors
-    return summary
 
 
 def assert_same_episode(

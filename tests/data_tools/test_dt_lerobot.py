@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dt_helpers import lerobot_probe, lerobot_python, make_v20_port, record_synthetic, reencode_in_one_piece
+from dt_helpers import make_v20_port, record_synthetic, reencode_in_one_piece
+from lerobot_ref import lerobot_probe, lerobot_python
 
 from jrobot.data import edit, open_dataset
 
