@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jrobot.data.shards import ShardError, ShardSet, decode_record
+from jrobot.data.shards import RecordReader, ShardError, ShardSet, decode_record
 from jrobot.features import ACTION_KEY, STATE_KEY
 
 
@@ -112,6 +112,10 @@ class WindowSource:
         self._cameras = [k for k in spec.deltas if self.shards.features[k].is_visual]
         self._camera_slot = {c: self.shards.cameras.index(c) for c in self._cameras}
         self._records = None
+        # every key's offsets in one array, so a batch's rows and pads come from one vectorized query
+        self._all_deltas = np.concatenate([np.asarray(d, dtype=np.int64) for d in spec.deltas.values()])
+        bounds = np.cumsum([0] + [len(d) for d in spec.deltas.values()])
+        self._delta_slices = {k: slice(int(a), int(b)) for k, a, b in zip(spec.deltas, bounds, bounds[1:])}
 
     def _check_spec(self) -> None:
         feats = self.shards.features
@@ -137,14 +141,9 @@ class WindowSource:
         return f"WindowSource({self.shards.path}, {len(self)} frames, keys={list(self.spec.deltas)})"
 
     @property
-    def records(self):
+    def records(self) -> RecordReader:
         if self._records is None:
-            from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-            try:
-                self._records = ArrayRecordDataSource(self.shards.record_paths())
-            except Exception as e:  # array_record raises bare RuntimeError/ValueError on bad files
-                raise ShardError(f"{self.shards.path}: cannot open shard records ({e})") from e
+            self._records = self.shards.record_reader()
         return self._records
 
     def query(self, frame: int | np.ndarray, deltas: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -159,56 +158,85 @@ class WindowSource:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.read_batch(np.array([i])).items()}
 
-    def read_batch(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    def read_batch(
+        self, positions: np.ndarray, out: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         """The windows around the selected frames at `positions`, stacked: every array has a leading
         batch axis. One call per batch keeps the Python work per sample small; what is left is the
-        JPEG decoding, which releases the GIL, so reading threads run in parallel."""
+        JPEG decoding, which releases the GIL, so reading threads run in parallel.
+
+        With `out` (arrays of exactly the shapes and dtypes this returns, e.g. a shared-memory slot)
+        everything is written there instead, images decoded straight into it; `out` is returned.
+        """
         frames = self.frames[np.asarray(positions, dtype=np.int64)]
         b = frames.shape[0]
-        out: dict[str, np.ndarray] = {
-            "index": frames.copy(),
+        episode_index = self.shards.lowdim("episode_index")
+        arrays: dict[str, np.ndarray] = {
+            "index": frames,
             "dataset_index": np.full(b, self.dataset_index, dtype=np.int64),
-            "episode_index": np.asarray(self.shards.lowdim("episode_index")[frames], dtype=np.int64),
-            "task_index": np.asarray(self.shards.lowdim("task_index")[frames], dtype=np.int64),
+            "episode_index": episode_index[frames].astype(np.int64),
+            "task_index": self.shards.lowdim("task_index")[frames].astype(np.int64),
         }
+        all_rows, all_pad = self.query(frames, self._all_deltas)
         image_rows: dict[str, np.ndarray] = {}
-        for key, deltas in self.spec.deltas.items():
-            rows, pad = self.query(frames, deltas)
-            out[f"{key}_is_pad"] = pad
+        for key, sl in self._delta_slices.items():
+            rows = all_rows[:, sl]
+            arrays[f"{key}_is_pad"] = np.ascontiguousarray(all_pad[:, sl])
             if key in self._camera_slot:
                 image_rows[key] = rows
             else:
-                out[key] = np.asarray(self.shards.lowdim(key)[rows])
+                arrays[key] = self.shards.lowdim(key)[rows]
+        if out is None:
+            if image_rows:
+                arrays.update(self._read_images(image_rows))
+            return arrays
+        if set(out) != set(arrays) | set(image_rows):
+            raise ValueError(
+                f"out has keys {sorted(out)}, the windows have {sorted(set(arrays) | set(image_rows))}"
+            )
+        for key, value in arrays.items():
+            out[key][...] = value
         if image_rows:
-            out.update(self._read_images(image_rows))
-        return out
+            self._read_images(image_rows, out)
+        return dict(out)
 
-    def _read_images(self, image_rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _read_images(
+        self, image_rows: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         needed = np.unique(np.concatenate([rows.ravel() for rows in image_rows.values()]))
-        try:
-            # One record at a time: ArrayRecordDataSource.__getitems__ starts a thread pool per call,
-            # which costs ~20x a single read for the few records a batch needs.
-            raw = {int(r): self.records[int(r)] for r in needed}
-        except Exception as e:
-            raise ShardError(f"{self.shards.path}: cannot read records {needed[:4].tolist()}... ({e})") from e
-        episode_index = self.shards.lowdim("episode_index")
-        frame_index = self.shards.lowdim("frame_index")
-        payloads: dict[int, list] = {}
-        for r, record in raw.items():
-            ep, fi, parts = decode_record(record)
-            if ep != episode_index[r] or fi != frame_index[r]:
-                raise ShardError(
-                    f"{self.shards.path}: record {r} holds episode {ep} frame {fi}, but the side "
-                    f"arrays say episode {int(episode_index[r])} frame {int(frame_index[r])}; "
-                    "the shards are inconsistent, rebuild them"
-                )
-            payloads[r] = parts
+        rows_list = needed.tolist()
+        records = self.records.read(rows_list)  # errors name the shard file
+        parsed = [decode_record(record) for record in records]
+        want_ep = self.shards.lowdim("episode_index")[needed]
+        want_fi = self.shards.lowdim("frame_index")[needed]
+        got = np.array([(ep, fi) for ep, fi, _ in parsed], dtype=np.int64).reshape(-1, 2)
+        bad = np.flatnonzero((got[:, 0] != want_ep) | (got[:, 1] != want_fi))
+        if bad.size:
+            j = int(bad[0])
+            raise ShardError(
+                f"{self.shards.path}: record {rows_list[j]} holds episode {got[j, 0]} frame {got[j, 1]}, "
+                f"but the side arrays say episode {int(want_ep[j])} frame {int(want_fi[j])}; "
+                "the shards are inconsistent, rebuild them"
+            )
+        payloads = {r: parts for r, (_, _, parts) in zip(rows_list, parsed, strict=True)}
         fmt = self.shards.manifest.image_format
-        out = {}
+        images = {}
         for cam, rows in image_rows.items():
             shape = self.shards.image_shape(cam)
             slot = self._camera_slot[cam]
-            frames = np.empty((*rows.shape, *shape), dtype=np.uint8)
+            if out is None:
+                frames = np.empty((*rows.shape, *shape), dtype=np.uint8)
+            else:
+                frames = out[cam]
+                if (
+                    frames.shape != (*rows.shape, *shape)
+                    or frames.dtype != np.uint8
+                    or not frames.flags.c_contiguous
+                ):
+                    raise ValueError(
+                        f"out[{cam!r}] is {frames.dtype}{frames.shape}, expected C-contiguous "
+                        f"uint8{(*rows.shape, *shape)}"
+                    )
             flat = frames.reshape(-1, *shape)
             first: dict[int, int] = {}  # a row repeated by padding is decoded once, then copied
             for j, r in enumerate(rows.ravel().tolist()):
@@ -217,8 +245,8 @@ class WindowSource:
                 else:
                     first[r] = j
                     fmt.decode(payloads[r][slot], shape, out=flat[j])
-            out[cam] = frames
-        return out
+            images[cam] = frames
+        return images
 
 
 def select_frames(

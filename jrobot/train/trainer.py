@@ -133,7 +133,7 @@ def pipeline_config(config: ml_collections.ConfigDict, spec: PolicySpec) -> Pipe
         augment=AugmentConfig.from_dict(augment.to_dict() if hasattr(augment, "to_dict") else augment),
         num_workers=int(data.get("num_workers", 0)),
         read_threads=int(data.get("read_threads", 2)),
-        prefetch=int(data.get("prefetch", 2)),
+        prefetch=int(data.get("prefetch", 4)),
     )
 
 

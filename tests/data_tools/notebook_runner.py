@@ -58,6 +58,8 @@ def run_notebook(
     try:
         client.execute()
     finally:
+        if km.has_kernel:  # nbclient leaves a kernel it did not create itself running
+            km.shutdown_kernel(now=True)
         if output is not None:
             nbformat.write(nb, output)
     return nb

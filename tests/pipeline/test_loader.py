@@ -26,15 +26,6 @@ N_FRAMES = 126
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, shared_dir):
-    out = tmp_path_factory.mktemp("loader") / "v30"
-    build_shards(
-        shared_dir / "fixtures/lerobot/so101_v30", out, resolution=(32, 48), workers=0, progress=False
-    )
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def shards_v21(tmp_path_factory, shared_dir):
     out = tmp_path_factory.mktemp("loader") / "v21"
     build_shards(
