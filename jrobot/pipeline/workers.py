@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import math
 import multiprocessing as mp
 import os
 import traceback
@@ -233,12 +232,7 @@ class SharedMemoryIterator(grain.DatasetIterator):
         lease = (ctypes.c_char * self._slot_bytes).from_buffer(self._shm[w].buf, base)
         weakref.finalize(lease, self._released.append, (self._generation, w, slot))
         self._lent[w] += 1
-        return {
-            key: np.frombuffer(lease, dtype=np.dtype(dtype), count=math.prod(shape), offset=off).reshape(
-                shape
-            )
-            for key, shape, dtype, off in self._fields
-        }
+        return _views(lease, self._fields, self._slot_bytes, 0)  # arrays based on the lease
 
     def _receive(self, w: int):
         conn, proc = self._conns[w], self._procs[w]

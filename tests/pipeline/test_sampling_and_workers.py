@@ -146,17 +146,19 @@ def test_finite_dataset_ends_and_order_holds_for_any_worker_count():
         it.close()
 
 
-def test_worker_errors_and_deaths_are_reported_not_hung():
-    it = iter(SharedMemoryPrefetch(grain.MapDataset.source(_Batches(10, bad=4)), 2, slots=2))
-    for _ in range(4):
+@pytest.mark.parametrize(
+    ("source", "ok", "message"),
+    [
+        (_Batches(10, bad=4), 4, r"(?s)data worker 0 failed on batch 4.*broken on purpose"),
+        (_Batches(10, die=3), 3, r"data worker 1 .*(died|exited)"),
+    ],
+    ids=["exception", "killed"],
+)
+def test_worker_errors_and_deaths_are_reported_not_hung(source, ok, message):
+    it = iter(SharedMemoryPrefetch(grain.MapDataset.source(source), 2, slots=2))
+    for _ in range(ok):
         next(it)
-    with pytest.raises(RuntimeError, match=r"(?s)data worker 0 failed on batch 4.*broken on purpose"):
-        next(it)
-    it.close()
-    it = iter(SharedMemoryPrefetch(grain.MapDataset.source(_Batches(10, die=3)), 2, slots=2))
-    for _ in range(3):
-        next(it)
-    with pytest.raises(RuntimeError, match=r"data worker 1 .*(died|exited)"):
+    with pytest.raises(RuntimeError, match=message):
         next(it)
     it.close()
     with pytest.raises(ValueError, match="closed iterator"):
