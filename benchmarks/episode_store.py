@@ -33,6 +33,7 @@ from av.video.reformatter import VideoReformatter
 
 from jrobot.data import DatasetWriter, open_dataset
 from jrobot.features import SO101_JOINT_KEYS, Feature
+from jrobot.pacer import Pacer
 
 H, W, FPS = 480, 640, 30
 CAMS = ("observation.images.front", "observation.images.wrist")
@@ -61,12 +62,8 @@ def record_episode(
 ) -> int:
     """Add `seconds` of frames; `realtime` paces them at FPS like a robot loop, else as fast as accepted."""
     n = int(seconds * FPS)
-    t0 = time.perf_counter()
+    pacer = Pacer(FPS, realtime=realtime)
     for i in range(n):
-        if realtime:
-            delay = t0 + i / FPS - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
         frame = {
             "observation.state": np.full(6, i, np.float32),
             "action": np.full(6, i + 1, np.float32),
@@ -75,6 +72,7 @@ def record_episode(
             b = bases[cam]
             frame[cam] = np.roll(b[(i // 4) % len(b)], shift=(i * 3 + k * 7) % W, axis=1)
         writer.add_frame(frame, task=f"task {e % 2}")
+        pacer.tick()
     return n
 
 

@@ -9,7 +9,7 @@
    layout). Sim renders are flat-shaded, so by default mild sensor noise (sigma 2 grey levels) is added
    to the camera frames before recording, as a real camera has (`--camera-noise 0` to disable). The
    dataset is cached under `--work` and reused when it has the requested episode count.
-2. Shard build: `jrobot.data.shard_builder.build_shards` to 224x224 JPEG q90 with `--build-workers`
+2. Shard build: `jrobot.shards.builder.build_shards` to 224x224 JPEG q90 with `--build-workers`
    processes, run in a fresh process; frames/s and peak memory of that process tree (summed PSS and
    RSS sampled every 50 ms; `getrusage` max RSS of the driver and of its largest worker).
 3. Pipeline: `jrobot.pipeline.loader` (`make_train_dataset` + `DataLoader`) for an ACT-style batch
@@ -196,7 +196,7 @@ def ensure_dataset(root: Path, episodes: int, noise: float) -> dict[str, Any]:
 
 
 def _build_child(src: str, out: str, workers: int, results) -> None:
-    from jrobot.data.shard_builder import build_shards
+    from jrobot.shards.builder import build_shards
 
     t0 = time.perf_counter()
     manifest = build_shards(
@@ -285,9 +285,9 @@ def sample_breakdown(shards: Path, n: int = 600) -> dict[str, float]:
     import simplejpeg
     from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-    from jrobot.data.shards import decode_record
     from jrobot.pipeline.memory import retain_freed_memory
     from jrobot.pipeline.windows import WindowSource, WindowSpec
+    from jrobot.shards.format import decode_record
 
     retain_freed_memory()
     spec = WindowSpec.for_policy(observation_deltas=[0], action_deltas=range(CHUNK), camera_keys=CAMS)
@@ -325,7 +325,7 @@ def sample_breakdown(shards: Path, n: int = 600) -> dict[str, float]:
 def _payloads(shards: str, start: int, count: int) -> list[bytes]:
     from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-    from jrobot.data.shards import ShardSet, decode_record
+    from jrobot.shards.format import ShardSet, decode_record
 
     s = ShardSet(shards)
     src = ArrayRecordDataSource(s.record_paths())

@@ -232,7 +232,7 @@ def _self_cpu_s() -> float:
 
 
 def bench_jrobot(work: Path, videos: dict[str, Path], seconds: float) -> dict[str, Any]:
-    from jrobot.data.reader import open_dataset
+    from jrobot.data.read.reader import open_dataset
     from jrobot.devices import virtual_calibration
     from jrobot.hw.calibration import save_calibration
     from jrobot.hw.opencv_camera import OpenCVCameraConfig
@@ -370,11 +370,10 @@ LEROBOT_SCRIPT = textwrap.dedent(
                                    image_writer_threads=4 * len(frames),
                                    streaming_encoding=a["streaming"])
         n = int(a["seconds"] * a["fps"])
-        period = 1.0 / a["fps"]
+        sys.path.insert(0, a["jrobot_root"])
+        from jrobot.pacer import Pacer  # stdlib only: the same pacer as jrobot's loop, for a fair race
         add_s, starts = [], []
-        t_start = time.perf_counter()
-        next_tick = t_start
-        dropped = 0
+        pacer = Pacer(a["fps"])
         for i in range(n):
             starts.append(time.perf_counter())
             frame = {"action": np.full(6, i + 1, np.float32), "observation.state": np.full(6, i, np.float32),
@@ -384,15 +383,8 @@ LEROBOT_SCRIPT = textwrap.dedent(
             t0 = time.perf_counter()
             ds.add_frame(frame)
             add_s.append(time.perf_counter() - t0)
-            next_tick += period
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -period:
-                missed = int(-delay // period)
-                dropped += missed
-                next_tick += missed * period
-        wall = time.perf_counter() - t_start
+            pacer.tick()
+        wall, dropped = pacer.wall_s, pacer.dropped
         t0 = time.perf_counter()
         ds.save_episode()
         save_s = time.perf_counter() - t0
@@ -419,6 +411,7 @@ def bench_lerobot(python: str, work: Path, videos: dict[str, Path], seconds: flo
         "videos": {c: str(p) for c, p in videos.items()},
         "root": str(work / ("lerobot_ds_streaming" if streaming else "lerobot_ds")),
         "fps": FPS, "h": H, "w": W, "seconds": seconds, "task": TASK, "streaming": streaming,
+        "jrobot_root": str(REPO),
     }  # fmt: skip
     return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=3600)
 

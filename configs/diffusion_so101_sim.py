@@ -10,21 +10,18 @@ Images are cropped to 90% at random in training and at the centre at inference.
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
-from configs import act_so101_sim
+from configs import common
 from jrobot.policies.diffusion import DiffusionConfig
 from jrobot.train.config_util import dataclass_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = act_so101_sim.get_config()  # data, mesh, checkpoint, logging sections are the same
+    c = common.run_config()
     c.batch_size = 64
     c.num_steps = 100_000
-    c.policy = ml_collections.ConfigDict()
     c.policy.type = "diffusion"
     c.policy.config = dataclass_config(DiffusionConfig, crop_shape=(86, 115), use_ema=True)
-    c.policy.input_features = placeholder(tuple)
     c.optimizer.lr = 1e-4
     c.optimizer.group_lr = {}
     return c

@@ -17,8 +17,8 @@ import sys
 import time
 
 from jrobot.data.errors import DatasetError
-from jrobot.data.shard_builder import build_shards, parse_resolution
-from jrobot.data.shards import ShardError
+from jrobot.shards.builder import build_shards, parse_resolution
+from jrobot.shards.format import ShardError
 
 
 def parse_episodes(text: str | None) -> list[int] | None:

@@ -13,10 +13,11 @@ source's are missing or known wrong. Legacy variants of v1.6 ports (`names: {"mo
 corrupt image std (uint8 overflow); it is detected from the stats themselves (a std below what the
 stored quantiles allow) and recomputed from the decoded frames, and the report says so.
 
-With --shards the converted dataset is then turned into training shards (`build_shards`).
+With --shards the converted dataset is then turned into training shards (`jrobot.shards.build_shards`).
 Exit status: 0 on success, 2 on a bad source or argument.
 
-Library call: `jrobot.data.edit.convert_dataset(src, dst, recompute_stats="auto", shards=None)`.
+Library calls: `jrobot.data.edit.convert_dataset(src, dst, recompute_stats="auto")`, then
+`jrobot.shards.builder.build_shards(dst, shards, resolution=..., image_format=...)`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from pathlib import Path
 
 from jrobot.data.edit import convert_dataset
 from jrobot.data.errors import DatasetError
-from jrobot.data.shard_builder import parse_resolution
-from jrobot.data.shards import ShardError
+from jrobot.shards.builder import build_shards, parse_resolution
+from jrobot.shards.format import ShardError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,22 +59,31 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
+        resolution = parse_resolution(args.resolution)
         report = convert_dataset(
             args.source,
             args.out,
             recompute_stats=args.recompute_stats,
-            shards=args.shards,
-            resolution=parse_resolution(args.resolution),
-            image_format=args.image_format,
             workers=args.workers,
-            progress=not args.quiet,
             data_files_size_in_mb=args.data_file_size_mb,
             video_files_size_in_mb=args.video_file_size_mb,
         )
+        summary = report.summary()
+        if args.shards is not None:
+            t0 = time.perf_counter()
+            build_shards(
+                args.out,
+                args.shards,
+                resolution=resolution,
+                image_format=args.image_format,
+                workers=args.workers,
+                progress=not args.quiet,
+            )
+            summary += f"\ntraining shards: {Path(args.shards)} ({time.perf_counter() - t0:.1f} s)"
     except (DatasetError, ShardError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(report.summary())
+    print(summary)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from jrobot.data import edit
 from jrobot.data.errors import DatasetError
-from jrobot.data.reader import open_dataset
+from jrobot.data.read.reader import open_dataset
 
 
 def parse_episode_list(text: str) -> list[int]:

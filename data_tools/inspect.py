@@ -10,7 +10,7 @@ then validates the whole dataset and lists every problem with its file. Exit sta
 dataset (warnings allowed, unless --strict), 1 when there are errors, 2 when the dataset cannot be
 found (no such folder, or a hub id while offline).
 
-Library call: `jrobot.data.describe.describe_dataset(path)` (dict) and
+Library call: `jrobot.data.validate.describe.describe_dataset(path)` (dict) and
 `jrobot.data.validate.validate_dataset(path)` (list of problems).
 """
 
@@ -20,8 +20,8 @@ import argparse
 import json
 import sys
 
-from jrobot.data.describe import describe_dataset, format_description
 from jrobot.data.errors import DatasetError
+from jrobot.data.validate.describe import describe_dataset, format_description
 
 
 def inspect_dataset(source: str, *, decode: bool = False) -> dict:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from jrobot.data.errors import DatasetError
-from jrobot.data.reader import Dataset, open_dataset
+from jrobot.data.read.reader import Dataset, open_dataset
 from jrobot.features import DEFAULT_FEATURE_NAMES
 
 _VIDEO_CODECS = ("libx264", "h264", "libsvtav1", "mpeg4")

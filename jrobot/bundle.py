@@ -8,6 +8,10 @@
                                  "float32" for LeRobot-style [0, 1] inputs) and, for stochastic policies,
                                  "+noise" variants that take the initial noise in the observation
 
+Format versions: 2 (this jrobot) writes the spec's typed sampling fields (`horizon`, `noise_shape`,
+`drop_n_last_frames`); version 1 bundles, which lack them, are read by deriving them from what a v1
+policy.json holds (`upgrade_v1_spec`), so existing bundles keep running unchanged.
+
 Loading a bundle needs jax, numpy and safetensors only (this module imports neither flax nor the
 training libraries), so a laptop that only drives the robot installs no training stack.
 """
@@ -22,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from jrobot.features import Feature, features_from_json
-from jrobot.policies.spec import PolicySpec, stats_from_json
+from jrobot.policies.spec import ACTION_KEY, PolicySpec, stats_from_json
 
 FORMAT_NAME = "jrobot-policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 POLICY_JSON = "policy.json"
 PARAMS = "params.safetensors"
 INFERENCE_DIR = "inference"
@@ -33,6 +38,23 @@ INFERENCE_DIR = "inference"
 
 class BundleError(ValueError):
     """A policy bundle is missing pieces, is corrupt, or does not fit the robot it is asked to drive."""
+
+
+def upgrade_v1_spec(spec: dict[str, Any], *, stochastic: bool) -> dict[str, Any]:
+    """A version-1 policy.json spec with the fields version 2 added, derived as v1's exporter did.
+
+    v1 exporters sized the noise of "+noise" variants as (config["horizon"] or chunk_size, action_dim),
+    and v1 policies that dropped frames kept the count in config["drop_n_last_frames"].
+    """
+    config = spec.get("config", {})
+    horizon = int(config.get("horizon", spec["chunk_size"]))
+    action_dim = int(spec["output_features"][ACTION_KEY]["shape"][0])
+    return {
+        **spec,
+        "horizon": horizon,
+        "noise_shape": [horizon, action_dim] if stochastic else None,
+        "drop_n_last_frames": int(config.get("drop_n_last_frames", 0)),
+    }
 
 
 def variant_name(image_dtype: str, with_noise: bool) -> str:
@@ -76,14 +98,18 @@ class BundleInfo:
     def from_json(cls, d: dict[str, Any], *, path: Path) -> BundleInfo:
         if d.get("format") != FORMAT_NAME:
             raise BundleError(f"{path}: not a jrobot policy bundle (format={d.get('format')!r})")
-        if d.get("version") != FORMAT_VERSION:
+        version = d.get("version")
+        if version not in READABLE_VERSIONS:
             raise BundleError(
-                f"{path}: bundle format version {d.get('version')} is not supported (expects {FORMAT_VERSION}); "
+                f"{path}: bundle format version {version} is not supported (reads {list(READABLE_VERSIONS)}); "
                 "re-export it with this jrobot's `python -m jrobot.export`"
             )
         try:
+            spec = d["spec"]
+            if version == 1:
+                spec = upgrade_v1_spec(spec, stochastic=bool(d.get("stochastic", False)))
             return cls(
-                spec=PolicySpec.from_json(d["spec"]),
+                spec=PolicySpec.from_json(spec),
                 stats=stats_from_json(d.get("stats", {})),
                 features=features_from_json(d.get("features", {})),
                 fps=int(d["fps"]),

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, run_tool
-from jrobot.hw.factory import device_from_flags
+from jrobot.devices import device_from_flags
 from jrobot.hw.safety import torque_safety
 
 USAGE = __doc__ or ""

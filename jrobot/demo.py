@@ -15,14 +15,17 @@ success rate and the time each stage took. Each stage is the same code the comma
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from jrobot.cli import Binder, run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "act_so101_sim_cpu.py"
@@ -55,7 +58,7 @@ def stage_record(out: Path, episodes: int, seed: int, image_size: tuple[int, int
 
 
 def stage_shards(dataset: Path, out: Path, resolution: tuple[int, int]) -> dict[str, Any]:
-    from jrobot.data.shard_builder import build_shards
+    from jrobot.shards.builder import build_shards
 
     m = build_shards(
         dataset, out, resolution=resolution, image_format="jpeg:90", overwrite=True, progress=False
@@ -106,17 +109,24 @@ def stage_eval(bundle: Path, out: Path, episodes: int, seed: int) -> dict[str, A
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jrobot.demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="outputs/demo", help="output directory (replaced)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config")
-    p.add_argument("--episodes", type=int, default=60, help="demonstrations to record")
-    p.add_argument("--train-steps", type=int, default=None, help="training steps (default: the config's)")
-    p.add_argument("--eval-episodes", type=int, default=50)
-    p.add_argument("--record-size", default="96x128", help="camera HxW recorded into the dataset")
-    p.add_argument("--train-size", default=None, help="HxW of the training images (default: the config's)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+@dataclasses.dataclass
+class DemoOptions:
+    """`python -m jrobot.demo` flags (jrobot's one flag grammar: `--train-steps=N` or `--train_steps N`)."""
+
+    out: Path = Path("outputs/demo")  # output directory (replaced)
+    config: Path = DEFAULT_CONFIG  # training config
+    episodes: int = 60  # demonstrations to record
+    train_steps: int | None = None  # default: the config's
+    eval_episodes: int = 50
+    record_size: str = "96x128"  # camera HxW recorded into the dataset
+    train_size: str | None = None  # HxW of the training images (default: the config's)
+    seed: int = 0
+
+
+def main(argv: Sequence[str]) -> int:
+    binder = Binder.from_argv(argv)
+    args = binder.build(DemoOptions)
+    binder.finish()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from absl import logging as absl_logging
 
@@ -163,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=__doc__ or ""))

@@ -25,8 +25,8 @@ from jrobot.hw.factory import TELEOP_CONFIGS as HW_TELEOPS
 from jrobot.hw.factory import make_robot as make_hw_robot
 from jrobot.hw.factory import make_teleoperator as make_hw_teleop
 from jrobot.hw.opencv_camera import OpenCVCameraConfig
-from jrobot.hw.prompts import AcceptCalibrationFile
-from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig
+from jrobot.hw.prompts import AcceptCalibrationFile, Prompter
+from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
@@ -154,3 +154,14 @@ def robot_from_flags(binder: Binder, *, required: bool = True) -> Any:
 def teleop_from_flags(binder: Binder, robot: Any, *, required: bool = True) -> Any:
     cfg = binder.choice(TELEOP_TYPES, "teleop", required=required)
     return None if cfg is None else make_teleoperator(cfg, robot)
+
+
+def device_from_flags(binder: Binder, prompter: Prompter | None = None) -> SO101Follower | SO101Leader:
+    """The one device a tool such as calibrate or setup_motors acts on: `--robot.*` xor `--teleop.*`."""
+    robot = binder.choice(HW_ROBOTS, "robot", required=False)
+    teleop = binder.choice(HW_TELEOPS, "teleop", required=False)
+    if (robot is None) == (teleop is None):
+        raise CliError(
+            "choose either a robot (--robot.type=...) or a teleoperator (--teleop.type=...), not both"
+        )
+    return make_hw_robot(robot, prompter) if robot is not None else make_hw_teleop(teleop, prompter)

@@ -1,6 +1,10 @@
 """`python -m jrobot.eval`: success rate of a policy bundle in the MuJoCo simulation, with videos.
 
-    python -m jrobot.eval --policy bundles/act --env jrobot/SO101PickPlace-v0 --episodes 50 --out eval/act
+    python -m jrobot.eval --policy=bundles/act --env=jrobot/SO101PickPlace-v0 --episodes=50 --out=eval/act
+
+Flags follow `jrobot.run`'s grammar (`--name=value` or `--name value`, dashes or underscores):
+`--seed` (of the first episode, default 100000), `--max_steps`, `--videos=false`,
+`--n_action_steps`, `--temporal_ensemble_coeff`.
 
 Each episode is seeded (`--seed` + episode number), so two evaluations of the same bundle see the same
 cube placements. The policy runs through the same controller as on the real robot (`jrobot.runtime`),
@@ -11,12 +15,12 @@ timing; `DIR/videos/episode_NNN.mp4` shows the policy's cameras side by side.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,12 @@ import gymnasium as gym
 import numpy as np
 
 from jrobot.bundle import BundleInfo
-from jrobot.features import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
-from jrobot.runtime.loop import PolicyController
+from jrobot.cli import Binder, run_tool
+from jrobot.features import ACTION_KEY, IMAGE_PREFIX
+from jrobot.runtime.loop import PolicyController, run_episode
 from jrobot.runtime.policy import BundlePolicy
 
+USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.eval")
 
 
@@ -51,7 +57,7 @@ def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kw
 
 
 def _video_writer(path: Path, frame_shape: tuple[int, int], fps: int):
-    from jrobot.data.video_encode import CameraEncoder, VideoOptions
+    from jrobot.data.video.encode import CameraEncoder, VideoOptions
 
     h, w = frame_shape
     return CameraEncoder(
@@ -71,6 +77,43 @@ def _side_by_side(obs: Mapping[str, np.ndarray], keys: list[str]) -> np.ndarray:
     frames = [np.pad(f, ((0, h - f.shape[0]), (0, 0), (0, 0))) for f in frames]
     img = np.concatenate(frames, axis=1)
     return np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)))
+
+
+class _EnvRobot:
+    """The gym env as the robot `run_episode` drives: one `env.step` per action sent.
+
+    It keeps what the report needs (steps, success at any step, termination) and feeds the video.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        obs: dict[str, Any],
+        info: Mapping[str, Any],
+        names: list[str],
+        cams: list[str],
+        video: Any,
+    ) -> None:
+        self.env, self.obs, self.names, self.cams, self.video = env, obs, names, cams, video
+        self.success = bool(info.get("is_success", False))
+        self.steps = 0
+        self.done = False
+
+    def get_observation(self) -> dict[str, Any]:
+        return dict(self.obs)
+
+    def send_action(self, action: Mapping[str, float]) -> dict[str, float]:
+        vec = np.asarray([action[n] for n in self.names], np.float32)
+        self.obs, _, terminated, truncated, inf = self.env.step(vec)
+        self.steps += 1
+        if self.video is not None:
+            self.video.put(_side_by_side(self.obs, self.cams))
+        self.success = self.success or bool(inf.get("is_success", False))
+        self.done = bool(terminated or truncated)
+        return dict(action)
+
+    def episode_over(self) -> bool:
+        return self.done
 
 
 def evaluate(
@@ -111,22 +154,13 @@ def evaluate(
                     out_dir / "videos" / f"episode_{ep:03d}.mp4", frame.shape[:2], info.fps
                 )
                 writer.put(frame)
-            success = bool(inf.get("is_success", False))
-            steps = 0
+            arm = _EnvRobot(env, obs, inf, names, cams, writer)
             limit = max_steps or env.spec.max_episode_steps or 300
             t_ep = time.perf_counter()
-            while steps < limit:
-                robot_obs = dict(obs)
-                robot_obs[STATE_KEY] = obs[STATE_KEY]
-                action = controller.act(robot_obs, 1.0 / info.fps)
-                vec = np.asarray([action[n] for n in names], np.float32)
-                obs, _, terminated, truncated, inf = env.step(vec)
-                steps += 1
-                if writer is not None:
-                    writer.put(_side_by_side(obs, cams))
-                success = success or bool(inf.get("is_success", False))
-                if terminated or truncated:
-                    break
+            run_episode(
+                arm, controller, fps=info.fps, max_steps=limit, realtime=False, should_stop=arm.episode_over
+            )
+            success, steps = arm.success, arm.steps
             if writer is not None:
                 writer.finish()
             results.append(
@@ -158,69 +192,32 @@ def evaluate(
     return report
 
 
-class ModelPolicy:
-    """An in-memory NNX policy behind the BundlePolicy interface (periodic evaluation during training)."""
+@dataclasses.dataclass
+class EvalOptions:
+    """`python -m jrobot.eval` flags, in the grammar of `jrobot.run` (`--name=value`, `--name value`)."""
 
-    def __init__(self, model: Any, features: Mapping[str, Any], fps: int):
-        import jax
+    policy: Path  # policy bundle (python -m jrobot.export)
+    out: Path  # output directory (report.json, videos/)
+    env: str = "jrobot/SO101PickPlace-v0"
+    episodes: int = 50
+    seed: int = 100_000  # seed of the first episode (then +1 each)
+    max_steps: int | None = None
+    videos: bool = True
+    no_videos: bool = False  # the older spelling of --videos=false
+    n_action_steps: int | None = None  # override the bundle's n_action_steps
+    temporal_ensemble_coeff: float | None = None  # ensemble overlapping chunks (e.g. 0.01)
 
-        from jrobot.policies.base import load_policy_module
-
-        self.spec = model.spec
-        module = load_policy_module(self.spec.type)
-        self.info = BundleInfo(
-            spec=self.spec,
-            stats=model.normalizer.stats_dict(),
-            features=dict(features),
-            fps=int(fps),
-            robot_type=None,
-            image_shapes={
-                k: (f.shape[1], f.shape[2], f.shape[0])
-                for k, f in self.spec.input_features.items()
-                if k in self.spec.image_keys
-            },
-            variants=[],
-            stochastic=False,
-            source={},
-            training_config=None,
-        )
-        from flax import nnx
-
-        graphdef, state = nnx.split(model)
-        self._state = state
-        self._fn = jax.jit(lambda st, obs, key: module.sample_actions(nnx.merge(graphdef, st), obs, key))
-        self._key = jax.random.PRNGKey(0)
-
-    def seed(self, seed: int) -> None:
-        import jax
-
-        self._key = jax.random.PRNGKey(seed)
-
-    def predict(self, observation: Mapping[str, Any], **_: Any) -> np.ndarray:
-        import jax
-
-        self._key, key = jax.random.split(self._key)
-        return np.asarray(self._fn(self._state, dict(observation), key))
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.no_videos:
+            self.videos = False
 
 
-def evaluate_model(model: Any, *, features: Mapping[str, Any], fps: int, **kwargs: Any) -> dict[str, Any]:
-    return evaluate(ModelPolicy(model, features, fps), videos=False, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jrobot.eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--policy", required=True, help="policy bundle (python -m jrobot.export)")
-    p.add_argument("--env", default="jrobot/SO101PickPlace-v0")
-    p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (then +1 each)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--no-videos", action="store_true")
-    p.add_argument("--n-action-steps", type=int, default=None, help="override the bundle's n_action_steps")
-    p.add_argument(
-        "--temporal-ensemble-coeff", type=float, default=None, help="ensemble overlapping chunks (e.g. 0.01)"
-    )
-    p.add_argument("--out", required=True, help="output directory (report.json, videos/)")
-    args = p.parse_args(argv)
+def main(argv: Sequence[str]) -> int:
+    binder = Binder.from_argv(argv)
+    args = binder.build(EvalOptions)
+    binder.finish()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     policy = BundlePolicy(args.policy)
     policy.warmup()
@@ -230,17 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         episodes=args.episodes,
         seed=args.seed,
         out=args.out,
-        videos=not args.no_videos,
+        videos=args.videos,
         max_steps=args.max_steps,
         n_action_steps=args.n_action_steps,
         temporal_ensemble_coeff=args.temporal_ensemble_coeff,
     )
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "
-        f"({report['wall_s']:.0f} s); report: {Path(args.out) / 'report.json'}, videos: {Path(args.out) / 'videos'}"
+        f"({report['wall_s']:.0f} s); report: {args.out / 'report.json'}, videos: {args.out / 'videos'}"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

@@ -12,7 +12,6 @@ training stack and runs the exact same computation.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import shutil
 import sys
@@ -33,7 +32,7 @@ from jrobot.bundle import (
     variant_name,
 )
 from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
-from jrobot.policies.base import load_policy_module
+from jrobot.policies.base import PolicyModule, load_policy_module
 from jrobot.policies.spec import FeatureType, PolicySpec, stats_from_json
 
 
@@ -53,17 +52,12 @@ def _observation_avals(spec: PolicySpec, image_dtype, batch) -> dict[str, jax.Sh
     return avals
 
 
-def _takes_noise(module) -> bool:
-    return "noise" in inspect.signature(module.sample_actions).parameters
+def export_functions(model: nnx.Module, module: PolicyModule) -> dict[str, bytes]:
+    """Serialized CPU inference functions, one per variant, with a symbolic batch size.
 
-
-def _noise_shape(spec: PolicySpec) -> tuple[int, int]:
-    horizon = int(spec.config.get("horizon", spec.chunk_size))
-    return horizon, spec.action_dim
-
-
-def export_functions(model: nnx.Module, module) -> dict[str, bytes]:
-    """Serialized CPU inference functions, one per variant, with a symbolic batch size."""
+    A stochastic policy (`spec.noise_shape` set) also gets "+noise" variants that read the initial noise
+    from `observation["noise"]`, (B, *noise_shape).
+    """
     spec: PolicySpec = model.spec
     graphdef, state = nnx.split(model)
     flat = nnx.to_flat_state(state)
@@ -79,14 +73,14 @@ def export_functions(model: nnx.Module, module) -> dict[str, bytes]:
     (b,) = jax.export.symbolic_shape("b")
     rng_aval = jax.ShapeDtypeStruct((2,), jnp.uint32)
     out = {}
-    noise_options = [False, True] if _takes_noise(module) else [False]
+    noise_options = [False, True] if spec.noise_shape is not None else [False]
     for image_dtype in ("uint8", "float32"):
         if not spec.image_keys and image_dtype == "float32":
             continue
         for with_noise in noise_options:
             obs = _observation_avals(spec, jnp.dtype(image_dtype), (b,))
             if with_noise:
-                obs["noise"] = jax.ShapeDtypeStruct((b, *_noise_shape(spec)), jnp.float32)
+                obs["noise"] = jax.ShapeDtypeStruct((b, *spec.noise_shape), jnp.float32)
             with jax.default_matmul_precision("highest"):
                 exported = jax.export.export(jax.jit(infer), platforms=["cpu"])(params_avals, obs, rng_aval)
             out[variant_name(image_dtype, with_noise)] = exported.serialize()
@@ -95,7 +89,7 @@ def export_functions(model: nnx.Module, module) -> dict[str, bytes]:
 
 def write_bundle(
     model: nnx.Module,
-    module,
+    module: PolicyModule,
     out: str | Path,
     *,
     features: Mapping[str, Feature],
@@ -129,7 +123,7 @@ def write_bundle(
         robot_type=robot_type,
         image_shapes=image_shapes,
         variants=sorted(functions),
-        stochastic=_takes_noise(module),
+        stochastic=spec.noise_shape is not None,
         source=source,
         training_config=training_config,
     )
@@ -230,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             training_config=meta.get("config"),
         )
     else:
-        from jrobot.policies.base import import_lerobot
+        from jrobot.policies.lerobot.importer import import_lerobot
 
         path = Path(args.from_lerobot)
         imported = import_lerobot(path)

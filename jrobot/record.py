@@ -38,38 +38,51 @@ from pathlib import Path
 from typing import Any
 
 from jrobot.cli import Binder, CliError, run_tool
-from jrobot.data.video_encode import VideoOptions
-from jrobot.data.writer import DatasetWriter
+from jrobot.data.video.encode import VideoOptions
+from jrobot.data.write.writer import DatasetWriter
 from jrobot.devices import robot_from_flags, teleop_from_flags
 from jrobot.features import dataset_features_for_robot, pack_frame
-from jrobot.hw.safety import torque_safety
+from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.keyboard import RecordEvents, TerminalKeys
+from jrobot.pacer import Pacer
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.record")
 
 
 @dataclasses.dataclass
-class DatasetRecordConfig:
-    """LeRobot's `--dataset.*` options (those that apply to a local dataset), plus codec settings."""
+class DatasetWriterOptions:
+    """Where and how a recording is written (`--dataset.*`): shared by `record` and `jrobot.run`."""
 
     root: Path
     single_task: str | None = None
+    video: bool = True  # cameras as mp4 (encoded while recording); false: PNG images
+    vcodec: str = "libsvtav1"
+    crf: int = 30
+    g: int = 2
+    encoder_queue_maxsize: int = 30  # frames per camera waiting for the encoder before add_frame blocks
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def video_options(self) -> VideoOptions:
+        return VideoOptions(codec=self.vcodec, crf=self.crf, g=self.g)
+
+
+@dataclasses.dataclass
+class DatasetRecordConfig(DatasetWriterOptions):
+    """LeRobot's `--dataset.*` options (those that apply to a local dataset), plus codec settings."""
+
     repo_id: str | None = None
     fps: int | None = None  # default: the robot's own rate (sim), else 30
     episode_time_s: float = 60.0
     reset_time_s: float = 60.0
     num_episodes: int = 50
-    video: bool = True
-    vcodec: str = "libsvtav1"
-    crf: int = 30
-    g: int = 2
-    encoder_queue_maxsize: int = 30
     push_to_hub: bool = False
     private: bool = False
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        super().__post_init__()
         if self.num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {self.num_episodes}")
         if self.episode_time_s <= 0 or self.reset_time_s < 0:
@@ -147,17 +160,16 @@ def control_loop(
     end_after_success_s: float | None = None,
 ) -> EpisodeResult:
     """Teleoperate at `fps` for `duration_s` (recording into `writer` when given) until a key ends it."""
-    period = 1.0 / fps
-    frames = dropped = 0
-    t_start = time.perf_counter()
-    next_tick = t_start
+    pacer = Pacer(fps, realtime=realtime)
+    period = pacer.period
+    frames = 0
     success_frames = 0
     success = None
     episodic = _is_episodic(robot)
     while True:
         if events.take_exit_early():
             break
-        elapsed = (time.perf_counter() - t_start) if realtime else frames * period
+        elapsed = pacer.elapsed_s
         if elapsed >= duration_s:
             break
         obs = robot.get_observation()
@@ -173,29 +185,23 @@ def control_loop(
                 break
             if getattr(teleop, "is_done", False) and not success:
                 break  # the expert gave up or finished without success: nothing more to record
-        if realtime:
-            next_tick += period
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -period:
-                missed = int(-delay // period)
-                dropped += missed
-                next_tick += missed * period
-        wall = time.perf_counter() - t_start
+        pacer.tick()
+        wall = pacer.wall_s
         status.update(
             f"{label} | {max(0.0, duration_s - elapsed):5.1f} s left | "
-            f"{frames / wall if wall > 0 else 0:5.1f} fps | dropped {dropped}"
+            f"{frames / wall if wall > 0 else 0:5.1f} fps | dropped {pacer.dropped}"
         )
-    wall = time.perf_counter() - t_start
-    return EpisodeResult(frames, wall, dropped, frames / wall if wall > 0 else 0.0, success)
+    wall = pacer.wall_s
+    return EpisodeResult(frames, wall, pacer.dropped, frames / wall if wall > 0 else 0.0, success)
 
 
-def open_writer(cfg: DatasetRecordConfig, robot: Any, fps: int, resume: bool) -> DatasetWriter:
+def open_writer(cfg: DatasetWriterOptions, robot: Any, fps: int, resume: bool) -> DatasetWriter:
+    """A writer for `robot`'s features at `fps`: a new dataset at `cfg.root`, or (`resume`) more
+    episodes onto the one there; a clear error for a non-empty root without `resume`."""
     features = dataset_features_for_robot(
         robot.observation_features, robot.action_features, use_videos=cfg.video
     )
-    video = VideoOptions(codec=cfg.vcodec, crf=cfg.crf, g=cfg.g)
+    video = cfg.video_options()
     if resume:
         if not (cfg.root / "meta" / "info.json").is_file():
             raise CliError(f"--resume=true but {cfg.root} holds no dataset (no meta/info.json)")
@@ -237,86 +243,92 @@ def record(
     status = StatusLine(opts.status)
     summary: dict[str, Any] = {"saved": [], "discarded": 0}
     writer = None
-    with torque_safety(teleop, robot):
-        robot.connect()
-        teleop.connect()
-        task = cfg.single_task or (robot.task if episodic else None)
-        if not task:
-            raise CliError("--dataset.single_task is required (the instruction recorded with every frame)")
-        writer = open_writer(cfg, robot, fps, opts.resume)
-        features = writer.features
-        keys = key_listener(events) if key_listener is not None else contextlib.nullcontext()
-        try:
-            keys.__enter__()
-            recorded = 0
-            while recorded < cfg.num_episodes and not events.stop_recording:
-                index = writer.num_episodes
-                if episodic:
-                    robot.reset(seed=opts.seed + index)
-                label = f"episode {recorded + 1}/{cfg.num_episodes} (#{index}) | recording"
-                result = control_loop(
-                    robot,
-                    teleop,
-                    fps=fps,
-                    duration_s=cfg.episode_time_s,
-                    events=events,
-                    status=status,
-                    label=label,
-                    realtime=realtime,
-                    writer=writer,
-                    features=features,
-                    task=task,
-                    end_after_success_s=opts.end_after_success_s if episodic else None,
+    keys: Any = contextlib.nullcontext()
+    try:
+        # Torque goes off first on every way out (leaving this block); the dataset is closed after.
+        with torque_safety(teleop, robot):
+            robot.connect()
+            teleop.connect()
+            task = cfg.single_task or (robot.task if episodic else None)
+            if not task:
+                raise CliError(
+                    "--dataset.single_task is required (the instruction recorded with every frame)"
                 )
-                if events.rerecord_episode:
-                    events.rerecord_episode = False
-                    writer.discard_episode()
-                    summary["discarded"] += 1
+            writer = open_writer(cfg, robot, fps, opts.resume)
+            features = writer.features
+            if key_listener is not None:
+                keys = key_listener(events)
+            keys.__enter__()
+            with graceful_stop():  # Ctrl-C/SIGTERM stop the loop at its next tick, never mid-frame
+                recorded = 0
+                while recorded < cfg.num_episodes and not events.stop_recording:
+                    index = writer.num_episodes
+                    if episodic:
+                        robot.reset(seed=opts.seed + index)
+                    label = f"episode {recorded + 1}/{cfg.num_episodes} (#{index}) | recording"
+                    result = control_loop(
+                        robot,
+                        teleop,
+                        fps=fps,
+                        duration_s=cfg.episode_time_s,
+                        events=events,
+                        status=status,
+                        label=label,
+                        realtime=realtime,
+                        writer=writer,
+                        features=features,
+                        task=task,
+                        end_after_success_s=opts.end_after_success_s if episodic else None,
+                    )
+                    if events.rerecord_episode:
+                        events.rerecord_episode = False
+                        writer.discard_episode()
+                        summary["discarded"] += 1
+                        status.update(
+                            f"episode {recorded + 1}/{cfg.num_episodes}: discarded, re-recording", force=True
+                        )
+                        status.done()
+                        if not episodic:
+                            _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime)
+                        continue
+                    if writer.episode_length == 0:
+                        break
+                    t0 = time.perf_counter()
+                    ep = writer.save_episode()
+                    save_s = time.perf_counter() - t0
+                    recorded += 1
+                    summary["saved"].append(
+                        {
+                            "episode_index": ep,
+                            "frames": result.frames,
+                            "achieved_fps": round(result.achieved_fps, 2),
+                            "dropped_frames": result.dropped_frames,
+                            "save_s": round(save_s, 4),
+                            "success": result.success,
+                        }
+                    )
                     status.update(
-                        f"episode {recorded + 1}/{cfg.num_episodes}: discarded, re-recording", force=True
+                        f"episode {recorded}/{cfg.num_episodes} saved (#{ep}, {result.frames} frames, "
+                        f"dropped {result.dropped_frames}, save {save_s * 1e3:.0f} ms)",
+                        force=True,
                     )
                     status.done()
-                    if not episodic:
+                    last = recorded >= cfg.num_episodes
+                    if not events.stop_recording and not last and not episodic:
                         _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime)
-                    continue
-                if writer.episode_length == 0:
-                    break
-                t0 = time.perf_counter()
-                ep = writer.save_episode()
-                save_s = time.perf_counter() - t0
-                recorded += 1
-                summary["saved"].append(
-                    {
-                        "episode_index": ep,
-                        "frames": result.frames,
-                        "achieved_fps": round(result.achieved_fps, 2),
-                        "dropped_frames": result.dropped_frames,
-                        "save_s": round(save_s, 4),
-                        "success": result.success,
-                    }
-                )
-                status.update(
-                    f"episode {recorded}/{cfg.num_episodes} saved (#{ep}, {result.frames} frames, "
-                    f"dropped {result.dropped_frames}, save {save_s * 1e3:.0f} ms)",
-                    force=True,
-                )
-                status.done()
-                last = recorded >= cfg.num_episodes
-                if not events.stop_recording and not last and not episodic:
-                    _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime)
-        except BaseException:
-            # Ctrl-C, SIGTERM or an error: the episode in progress is dropped, saved ones stay.
-            if writer is not None and writer.episode_length:
-                writer.discard_episode()
-                summary["discarded"] += 1
-            raise
-        finally:
-            keys.__exit__(None, None, None)
-            status.done()
-            if writer is not None:
-                writer.finalize()
-                summary["num_episodes"] = writer.num_episodes
-                summary["num_frames"] = writer.num_frames
+    except BaseException:
+        # Ctrl-C, SIGTERM or an error: the episode in progress is dropped, saved ones stay.
+        if writer is not None and writer.episode_length:
+            writer.discard_episode()
+            summary["discarded"] += 1
+        raise
+    finally:
+        keys.__exit__(None, None, None)
+        status.done()
+        if writer is not None:
+            writer.finalize()
+            summary["num_episodes"] = writer.num_episodes
+            summary["num_frames"] = writer.num_frames
     summary["root"] = str(cfg.root)
     if cfg.push_to_hub:
         summary["hub"] = push_to_hub(cfg.root, cfg.repo_id, private=cfg.private)

@@ -32,21 +32,13 @@ from typing import Any
 import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
+from jrobot.hw.safety import graceful_stop, torque_safety
+from jrobot.record import DatasetWriterOptions, open_writer
 from jrobot.runtime.loop import PolicyController, SafetyLimits, run_episode
 from jrobot.runtime.policy import BundlePolicy
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.run")
-
-
-@dataclasses.dataclass
-class RunDatasetConfig:
-    """Record the run as a LeRobot dataset (observations and the actions actually sent)."""
-
-    root: Path
-    single_task: str | None = None
-    video: bool = True
-    vcodec: str = "libsvtav1"
 
 
 @dataclasses.dataclass
@@ -62,7 +54,7 @@ class RunOptions:
     seed: int = 0
     safety_margin: float = 0.1
     report: Path | None = None
-    dataset: RunDatasetConfig | None = None
+    dataset: DatasetWriterOptions | None = None  # record the run: record's --dataset.* writer flags
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
@@ -91,8 +83,6 @@ def run_offline(policy: BundlePolicy, observations: Path, out: Path) -> dict[str
 
 
 def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, Any]:
-    from jrobot.hw.safety import torque_safety
-
     info = policy.info
     episodic = all(hasattr(robot, a) for a in ("reset", "is_success"))
     realtime = (not episodic) if opts.realtime is None else opts.realtime
@@ -111,7 +101,7 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
             if missing:
                 raise CliError(f"the policy's actions {missing} are not joints of this robot ({robot.name})")
             if opts.dataset is not None:
-                writer = _open_recording(opts.dataset, robot, info.fps)
+                writer = open_writer(opts.dataset, robot, info.fps, resume=False)
             task = (
                 (opts.dataset.single_task if opts.dataset else None)
                 or getattr(robot, "task", None)
@@ -124,31 +114,32 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
                 feats = writer.features
                 on_step = lambda obs, sent: writer.add_frame(pack_frame(feats, obs, sent), task=task)  # noqa: E731
             n_episodes = opts.episodes if episodic else 1
-            for ep in range(n_episodes):
-                if episodic:
-                    robot.reset(seed=opts.seed + ep)
-                controller.reset()
-                policy.seed(opts.seed + ep)
-                max_steps = opts.max_steps
-                if episodic and max_steps is None:
-                    max_steps = int((opts.duration_s or 10.0) * info.fps)
-                run_episode(
-                    robot,
-                    controller,
-                    fps=info.fps,
-                    max_steps=max_steps,
-                    duration_s=None if episodic else opts.duration_s,
-                    realtime=realtime,
-                    on_step=on_step,
-                    should_stop=(lambda: robot.is_success()) if episodic else None,
-                )
-                result = {"episode": ep}
-                if episodic:
-                    result["success"] = bool(robot.is_success())
-                results.append(result)
-                if writer is not None and writer.episode_length:
-                    writer.save_episode()
-                log.info("episode %d: %s", ep, result)
+            with graceful_stop():  # Ctrl-C/SIGTERM end the run between steps, never mid-packet
+                for ep in range(n_episodes):
+                    if episodic:
+                        robot.reset(seed=opts.seed + ep)
+                    controller.reset()
+                    policy.seed(opts.seed + ep)
+                    max_steps = opts.max_steps
+                    if episodic and max_steps is None:
+                        max_steps = int((opts.duration_s or 10.0) * info.fps)
+                    run_episode(
+                        robot,
+                        controller,
+                        fps=info.fps,
+                        max_steps=max_steps,
+                        duration_s=None if episodic else opts.duration_s,
+                        realtime=realtime,
+                        on_step=on_step,
+                        should_stop=(lambda: robot.is_success()) if episodic else None,
+                    )
+                    result = {"episode": ep}
+                    if episodic:
+                        result["success"] = bool(robot.is_success())
+                    results.append(result)
+                    if writer is not None and writer.episode_length:
+                        writer.save_episode()
+                    log.info("episode %d: %s", ep, result)
     finally:
         controller.close()
         if writer is not None:
@@ -157,23 +148,6 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
     if episodic and results:
         report["success_rate"] = float(np.mean([r["success"] for r in results]))
     return report
-
-
-def _open_recording(cfg: RunDatasetConfig, robot: Any, fps: int):
-    from jrobot.data.video_encode import VideoOptions
-    from jrobot.data.writer import DatasetWriter
-    from jrobot.features import dataset_features_for_robot
-
-    features = dataset_features_for_robot(
-        robot.observation_features, robot.action_features, use_videos=cfg.video
-    )
-    return DatasetWriter.create(
-        cfg.root,
-        fps=fps,
-        features=features,
-        robot_type=robot.name,
-        video_options=VideoOptions(codec=cfg.vcodec),
-    )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -23,7 +23,8 @@ import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.hw.factory import ROBOT_CONFIGS, TELEOP_CONFIGS, make_robot, make_teleoperator
-from jrobot.hw.safety import torque_safety
+from jrobot.hw.safety import graceful_stop, torque_safety
+from jrobot.pacer import Pacer
 
 USAGE = __doc__ or ""
 logger = logging.getLogger(__name__)
@@ -62,37 +63,31 @@ def teleop_loop(
     teleop: Any, robot: Any, fps: float, duration_s: float | None, display: bool = False
 ) -> TeleopStats:
     """Run leader -> follower at `fps` until `duration_s` (None: until interrupted)."""
-    period = 1.0 / fps
     durations: list[float] = []
-    start = time.perf_counter()
-    next_tick = start
-    overruns = 0
+    pacer = Pacer(fps)
     try:
-        while duration_s is None or time.perf_counter() - start < duration_s:
-            t0 = time.perf_counter()
-            robot.get_observation()
-            action = teleop.get_action()
-            sent = robot.send_action(action)
-            dt = time.perf_counter() - t0
-            durations.append(dt)
-            if dt > period:
-                overruns += 1
-            if display and sys.stdout.isatty():
-                rows = " ".join(f"{k.removesuffix('.pos')}={v:7.2f}" for k, v in sent.items())
-                print(f"\r{dt * 1e3:6.2f} ms  {rows}", end="", flush=True)
-            next_tick += period
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_tick = time.perf_counter()
+        with graceful_stop():  # Ctrl-C/SIGTERM end the loop between steps, never mid-packet
+            while duration_s is None or pacer.wall_s < duration_s:
+                t0 = time.perf_counter()
+                robot.get_observation()
+                action = teleop.get_action()
+                sent = robot.send_action(action)
+                dt = time.perf_counter() - t0
+                durations.append(dt)
+                if display and sys.stdout.isatty():
+                    rows = " ".join(f"{k.removesuffix('.pos')}={v:7.2f}" for k, v in sent.items())
+                    print(f"\r{dt * 1e3:6.2f} ms  {rows}", end="", flush=True)
+                pacer.tick()
     finally:
         if display and sys.stdout.isatty():
             print()
-    elapsed = time.perf_counter() - start
     arr = np.asarray(durations or [0.0]) * 1e3
     return TeleopStats(
-        len(durations), elapsed, float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), overruns
+        len(durations),
+        pacer.wall_s,
+        float(np.percentile(arr, 50)),
+        float(np.percentile(arr, 99)),
+        pacer.overruns,
     )
 
 

@@ -28,12 +28,12 @@ from typing import Any
 import grain
 import numpy as np
 
-from jrobot.data.shards import ShardSet
 from jrobot.pipeline.augment import AugmentConfig, ImageAugment
 from jrobot.pipeline.memory import retain_freed_memory
 from jrobot.pipeline.sampling import BatchPositions
 from jrobot.pipeline.windows import WindowSource, WindowSpec, select_frames, split_episodes
 from jrobot.pipeline.workers import SharedMemoryPrefetch
+from jrobot.shards.format import ShardSet
 
 
 @dataclasses.dataclass

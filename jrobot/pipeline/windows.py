@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from jrobot.data.shards import RecordReader, ShardError, ShardSet, decode_record
 from jrobot.features import ACTION_KEY, STATE_KEY
+from jrobot.shards.format import RecordReader, ShardError, ShardSet, decode_record
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,33 +1,33 @@
-"""The interface every jrobot policy module implements, and the helpers the trainer/exporter share.
+"""The policy contract: what a policy type provides, checked once, plus helpers the trainer/exporter share.
 
-A policy of type `<t>` is the module `jrobot.policies.<t>` (no central registry: adding a policy means
-adding a module). It exposes:
+Why a `typing.Protocol` and typed spec fields: the trainer, the exporter and the runtime handle every
+policy type the same way, so what they may rely on is written down in one place (`PolicyModule`) and
+checked when the type is looked up, with an error naming what is missing, instead of being probed with
+`hasattr` or `inspect.signature` at each use. What they need to know about a particular policy (noise
+shape, horizon, frames to drop, history length) is a typed field of its `PolicySpec`, not a key of its
+config dict.
 
-    POLICY_TYPE: str
-    Config                                   dataclass; .to_dict(), .from_dict(d), .from_lerobot(d)
-    make_spec(config, input_features, output_features) -> PolicySpec
-    build(config, features, stats, *, seed=0, load_pretrained_backbone=True) -> nnx.Module
-    loss(model, batch, rng) -> (scalar loss, dict of scalar metrics)        train mode
-    sample_actions(model, observation, rng) -> (B, chunk, A) actions in dataset units   eval mode
-    from_lerobot(path) -> ImportedPolicy
-    param_group(path: tuple) -> str          optimizer group of a parameter ("default", "backbone", ...)
-    optimizer_preset(config) -> OptimizerPreset
+A policy of type `<t>` is the package `jrobot.policies.<t>` (no central registry: adding a policy means
+adding a package), laid out by job: `config` (the hyperparameter dataclass and its LeRobot mapping),
+`model` (the NNX modules), `policy` (the entry points below); its `__init__` re-exports the contract.
 
 The model is an `nnx.Module` carrying `.config` and `.spec`; normalization statistics live inside it
 (`NormStat` variables), so `sample_actions` takes raw observations and returns dataset units.
 
 Batches (design.md): `observation.state` (B, n_obs, S) float32, `observation.images.<cam>`
 (B, n_obs, H, W, 3) uint8 (or float in [0, 1]), `action` (B, horizon, A) float32, `action_is_pad`
-(B, horizon) bool.
+(B, horizon) bool; language-conditioned policies also read their LANGUAGE input features (token ids
+and mask). A stochastic policy (`spec.noise_shape` set) also accepts `observation["noise"]`
+(B, *noise_shape), so an exported or compared run can be made exact.
 
 Parameter partition: `nnx.Param` is trainable; `Buffer` (frozen BN statistics, fixed sinusoid tables),
 `NormStat` and `nnx.BatchStat` are not. `param_labels` labels trainable leaves with the policy's
 `param_group` (e.g. ACT's `model.backbone.*` -> "backbone" for its own learning rate). BatchStat
 variables (trainable batch norm, e.g. Diffusion at LeRobot HEAD) change during train-mode forwards.
 
-Also here: `import_lerobot(path)` (type read from config.json), and `flat_arrays(model)` /
-`pure_merge_fn(model)` to turn a model into plain `{"a/b/kernel": array}` dicts and back, which is
-what safetensors files and `jax.export` need.
+Also here: `flat_arrays(model)` / `pure_merge_fn(model)` to turn a model into plain
+`{"a/b/kernel": array}` dicts and back, which is what safetensors files and `jax.export` need, and the
+input helpers the policies share. Importing LeRobot checkpoints lives in `jrobot.policies.lerobot`.
 """
 
 from __future__ import annotations
@@ -36,61 +36,21 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jrobot.policies.ema import EMAConfig
 from jrobot.policies.layers import Buffer, NormStat
+from jrobot.policies.lerobot.statedict import LoadReport
 from jrobot.policies.spec import FeatureType, PolicyFeature, PolicySpec, policy_features_from_dataset
-from jrobot.policies.statedict import LoadReport
-
-REQUIRED_ATTRS = (
-    "POLICY_TYPE",
-    "Config",
-    "make_spec",
-    "build",
-    "loss",
-    "sample_actions",
-    "from_lerobot",
-    "param_group",
-    "optimizer_preset",
-)
 
 # Filters for nnx.state / nnx.split / nnx.Optimizer(wrt=...).
 TRAINABLE = nnx.Param
 FROZEN = nnx.Not(nnx.Param)
-
-
-def load_policy_module(policy_type: str) -> ModuleType:
-    """`jrobot.policies.<policy_type>`, checked to implement the interface above."""
-    if not policy_type.isidentifier():
-        raise ValueError(f"policy type {policy_type!r} is not a valid module name")
-    try:
-        mod = importlib.import_module(f"jrobot.policies.{policy_type}")
-    except ModuleNotFoundError as e:
-        if e.name == f"jrobot.policies.{policy_type}":
-            raise ValueError(
-                f"unknown policy type {policy_type!r}: no module jrobot.policies.{policy_type}"
-            ) from e
-        raise
-    missing = [a for a in REQUIRED_ATTRS if not hasattr(mod, a)]
-    if missing:
-        raise TypeError(
-            f"jrobot.policies.{policy_type} does not implement the policy interface: lacks {missing}"
-        )
-    return mod
-
-
-def import_lerobot(path: Any) -> ImportedPolicy:
-    """Import any supported LeRobot policy folder: the type comes from its config.json."""
-    from jrobot.policies.lerobot_checkpoint import read_config, resolve_checkpoint_dir
-
-    folder = resolve_checkpoint_dir(path)
-    policy_type = read_config(folder)[0]
-    return load_policy_module(policy_type).from_lerobot(folder)
 
 
 @dataclasses.dataclass
@@ -121,6 +81,125 @@ class OptimizerPreset:
     grad_clip_norm: float = 10.0
     group_lr: dict[str, float] = dataclasses.field(default_factory=dict)
     scheduler: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class PolicyConfig(Protocol):
+    """A policy's hyperparameter dataclass (frozen, hashable): the run config and checkpoints hold its dict."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicyConfig: ...
+
+    @classmethod
+    def from_lerobot(cls, d: Mapping[str, Any]) -> tuple[PolicyConfig, list[str]]:
+        """From a LeRobot config.json dict: (config, notes on keys ignored or defaulted)."""
+        ...
+
+
+@runtime_checkable
+class PolicyModule(Protocol):
+    """What the package `jrobot.policies.<t>` provides; `load_policy_module` checks every member.
+
+    `ema_preset` is part of the contract for every policy, returning None when the policy keeps no EMA of
+    its parameters, so the trainer asks instead of guessing from the module's attributes.
+    """
+
+    POLICY_TYPE: str
+    Config: type[PolicyConfig]
+
+    def make_spec(
+        self,
+        config: Any,
+        input_features: Mapping[str, PolicyFeature],
+        output_features: Mapping[str, PolicyFeature],
+    ) -> PolicySpec:
+        """The spec for these features, after checking the policy can read them."""
+        ...
+
+    def build(
+        self,
+        config: Any,
+        features: Mapping[str, Any],
+        stats: Mapping[str, Mapping[str, Any]] | None,
+        *,
+        seed: int = 0,
+        load_pretrained_backbone: bool = True,
+    ) -> nnx.Module:
+        """A freshly initialized model from (config, dataset or policy features, dataset stats)."""
+        ...
+
+    def loss(
+        self, model: Any, batch: Mapping[str, Any], rng: jax.Array | None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(scalar loss, dict of scalar metrics), train mode."""
+        ...
+
+    def sample_actions(
+        self, model: Any, observation: Mapping[str, Any], rng: jax.Array | None = None
+    ) -> jax.Array:
+        """(B, spec.chunk_size, A) actions in dataset units, eval mode; `observation["noise"]` when stochastic."""
+        ...
+
+    def from_lerobot(self, path: Any) -> ImportedPolicy:
+        """Import a LeRobot `pretrained_model` folder of this type."""
+        ...
+
+    def param_group(self, path: tuple) -> str:
+        """Optimizer group of a parameter ("default", "backbone", ...)."""
+        ...
+
+    def optimizer_preset(self, config: Any) -> OptimizerPreset:
+        """The policy's LeRobot optimizer preset."""
+        ...
+
+    def ema_preset(self, config: Any) -> EMAConfig | None:
+        """The EMA schedule the trainer keeps of the parameters, or None for no EMA."""
+        ...
+
+
+def _protocol_members(proto: type) -> tuple[str, ...]:
+    """The members a Protocol declares: annotated attributes, then methods, in declaration order."""
+    names = list(getattr(proto, "__annotations__", {}))
+    names += [n for n, v in vars(proto).items() if not n.startswith("_") and callable(v) and n not in names]
+    return tuple(names)
+
+
+POLICY_MEMBERS: tuple[str, ...] = _protocol_members(PolicyModule)
+
+
+def check_policy_module(module: ModuleType, policy_type: str) -> PolicyModule:
+    """`module` as a `PolicyModule`, or a TypeError naming every member it lacks or gets wrong."""
+    where = module.__name__
+    missing = [m for m in POLICY_MEMBERS if m not in vars(module)]
+    if missing:
+        raise TypeError(f"{where} does not implement the policy interface: lacks {missing}")
+    not_callable = [
+        m for m in POLICY_MEMBERS if m not in PolicyModule.__annotations__ and not callable(vars(module)[m])
+    ]
+    if not_callable:
+        raise TypeError(f"{where} does not implement the policy interface: {not_callable} are not callable")
+    if policy_type != module.POLICY_TYPE:
+        raise TypeError(f"{where}.POLICY_TYPE is {module.POLICY_TYPE!r}, expected {policy_type!r}")
+    if not isinstance(module.Config, type):
+        raise TypeError(f"{where}.Config must be the config class, got {module.Config!r}")
+    return cast(PolicyModule, module)
+
+
+def load_policy_module(policy_type: str) -> PolicyModule:
+    """`jrobot.policies.<policy_type>`, checked to implement `PolicyModule`."""
+    if not policy_type.isidentifier():
+        raise ValueError(f"policy type {policy_type!r} is not a valid module name")
+    try:
+        mod = importlib.import_module(f"jrobot.policies.{policy_type}")
+    except ModuleNotFoundError as e:
+        if e.name == f"jrobot.policies.{policy_type}":
+            raise ValueError(
+                f"unknown policy type {policy_type!r}: no module jrobot.policies.{policy_type}"
+            ) from e
+        raise
+    return check_policy_module(mod, policy_type)
 
 
 def as_policy_features(features: Mapping[str, Any]) -> dict[str, PolicyFeature]:
@@ -239,53 +318,3 @@ def current_frame(x: jnp.ndarray, feature: PolicyFeature, key: str, n_obs_steps:
         )
         raise ValueError(f"{key}: images must be channel-last (..., H, W, 3), got shape {x.shape}{hint}")
     return x
-
-
-def build_from_lerobot(
-    path: Any,
-    *,
-    policy_type: str,
-    config_cls: Any,
-    make_spec: Callable[..., PolicySpec],
-    policy_cls: Callable[..., nnx.Module],
-) -> ImportedPolicy:
-    """The import routine every policy shares: a LeRobot `pretrained_model` folder -> jrobot model.
-
-    The architecture comes from the checkpoint's own config.json (`config_cls.from_lerobot`). Every
-    tensor in model.safetensors must map to a jrobot leaf and vice versa (`StateDictError` otherwise,
-    listing the keys). Stats come from the processor files (or pre-0.4 buffers); a feature without stats
-    passes through unnormalized, as in LeRobot, with a warning.
-    """
-    import warnings
-
-    from jrobot.policies.lerobot_checkpoint import read_lerobot_checkpoint
-    from jrobot.policies.spec import ACTION_KEY, STATS_FOR_MODE
-    from jrobot.policies.statedict import load_state_dict
-
-    ckpt = read_lerobot_checkpoint(path, expected_type=policy_type)
-    config, notes = config_cls.from_lerobot(ckpt.config)
-    config = dataclasses.replace(
-        config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
-    )
-    spec = make_spec(config, ckpt.input_features, ckpt.output_features)
-    used = [k for k in (spec.state_key, spec.env_state_key, *spec.image_keys) if k] + [ACTION_KEY]
-    for k in used:
-        mode = spec.norm_mode(k)
-        if any(s not in ckpt.stats.get(k, {}) for s in STATS_FOR_MODE[mode]):
-            notes.append(
-                f"{ckpt.path}: no {mode.value} stats for {k!r}; it passes through unnormalized (as in LeRobot)"
-            )
-    model = nnx.eval_shape(
-        lambda: policy_cls(config, spec, ckpt.stats, rngs=nnx.Rngs(0), missing_stats="identity", eps=ckpt.eps)
-    )
-    report = load_state_dict(model, ckpt.state_dict, source=str(ckpt.path / "model.safetensors"))
-    model.normalizer.set_stats(ckpt.stats, {**spec.input_features, **spec.output_features})
-    flat = nnx.to_flat_state(nnx.state(model))
-    left = [".".join(map(str, p)) for p, v in flat if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
-    if left:
-        raise RuntimeError(f"{ckpt.path}: these model variables received no value: {left}")
-    for note in notes:
-        warnings.warn(note, stacklevel=3)
-    return ImportedPolicy(
-        model=model, spec=spec, stats=model.normalizer.stats_dict(), report=report, notes=ckpt.notes + notes
-    )

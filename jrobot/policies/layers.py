@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jrobot.policies.statedict import TorchLeaf, linear_leaves, variable_leaf
+from jrobot.policies.lerobot.statedict import TorchLeaf, linear_leaves, variable_leaf
 
 
 class Buffer(nnx.Variable):

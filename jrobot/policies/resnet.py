@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jrobot.policies.layers import Buffer, torch_conv
-from jrobot.policies.statedict import LoadReport, load_state_dict
+from jrobot.policies.lerobot.statedict import LoadReport, load_state_dict
 
 NormKind = Literal["frozen_bn", "group_norm", "batch_norm"]
 NORM_KINDS: tuple[str, ...] = ("frozen_bn", "group_norm", "batch_norm")
@@ -281,7 +281,7 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
 
         return dict(load_file(str(p)))
-    from jrobot.policies.torch_zip import read_torch_zip
+    from jrobot.policies.lerobot.torch_zip import read_torch_zip
 
     return read_torch_zip(p)
 

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jrobot.policies.layers import torch_conv
-from jrobot.policies.statedict import TorchLeaf, conv_leaves
+from jrobot.policies.lerobot.statedict import TorchLeaf, conv_leaves
 
 
 def keypoint_grid(height: int, width: int) -> np.ndarray:

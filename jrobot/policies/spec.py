@@ -175,14 +175,29 @@ def images_chw_to_hwc(x: Any) -> Any:
 class PolicySpec:
     """The small, JSON-serializable description of a policy (it goes into a bundle's policy.json).
 
-    - `chunk_size`: number of actions one `sample_actions` call returns (ACT: its chunk_size).
+    Everything a consumer outside the policy's own package needs (the data pipeline, the trainer, the
+    exporter, the runtime) is a typed field here, so no consumer reads policy-specific config keys:
+    - `n_obs_steps`: frames of observation history one call reads (the history axis of every input).
+    - `chunk_size`: number of actions one `sample_actions` call returns (ACT: its chunk_size;
+      Diffusion: n_action_steps, the executed slice of its trajectory).
     - `n_action_steps`: how many of the returned actions a runtime executes before asking again
       (`sample_actions(...)[:, :n_action_steps]`).
     - `observation_delta_indices` / `action_delta_indices`: frame offsets the data pipeline gathers,
       as LeRobot's config properties (None means only the current frame).
+    - `horizon`: length of the action trajectory the model predicts per call (ACT: chunk_size;
+      Diffusion: horizon, of which `chunk_size` actions are returned).
+    - `noise_shape`: for samplers that start from noise (diffusion, flow matching), the per-example
+      shape of the initial noise `sample_actions` accepts as `observation["noise"]`, (B, *noise_shape);
+      it can differ from (horizon, action_dim), e.g. a VLA that pads actions to a fixed width. None for
+      deterministic policies (ACT), which take no noise.
+    - `drop_n_last_frames`: the pipeline samples no window starting in an episode's last n frames
+      (LeRobot's `drop_n_last_frames`; 0 keeps every frame).
     - `temporal_ensemble_coeff`: ACT's ensembling coefficient (None: action queue).
-    - `config`: the policy's own config as a dict (`<Config>.to_dict()`).
-    It is hashable (by its JSON form) so it can sit on an NNX module as static metadata.
+    - `config`: the policy's own hyperparameters (`<Config>.to_dict()`), a record for people and for
+      the policy's own code (`Config.from_dict(spec.config)`); other consumers use the fields above.
+    Language-conditioned policies declare their tokenized instruction as LANGUAGE input features
+    (`language_keys`). The spec is hashable (by its JSON form) so it can sit on an NNX module as static
+    metadata.
     """
 
     type: str
@@ -194,6 +209,9 @@ class PolicySpec:
     n_action_steps: int
     observation_delta_indices: tuple[int, ...] | None
     action_delta_indices: tuple[int, ...]
+    horizon: int
+    noise_shape: tuple[int, int] | None = None
+    drop_n_last_frames: int = 0
     temporal_ensemble_coeff: float | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -205,6 +223,24 @@ class PolicySpec:
             self, "observation_delta_indices", None if odi is None else tuple(int(i) for i in odi)
         )
         object.__setattr__(self, "action_delta_indices", tuple(int(i) for i in self.action_delta_indices))
+        object.__setattr__(self, "horizon", int(self.horizon))
+        object.__setattr__(self, "drop_n_last_frames", int(self.drop_n_last_frames))
+        if self.horizon < self.chunk_size:
+            raise ValueError(
+                f"policy spec ({self.type}): horizon ({self.horizon}) must be >= chunk_size ({self.chunk_size})"
+            )
+        if self.drop_n_last_frames < 0:
+            raise ValueError(
+                f"policy spec ({self.type}): drop_n_last_frames must be >= 0, got {self.drop_n_last_frames}"
+            )
+        if self.noise_shape is not None:
+            shape = tuple(int(n) for n in self.noise_shape)
+            if len(shape) != 2 or min(shape) < 1:
+                raise ValueError(
+                    f"policy spec ({self.type}): noise_shape must be (steps, width) of positive ints or None, "
+                    f"got {self.noise_shape!r}"
+                )
+            object.__setattr__(self, "noise_shape", shape)
         object.__setattr__(
             self, "normalization_mapping", parse_normalization_mapping(self.normalization_mapping)
         )
@@ -216,6 +252,16 @@ class PolicySpec:
     @property
     def image_keys(self) -> tuple[str, ...]:
         return tuple(k for k, f in self.input_features.items() if f.type is FeatureType.VISUAL)
+
+    @property
+    def language_keys(self) -> tuple[str, ...]:
+        """LANGUAGE inputs (a VLA's tokenized instruction); empty for policies without language."""
+        return tuple(k for k, f in self.input_features.items() if f.type is FeatureType.LANGUAGE)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether `sample_actions` draws noise (and so accepts `observation["noise"]`)."""
+        return self.noise_shape is not None
 
     @property
     def state_key(self) -> str | None:
@@ -250,6 +296,9 @@ class PolicySpec:
             if self.observation_delta_indices is None
             else list(self.observation_delta_indices),
             "action_delta_indices": list(self.action_delta_indices),
+            "horizon": self.horizon,
+            "noise_shape": None if self.noise_shape is None else list(self.noise_shape),
+            "drop_n_last_frames": self.drop_n_last_frames,
             "temporal_ensemble_coeff": self.temporal_ensemble_coeff,
             "config": self.config,
         }
@@ -265,6 +314,9 @@ class PolicySpec:
             "chunk_size",
             "n_action_steps",
             "action_delta_indices",
+            "horizon",
+            "noise_shape",
+            "drop_n_last_frames",
         )
         missing = [k for k in required if k not in d]
         if missing:
@@ -279,6 +331,9 @@ class PolicySpec:
             n_action_steps=int(d["n_action_steps"]),
             observation_delta_indices=d.get("observation_delta_indices"),
             action_delta_indices=d["action_delta_indices"],
+            horizon=int(d["horizon"]),
+            noise_shape=None if d["noise_shape"] is None else tuple(d["noise_shape"]),
+            drop_n_last_frames=int(d["drop_n_last_frames"]),
             temporal_ensemble_coeff=d.get("temporal_ensemble_coeff"),
             config=dict(d.get("config", {})),
         )

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from jrobot.features import ACTION_KEY
+from jrobot.pacer import Pacer
 from jrobot.policies.ensemble import ActionQueue, TemporalEnsembler
 from jrobot.robot import Robot
 from jrobot.runtime.policy import BundlePolicy, ObservationBuilder
@@ -268,44 +269,45 @@ def run_episode(
 ) -> LoopStats:
     """Drive `robot` with `controller` until max_steps / duration / should_stop(); returns timing stats.
 
-    `realtime` paces the loop at `fps` (a real arm); the simulator advances one period per action and
-    can run as fast as the CPU allows (`realtime=False`).
+    `realtime` paces the loop at `fps` with `jrobot.pacer.Pacer` (a real arm; loop periods and
+    overruns are measured); the simulator advances one period per action and can run as fast as the
+    CPU allows (`realtime=False`, no periods recorded). A stop signal deferred by
+    `jrobot.hw.safety.graceful_stop` is raised between steps.
     """
-    period = 1.0 / fps
+    pacer = Pacer(fps, realtime=realtime)
+    period = pacer.period
     stats = controller.stats
-    t_start = time.perf_counter()
-    t_prev = t_start
+    t_prev = pacer.t_start
     step = 0
-    while True:
-        if max_steps is not None and step >= max_steps:
-            break
-        if duration_s is not None and time.perf_counter() - t_start >= duration_s:
-            break
-        if should_stop is not None and should_stop():
-            break
-        t0 = time.perf_counter()
-        obs = robot.get_observation()
-        try:
-            action = controller.act(obs, period)
-        except UnsafeActionError:
-            if controller.last_safe is not None:
-                hold = {
-                    n: float(v) for n, v in zip(controller.action_names, controller.last_safe, strict=True)
-                }
-                robot.send_action(hold)
-            log.error("unsafe action: holding the last safe position and stopping")
-            raise
-        sent = robot.send_action(action)
-        if on_step is not None:
-            on_step(obs, sent)
-        step += 1
-        if realtime:
-            remaining = period - (time.perf_counter() - t0)
-            if remaining > 0:
-                time.sleep(remaining)
-            else:
-                stats.overruns += 1
-        now = time.perf_counter()
-        stats.period_s.append(now - t_prev)
-        t_prev = now
+    try:
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            if duration_s is not None and pacer.wall_s >= duration_s:
+                break
+            if should_stop is not None and should_stop():
+                break
+            obs = robot.get_observation()
+            try:
+                action = controller.act(obs, period)
+            except UnsafeActionError:
+                if controller.last_safe is not None:
+                    hold = {
+                        n: float(v)
+                        for n, v in zip(controller.action_names, controller.last_safe, strict=True)
+                    }
+                    robot.send_action(hold)
+                log.error("unsafe action: holding the last safe position and stopping")
+                raise
+            sent = robot.send_action(action)
+            if on_step is not None:
+                on_step(obs, sent)
+            step += 1
+            pacer.tick()
+            if realtime:  # an unpaced loop has no control period, only compute time
+                now = time.perf_counter()
+                stats.period_s.append(now - t_prev)
+                t_prev = now
+    finally:
+        stats.overruns += pacer.overruns
     return stats

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import jax
 import numpy as np
 
 from jrobot.bundle import BundleError, BundleInfo, read_exported, read_info, read_params, variant_name
 from jrobot.features import IMAGE_PREFIX, STATE_KEY
+from jrobot.image_transforms import resize_frame
 from jrobot.policies.spec import FeatureType
 
 
@@ -113,10 +113,14 @@ class BundlePolicy:
     def predict(
         self, observation: Mapping[str, Any], *, noise: np.ndarray | None = None, key: jax.Array | None = None
     ) -> np.ndarray:
-        """(B, n, A) actions in dataset units. `noise` (B, horizon, A) makes stochastic policies exact."""
+        """(B, n, A) actions in dataset units. `noise` (B, *spec.noise_shape) makes stochastic policies exact."""
         obs, image_dtype = self.prepare(observation)
         if noise is not None:
-            obs["noise"] = np.asarray(noise, np.float32)
+            noise = np.asarray(noise, np.float32)
+            want = self.spec.noise_shape
+            if want is not None and tuple(noise.shape[1:]) != want:
+                raise BundleError(f"noise must have shape (B, {want[0]}, {want[1]}), got {noise.shape}")
+            obs["noise"] = noise
         variant = variant_name(image_dtype, noise is not None)
         fn = self._function(variant)
         if key is None:
@@ -161,11 +165,7 @@ class ObservationBuilder:
                 if img is None:
                     raise BundleError(f"the robot gives no camera {cam!r}, which the policy needs ({key})")
                 h, w, _ = self.info.image_shapes[key]
-                img = np.asarray(img)
-                if img.shape[:2] != (h, w):
-                    interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
-                    img = cv2.resize(img, (w, h), interpolation=interp)
-                out[key] = img
+                out[key] = resize_frame(np.asarray(img), (h, w))
             elif key == STATE_KEY:
                 if STATE_KEY in robot_obs:
                     out[key] = np.asarray(robot_obs[STATE_KEY], np.float32)

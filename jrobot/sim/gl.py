@@ -20,6 +20,13 @@ import subprocess
 import sys
 from typing import Any
 
+# Mesa's on-disk shader cache (software GL: llvmpipe) writes from a thread of its own that, on a
+# loaded machine, kept a process whose main thread had already exited from being reaped for up to
+# ~10 s (measured: Ctrl-C of `jrobot.record --robot.type=sim` with 12 busy processes on 2 cores took
+# 1-12 s with the cache, 0.4-0.9 s without). MuJoCo compiles a handful of small shaders, so the
+# cache saves next to nothing. Set before any GL library loads; a user's own setting wins.
+os.environ.setdefault("MESA_SHADER_CACHE_DISABLE", "true")
+
 _PROBE = r"""
 import os, sys
 import mujoco

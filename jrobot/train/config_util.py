@@ -9,6 +9,7 @@ with its default (or the override), None defaults as placeholders of the annotat
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any
@@ -54,3 +55,38 @@ def dataclass_config(cls: type, **overrides: Any) -> ml_collections.ConfigDict:
             value = placeholder(_placeholder_type(tp) if is_optional else object)
         out[f.name] = value
     return ml_collections.ConfigDict(out)
+
+
+class ConfigError(ValueError):
+    """A training config lacks a setting the trainer reads, or holds one it cannot use."""
+
+
+def setting(config: Any, key: str) -> Any:
+    """`config["a.b.c"]`, or a ConfigError naming the key, the closest keys there are, and the fix.
+
+    The trainer has no defaults of its own: every setting comes from the config file (configs/common.py
+    holds those all experiments share), so a config written by hand that lacks one fails here, once,
+    with the key's name, instead of silently running with a value nobody chose.
+    """
+    node = config
+    done: list[str] = []
+    for part in key.split("."):
+        keys = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in keys:
+            near = difflib.get_close_matches(part, [str(k) for k in keys], n=3)
+            where = ".".join(done) or "the top level"
+            hint = f"; did you mean {', '.join('.'.join([*done, n]) for n in near)}?" if near else ""
+            raise ConfigError(
+                f"the config has no {key!r} (at {where}){hint} Every run setting comes from the config "
+                "file: start from configs/common.py's run_config()"
+            )
+        node = node[part]
+        done.append(part)
+    return node
+
+
+def as_plain_dict(value: Any) -> dict[str, Any]:
+    """A ConfigDict section (or a plain mapping, or None) as a plain dict."""
+    if value is None:
+        return {}
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)

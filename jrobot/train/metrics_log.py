@@ -15,6 +15,8 @@ from typing import Any
 
 import ml_collections
 
+from jrobot.train.config_util import as_plain_dict, setting
+
 log = logging.getLogger("jrobot.train")
 
 
@@ -32,7 +34,7 @@ class MetricsLogger:
         if not is_main:
             return
         self._jsonl = open(Path(workdir) / "metrics.jsonl", "a")  # noqa: SIM115 (kept open for the run)
-        wb = config.get("wandb", {})
+        wb = as_plain_dict(setting(config, "wandb"))
         mode = wb.get("mode") or ("online" if wb.get("project") else "offline")
         if os.environ.get("WANDB_MODE"):
             mode = os.environ["WANDB_MODE"]

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jrobot.data.shards import ShardSet
 from jrobot.features import ACTION_KEY
 from jrobot.pipeline.augment import AugmentConfig
 from jrobot.pipeline.device import GlobalBatcher
-from jrobot.pipeline.loader import DataLoader, PipelineConfig, make_train_dataset
+from jrobot.pipeline.loader import DataLoader, PipelineConfig, make_eval_dataset, make_train_dataset
 from jrobot.pipeline.windows import WindowSpec
-from jrobot.policies.base import load_policy_module
+from jrobot.policies.base import PolicyModule, load_policy_module
 from jrobot.policies.spec import PolicySpec, stats_to_json
+from jrobot.shards.format import ShardSet
 from jrobot.train import sharding as shd
 from jrobot.train.checkpoint import Checkpointer
+from jrobot.train.config_util import ConfigError, as_plain_dict, setting
 from jrobot.train.metrics_log import MetricsLogger
 from jrobot.train.optim import apply_overrides, make_optimizer
 
@@ -54,7 +55,7 @@ BOOKKEEPING_KEYS = ("index", "dataset_index", "episode_index", "task_index")
 class Policy:
     """A policy type's module plus the objects built from the run config."""
 
-    module: Any
+    module: PolicyModule
     config: Any
     spec: PolicySpec
     graphdef: Any
@@ -71,28 +72,27 @@ def as_list(x: Any) -> list:
 
 
 def policy_config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    d = config.policy.get("config", ml_collections.ConfigDict())
-    return d.to_dict() if hasattr(d, "to_dict") else dict(d)
+    return as_plain_dict(setting(config, "policy.config"))
 
 
 def merged_stats(shard_sets: list[ShardSet]) -> dict[str, dict[str, np.ndarray]]:
     """Normalisation stats over all training shard sets (count-weighted, LeRobot's aggregation)."""
     if len(shard_sets) == 1:
         return shard_sets[0].stats
-    from jrobot.data.stats import aggregate_stats
+    from jrobot.data.format.stats import aggregate_stats
 
     return aggregate_stats([s.stats for s in shard_sets])
 
 
 def build_policy(config: ml_collections.ConfigDict, shard_sets: list[ShardSet]) -> tuple[Policy, nnx.Module]:
-    module = load_policy_module(config.policy.type)
+    module = load_policy_module(setting(config, "policy.type"))
     pcfg = module.Config.from_dict(policy_config_dict(config))
     features = dict(shard_sets[0].features)
     for s in shard_sets[1:]:
         for k, f in s.features.items():
             if k in features and features[k].shape != f.shape:
                 raise ValueError(f"shard sets disagree on feature {k!r}: {features[k].shape} vs {f.shape}")
-    selected = as_list(config.policy.get("input_features"))
+    selected = as_list(setting(config, "policy.input_features"))
     if selected:
         unknown = [k for k in selected if k not in features]
         if unknown:
@@ -101,7 +101,7 @@ def build_policy(config: ml_collections.ConfigDict, shard_sets: list[ShardSet]) 
             )
         features = {k: f for k, f in features.items() if k in selected or k == ACTION_KEY}
     stats = merged_stats(shard_sets)
-    model = module.build(pcfg, features, stats, seed=int(config.seed))
+    model = module.build(pcfg, features, stats, seed=int(setting(config, "seed")))
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     return Policy(module, pcfg, model.spec, graphdef, features, stats), model
 
@@ -114,26 +114,29 @@ def window_for(spec: PolicySpec) -> WindowSpec:
         action_deltas=spec.action_delta_indices,
         state_keys=state_keys,
         camera_keys=spec.image_keys,
-        drop_last_frames=int(spec.config.get("drop_n_last_frames", 0)),
+        drop_last_frames=spec.drop_n_last_frames,
     )
 
 
 def pipeline_config(config: ml_collections.ConfigDict, spec: PolicySpec) -> PipelineConfig:
-    data = config.data
-    augment = data.get("augment")
+    def data(key: str) -> Any:
+        return setting(config, f"data.{key}")
+
+    augment = data("augment")
     return PipelineConfig(
-        shards=as_list(data.shards),
+        shards=as_list(data("shards")),
         window=window_for(spec),
-        batch_size=int(config.batch_size),
-        weights=as_list(data.get("weights")) or None,
-        seed=int(config.seed),
-        episodes=as_list(data.get("episodes")) or None,
-        tasks=as_list(data.get("tasks")) or None,
-        val_fraction=float(data.get("val_fraction", 0.0)),
-        augment=AugmentConfig.from_dict(augment.to_dict() if hasattr(augment, "to_dict") else augment),
-        num_workers=int(data.get("num_workers", 0)),
-        read_threads=int(data.get("read_threads", 2)),
-        prefetch=int(data.get("prefetch", 4)),
+        batch_size=int(setting(config, "batch_size")),
+        weights=as_list(data("weights")) or None,
+        seed=int(setting(config, "seed")),
+        episodes=as_list(data("episodes")) or None,
+        tasks=as_list(data("tasks")) or None,
+        val_fraction=float(data("val_fraction")),
+        val_episodes=as_list(data("val_episodes")) or None,
+        augment=AugmentConfig.from_dict(as_plain_dict(augment) if augment is not None else None),
+        num_workers=int(data("num_workers")),
+        read_threads=int(data("read_threads")),
+        prefetch=int(data("prefetch")),
     )
 
 
@@ -222,11 +225,11 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
     policy, model = build_policy(config, shard_sets)
     _, params0, frozen0 = nnx.split(model, nnx.Param, ...)
     del model
-    preset = apply_overrides(policy.module.optimizer_preset(policy.config), _todict(config.get("optimizer")))
-    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, int(config.num_steps))
-    ema_cfg = None
-    if config.get("ema", True) and hasattr(policy.module, "ema_preset"):
-        ema_cfg = policy.module.ema_preset(policy.config)
+    preset = apply_overrides(
+        policy.module.optimizer_preset(policy.config), as_plain_dict(setting(config, "optimizer"))
+    )
+    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, int(setting(config, "num_steps")))
+    ema_cfg = policy.module.ema_preset(policy.config) if setting(config, "ema") else None
 
     def init_state(params, frozen):
         state = {
@@ -234,21 +237,21 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
             "params": params,
             "frozen": frozen,
             "opt_state": tx.init(params),
-            "rng": jax.random.PRNGKey(int(config.seed) + 1),
+            "rng": jax.random.PRNGKey(int(setting(config, "seed")) + 1),
         }
         if ema_cfg is not None:
             state["ema"] = jax.tree.map(jnp.copy, params)
         return state
 
     abstract = jax.eval_shape(init_state, params0, frozen0)
-    rules = [tuple(r) for r in config.get("sharding_rules", shd.DEFAULT_RULES)]
+    rules = [tuple(r) for r in setting(config, "sharding_rules")]
     state_sharding = shd.param_shardings(abstract, mesh, rules)
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
     )
     batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
     init_jit = jax.jit(init_state, out_shardings=state_sharding)
-    step_fn = make_train_step(policy, tx, lr_fn, int(config.get("grad_accum_steps", 1)), ema_cfg)
+    step_fn = make_train_step(policy, tx, lr_fn, int(setting(config, "grad_accum_steps")), ema_cfg)
     train_step = jax.jit(
         step_fn,
         in_shardings=(state_sharding, batcher.sharding),
@@ -272,21 +275,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     pidx, pcount = jax.process_index(), jax.process_count()
-    mesh = shd.make_mesh(**config.get("mesh", {"data": -1, "fsdp": 1}))
-    shard_sets = [ShardSet(p) for p in as_list(config.data.shards)]
+    mesh = shd.make_mesh(**as_plain_dict(setting(config, "mesh")))
+    shard_sets = [ShardSet(p) for p in as_list(setting(config, "data.shards"))]
     setup = setup_training(config, mesh, shard_sets)
     policy = setup.policy
-    total_steps = int(config.num_steps)
+    total_steps = int(setting(config, "num_steps"))
 
     pcfg = pipeline_config(config, policy.spec)
     loader = DataLoader(
         make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=setup.batcher
     )
-    ckpt_cfg = config.get("checkpoint", {})
     ckpt = Checkpointer(
         workdir / "checkpoints",
-        keep=int(ckpt_cfg.get("keep", 3)),
-        async_save=bool(ckpt_cfg.get("async_save", True)),
+        keep=int(setting(config, "checkpoint.keep")),
+        async_save=bool(setting(config, "checkpoint.async_save")),
     )
     meta = run_meta(config, policy, shard_sets)
     start = ckpt.latest_step
@@ -299,14 +301,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     train_step = setup.step
 
     logger = MetricsLogger(config, workdir, total_steps=total_steps, is_main=pidx == 0)
-    every = int(ckpt_cfg.get("every", 1000))
-    log_every = int(config.get("log_every", 50))
-    eval_cfg = config.get("eval", {})
-    eval_every = int(eval_cfg.get("every", 0) or 0)
+    every = int(setting(config, "checkpoint.every"))
+    log_every = int(setting(config, "log_every"))
+    eval_cfg = as_plain_dict(setting(config, "eval"))
+    eval_every = int(setting(config, "eval.every") or 0)
+    validate = make_validation(setup, pcfg, config)
+    val_every = int(setting(config, "validation.every") or 0) or every
     last: dict[str, float] = {}
     step = start
     pending = None
-    time_limit = config.get("max_train_seconds")
+    time_limit = setting(config, "max_train_seconds")
     try:
         logger.start_window(step, loader.wait_s)
         while step < total_steps:
@@ -321,6 +325,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
                 last = {k: v for k, v in logger.log(step, last, loader.wait_s).items() if k != "step"}
             if step % every == 0 or end:
                 ckpt.save(step, state, loader.get_state(), meta)
+            if validate is not None and (step % val_every == 0 or end):
+                val = validate(state)
+                logger.log_eval(step, val)
+                last.update(val)
             if eval_every and (step % eval_every == 0 or end):
                 last.update(_evaluate(policy, state, eval_cfg, step, logger, fps=shard_sets[0].fps))
             if out_of_time:
@@ -335,6 +343,50 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     return last
 
 
+def make_validation(
+    setup: TrainSetup, pcfg: PipelineConfig, config: ml_collections.ConfigDict
+) -> Callable[[Mapping[str, Any]], dict[str, float]] | None:
+    """The loss on the held-out episodes as `state -> {"val/loss": ..., "val/<metric>": ...}`, or None.
+
+    It is the training objective, evaluated in one ordered pass over the validation split (no
+    augmentation, the last partial batch dropped) with a fixed RNG, so two validations differ only by
+    the parameters. The EMA parameters are used where the run keeps them, as export and the sim eval do.
+    Every process reads its slice of the split; the means are over the global batches.
+    """
+    if not (pcfg.val_fraction or pcfg.val_episodes):
+        return None
+    policy = setup.policy
+    module, graphdef = policy.module, policy.graphdef
+    val_cfg = dataclasses.replace(pcfg, num_workers=0, augment=None)
+    max_batches = int(setting(config, "validation.max_batches") or 0)
+    pidx, pcount = jax.process_index(), jax.process_count()
+
+    def loss_fn(params, frozen, batch):
+        loss, metrics = module.loss(nnx.merge(graphdef, params, frozen), batch, jax.random.PRNGKey(0))
+        return dict(metrics, loss=loss)
+
+    sharding = setup.state_sharding
+    fn = jax.jit(loss_fn, in_shardings=(sharding["params"], sharding["frozen"], setup.batcher.sharding))
+
+    def run(state: Mapping[str, Any]) -> dict[str, float]:
+        params = state.get("ema", state["params"])
+        totals, n = None, 0
+        for batch in make_eval_dataset(val_cfg, split="val", process_index=pidx, process_count=pcount):
+            m = fn(params, state["frozen"], setup.batcher(batch))
+            totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
+            n += 1
+            if max_batches and n >= max_batches:
+                break
+        if n == 0:
+            raise ConfigError(
+                f"the validation split holds fewer windows than one batch of {pcfg.batch_size} "
+                "(raise data.val_fraction or list more data.val_episodes)"
+            )
+        return {f"val/{k}": float(v) / n for k, v in jax.device_get(totals).items()}
+
+    return run
+
+
 def _time_is_up(t_start: float, limit_s: float) -> bool:
     """Whether the run's time budget is spent; process 0 decides for all so every host stops together."""
     up = time.monotonic() - t_start >= limit_s
@@ -345,19 +397,13 @@ def _time_is_up(t_start: float, limit_s: float) -> bool:
     return up
 
 
-def _todict(x: Any) -> dict[str, Any] | None:
-    if x is None:
-        return None
-    return x.to_dict() if hasattr(x, "to_dict") else dict(x)
-
-
 def _evaluate(
     policy: Policy, state: Mapping[str, Any], eval_cfg: Mapping[str, Any], step: int, logger, *, fps: int
 ) -> dict:
     """Roll the current policy out in the simulator (process 0 only) and log the success rate."""
     if jax.process_index() != 0:
         return {}
-    from jrobot.eval import evaluate_model
+    from jrobot.train.sim_eval import evaluate_model
 
     params = state.get("ema", state["params"])
     model = nnx.merge(policy.graphdef, jax.device_get(params), jax.device_get(state["frozen"]))
@@ -365,9 +411,9 @@ def _evaluate(
         model,
         features=policy.features,
         fps=fps,
-        env_id=eval_cfg.get("env", "jrobot/SO101PickPlace-v0"),
-        episodes=int(eval_cfg.get("episodes", 10)),
-        seed=int(eval_cfg.get("seed", 10_000)),
+        env_id=eval_cfg["env"],
+        episodes=int(eval_cfg["episodes"]),
+        seed=int(eval_cfg["seed"]),
     )
     metrics = {"eval/success_rate": float(result["success_rate"])}
     logger.log_eval(step, metrics)

@@ -11,8 +11,8 @@ import pytest
 from store_synth import episode_problems
 
 from jrobot.data import open_dataset, upgrade_dataset
-from jrobot.data.legacy import load_legacy_episode_stats
-from jrobot.data.stats import aggregate_stats, to_jsonable
+from jrobot.data.format.legacy import load_legacy_episode_stats
+from jrobot.data.format.stats import aggregate_stats, to_jsonable
 
 CAMS = ["observation.images.front", "observation.images.wrist"]
 

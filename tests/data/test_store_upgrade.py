@@ -76,7 +76,7 @@ def test_upgrade_rollover_points_each_episode_at_its_own_file(tmp_path, v21_dir,
 def test_upgrade_cli_and_errors(tmp_path, v21_dir, v30_dir):
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "jrobot.data.upgrade", str(v21_dir), "--out", str(out)],
+        [sys.executable, "-m", "data_tools.convert_lerobot", str(v21_dir), "--out", str(out), "--quiet"],
         capture_output=True,
         text=True,
         timeout=300,

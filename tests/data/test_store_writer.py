@@ -17,7 +17,7 @@ import pytest
 from store_synth import check_invariants, episode_problems, features, frame, record, stripes_image
 
 from jrobot.data import Dataset, DatasetError, DatasetWriter, VideoOptions, load_meta, open_dataset
-from jrobot.data.stats import numeric_stats, sample_indices
+from jrobot.data.format.stats import numeric_stats, sample_indices
 from jrobot.features import Feature
 
 H, W = 32, 48

@@ -13,9 +13,9 @@ import av
 import numpy as np
 
 from jrobot.data import DatasetWriter, open_dataset
-from jrobot.data.reader import Dataset
-from jrobot.data.stats import to_jsonable
-from jrobot.data.video_encode import probe_video_info
+from jrobot.data.format.stats import to_jsonable
+from jrobot.data.read.reader import Dataset
+from jrobot.data.video.encode import probe_video_info
 
 REPO = Path(__file__).resolve().parents[2]
 BOOKKEEPING_RENUMBERED = ("index", "episode_index", "task_index")

@@ -12,10 +12,10 @@ from store_synth import check_invariants
 
 from jrobot.data import DatasetError, open_dataset
 from jrobot.data.edit import convert_dataset
-from jrobot.data.shards import ShardSet
-from jrobot.data.stats import aggregate_stats
-from jrobot.data.stats_check import corrupt_image_std_keys
+from jrobot.data.format.stats import aggregate_stats
+from jrobot.data.format.stats_check import corrupt_image_std_keys
 from jrobot.data.validate import validate_dataset
+from jrobot.shards.format import ShardSet
 
 
 @pytest.mark.parametrize("name", ["so101_v21", "so101_v30"])

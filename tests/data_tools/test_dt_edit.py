@@ -11,9 +11,9 @@ from dt_helpers import assert_same_episode, record_synthetic, reencode_in_one_pi
 from store_synth import check_invariants
 
 from jrobot.data import DatasetError, edit, open_dataset
-from jrobot.data.stats import aggregate_stats
+from jrobot.data.format.stats import aggregate_stats
 from jrobot.data.validate import validate_dataset
-from jrobot.data.video_segments import probe_segment
+from jrobot.data.video.segments import probe_segment
 
 
 def test_delete_renumbers_and_reindexes_tasks(tmp_path, v30_dir, run_cli, stripes):
@@ -254,7 +254,7 @@ def test_h264_with_b_frames_is_stream_copied(tmp_path, stripes):
     from store_synth import features, record
 
     from jrobot.data import DatasetWriter
-    from jrobot.data.video_encode import VideoOptions
+    from jrobot.data.video.encode import VideoOptions
 
     root = tmp_path / "src"
     opts = VideoOptions(codec="h264", g=12, extra={"bf": "3"})

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jrobot.data import DatasetError
-from jrobot.data.describe import describe_dataset
 from jrobot.data.validate import is_valid, validate_dataset
+from jrobot.data.validate.describe import describe_dataset
 
 
 @pytest.mark.parametrize("name", ["so101_v30", "so101_v21"])
@@ -68,7 +68,7 @@ def test_every_problem_of_a_broken_v30_dataset_is_listed_with_its_file(tmp_path,
     # 2. the wrist video loses its last episode's frames (cut after 100 frames)
     from fractions import Fraction
 
-    from jrobot.data.video_encode import concat_videos
+    from jrobot.data.video.encode import concat_videos
 
     wrist = root / "videos/observation.images.wrist/chunk-000/file-000.mp4"
     cut = tmp_path / "cut.mp4"

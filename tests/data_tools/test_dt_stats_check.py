@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jrobot.data.stats import frame_channel_counts, image_stats_from_counts
-from jrobot.data.stats_check import OVERFLOW_STD_CEILING, image_std_is_corrupt, image_std_lower_bound
+from jrobot.data.format.stats import frame_channel_counts, image_stats_from_counts
+from jrobot.data.format.stats_check import OVERFLOW_STD_CEILING, image_std_is_corrupt, image_std_lower_bound
 
 
 def _images(rng: np.random.Generator, kind: str, n: int = 12, h: int = 24, w: int = 32) -> np.ndarray:

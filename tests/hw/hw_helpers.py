@@ -169,3 +169,25 @@ class Tool:
         rc = self.proc.wait(timeout=timeout)
         time.sleep(0.05)
         return rc
+
+
+class CpuLoad:
+    """`n` busy-loop processes (default: two per CPU) for as long as the `with` block lasts.
+
+    Stands in for a machine shared with other jobs: a loaded scheduler is what once turned a clean
+    Ctrl-C into a hang (a signal landing inside the camera encoder's queue hand-off).
+    """
+
+    def __init__(self, n: int | None = None) -> None:
+        self.n = n if n is not None else 2 * (os.cpu_count() or 1)
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> CpuLoad:
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()

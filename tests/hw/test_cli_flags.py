@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,29 @@ def test_choice_errors():
     binder.choice(ROBOT_CONFIGS, "robot")
     with pytest.raises(CliError, match=r"unknown flag --robot.porrt; did you mean --robot.port"):
         binder.finish()
+
+
+def test_hardware_layer_does_not_import_the_command_line_parser():
+    """Flags become device configs in `jrobot.devices`; the hardware package never parses them."""
+    hw = Path(__file__).resolve().parents[2] / "jrobot" / "hw"
+    offenders = []
+    for path in sorted(hw.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if n == "jrobot.cli"]
+    assert not offenders
+
+
+@pytest.mark.parametrize("module", ["jrobot.run", "jrobot.eval"])
+def test_run_and_eval_share_the_flag_grammar_and_its_one_line_errors(module, tmp_path):
+    """Both take `--policy=...`, `--episodes N`, `--max-steps`/`--max_steps`; a typo is one clear line."""
+    flags = [f"--policy={tmp_path / 'bundle'}", "--episodes", "2", "--max-steps=3", "--episdoes=4"]
+    flags.append(f"--out={tmp_path / 'out'}" if module == "jrobot.eval" else "--robot.type=sim")
+    proc = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[0] == "error: unknown flag --episdoes; did you mean --episodes?"
+    assert "Traceback" not in proc.stderr

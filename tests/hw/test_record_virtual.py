@@ -3,6 +3,7 @@ ptys), an OpenCV camera playing simulator renders, `python -m jrobot.record` as 
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -10,9 +11,16 @@ import time
 import cv2
 import numpy as np
 import pytest
-from hw_helpers import Tool, eventually, expected_calibration, sweep_ranges, write_lerobot_calibration
+from hw_helpers import (
+    CpuLoad,
+    Tool,
+    eventually,
+    expected_calibration,
+    sweep_ranges,
+    write_lerobot_calibration,
+)
 
-from jrobot.data.reader import open_dataset
+from jrobot.data.read.reader import open_dataset
 from jrobot.sim.robot import SimExpertTeleop, SimRobot
 from jrobot.sim.virtual_arm import SO101_MECHANICS
 
@@ -149,4 +157,41 @@ def test_ctrl_c_and_bus_faults_keep_saved_episodes_and_torque_off(
     assert set(others.values()) == {0}
     ds = open_dataset(root2)
     assert ds.num_episodes >= 1
+    ds.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_under_cpu_load_is_quick_keeps_episodes_and_torque_off(
+    arm, leader_arm, calib_root, tmp_path, sim_video, sig
+):
+    """Under load, a signal once landed inside the camera encoder's queue hand-off and Ctrl-C then
+    waited forever; now the loop stops at its next tick and the process is gone within seconds."""
+    env = {"HF_LEROBOT_CALIBRATION": str(calib_root)}
+    write_lerobot_calibration(calib_root / "robots" / "so_follower" / "f.json", expected_calibration())
+    write_lerobot_calibration(calib_root / "teleoperators" / "so_leader" / "l.json", expected_calibration())
+    root = tmp_path / "ds"
+    rec = Tool(
+        "jrobot.record", *record_args(arm, leader_arm, root, sim_video, "--dataset.num_episodes=50"), env=env
+    )
+    rec.send()
+    rec.send()
+    try:
+        rec.wait_for("saved (#0", timeout=120)
+        with CpuLoad():  # busy loops on every CPU from here on: encoding falls behind, queues fill
+            rec.wait_for("saved (#1", timeout=120)
+            time.sleep(0.5)  # into episode #2, frames queued for the encoder
+            t0 = time.monotonic()
+            rec.proc.send_signal(sig)
+            rc = rec.proc.wait(timeout=60)
+            shutdown_s = time.monotonic() - t0
+    finally:
+        if rec.proc.poll() is None:
+            rec.proc.kill()
+    assert rc == 128 + sig, rec.text
+    assert shutdown_s < 5.0, (shutdown_s, rec.text)
+    assert "shutdown took longer" not in rec.text  # it stopped by itself, not by the deadline
+    assert eventually(lambda: set(arm.registers("Torque_Enable").values()) == {0})
+    saved = set(re.findall(r"saved \(#(\d+)", rec.text))
+    ds = open_dataset(root)
+    assert ds.num_episodes == len(saved) >= 2  # every episode reported saved is in the dataset
     ds.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from hw_helpers import eventually, expected_calibration, write_lerobot_calibration
@@ -95,3 +97,63 @@ def test_torque_safety_disconnects_on_error_with_signals_deferred():
     assert not dev.is_connected
     assert {signal.SIGINT, signal.SIGTERM} <= dev.blocked
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_graceful_stop_raises_at_the_next_check_not_where_the_signal_lands():
+    steps_after_signal = 0
+    with pytest.raises(KeyboardInterrupt), safety.graceful_stop():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(3):  # the handler only records the stop: this code runs on undisturbed
+            time.sleep(0.01)
+            steps_after_signal += 1
+        assert safety.stop_requested() == signal.SIGINT
+        safety.check_stop()
+    assert steps_after_signal == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_graceful_stop_interrupts_a_loop_stuck_past_the_grace_period():
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), safety.graceful_stop(grace_s=0.2):
+        os.kill(os.getpid(), signal.SIGINT)
+        while time.monotonic() - t0 < 10:  # never reaches a check_stop()
+            time.sleep(0.01)
+    assert 0.15 < time.monotonic() - t0 < 5
+
+
+DEADLINE_SCRIPT = textwrap.dedent(
+    """
+    import signal, sys, time
+    from jrobot.hw import safety
+
+    class Bus:
+        is_connected = True
+        def disable_torque(self, motors=None, num_retry=None, *, raise_on_failure=True):
+            print("torque off", flush=True)
+
+    bus = Bus()
+    safety.register_bus(bus)
+    safety.exit_deadline(1.5)
+    with safety.graceful_stop(grace_s=0.2):
+        print("ready", flush=True)
+        while True:  # a shutdown that never ends: swallows every interrupt
+            try:
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+    """
+)
+
+
+def test_exit_deadline_switches_torque_off_and_ends_a_stuck_shutdown():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEADLINE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=30)
+    assert rc == 130
+    assert time.monotonic() - t0 < 1.5 + 3.0  # the deadline, plus process start-up slack
+    assert "torque off" in proc.stdout.read()
+    assert "shutdown took longer than 1.5 s" in proc.stderr.read()

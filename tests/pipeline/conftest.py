@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jrobot.data.shard_builder import build_shards
+from jrobot.shards.builder import build_shards
 
 
 @pytest.fixture(scope="session")

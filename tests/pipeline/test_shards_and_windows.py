@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jrobot.data.reader import open_dataset
-from jrobot.data.shard_builder import build_shards
-from jrobot.data.shards import ShardError, ShardSet
+from jrobot.data.read.reader import open_dataset
 from jrobot.pipeline.windows import WindowSource, WindowSpec, select_frames, split_episodes
+from jrobot.shards.builder import build_shards
+from jrobot.shards.format import ShardError, ShardSet
 
 ACT_LIKE = {"obs": [0], "act": list(range(10))}
 DIFFUSION_LIKE = {"obs": [-1, 0], "act": list(range(-1, 7))}
@@ -109,7 +109,7 @@ def test_jpeg_shards_at_training_resolution_keep_frame_identity(tmp_path, v30_di
 def test_interrupted_build_resumes_without_redoing_finished_episodes(tmp_path, v30_dir):
     out = tmp_path / "resume"
     code = (
-        "import sys; from jrobot.data.shard_builder import build_shards;"
+        "import sys; from jrobot.shards.builder import build_shards;"
         f"build_shards({str(v30_dir)!r}, {str(out)!r}, resolution=(48, 64), workers=0, progress=False)"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))

@@ -17,10 +17,11 @@ from safetensors.numpy import load_file, save_file
 
 from jrobot.features import Feature
 from jrobot.policies import act, resnet
+from jrobot.policies.act.model import sinusoid_1d, sinusoid_2d
 from jrobot.policies.base import TRAINABLE, count_params, param_labels
 from jrobot.policies.layers import Buffer
+from jrobot.policies.lerobot.statedict import StateDictError, count_leaves, load_state_dict, state_dict
 from jrobot.policies.spec import FeatureType, PolicyFeature, PolicySpec
-from jrobot.policies.statedict import StateDictError, count_leaves, load_state_dict, state_dict
 
 # ----------------------------------------------------------------------------------------------------
 # LeRobot's ACT state_dict layout, written out from the reference (lerobot_policies.md §2.7) and checked
@@ -542,11 +543,11 @@ def test_pre_norm_gelu_env_state_only():
 
 
 def test_sinusoids_follow_lerobot():
-    t = act.sinusoid_1d(12, 8)
+    t = sinusoid_1d(12, 8)
     p, j = 3, 5
     assert np.isclose(t[p, j], np.cos(p / 10000 ** (2 * (j // 2) / 8)))
     assert np.isclose(t[p, 4], np.sin(p / 10000 ** (4 / 8)))
-    s = act.sinusoid_2d(3, 4, 16).reshape(3, 4, 16)
+    s = sinusoid_2d(3, 4, 16).reshape(3, 4, 16)
     y, x = 1, 2  # row 1, column 2 -> positions 2/3 and 3/4 of 2 pi
     ey = (y + 1) / (3 + 1e-6) * 2 * np.pi
     ex = (x + 1) / (4 + 1e-6) * 2 * np.pi

@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from jrobot.policies import act
-from jrobot.policies.base import flat_arrays, import_lerobot, load_policy_module, pure_merge_fn
+from jrobot.policies.base import flat_arrays, load_policy_module, pure_merge_fn
+from jrobot.policies.lerobot.importer import import_lerobot
 from jrobot.policies.spec import images_chw_to_hwc
 
 CAMS = ("front", "wrist")

@@ -21,18 +21,18 @@ from flax import nnx
 from jrobot.policies import diffusion
 from jrobot.policies.base import OptimizerPreset, count_params, load_policy_module
 from jrobot.policies.diffusion import DiffusionConfig
-from jrobot.policies.diffusion_unet import (
+from jrobot.policies.diffusion.unet import (
     ConditionalUnet1d,
     mish,
     sinusoidal_step_embedding,
     torch_conv_transpose1d,
 )
 from jrobot.policies.ema import EMAConfig, ema_init, ema_update
-from jrobot.policies.lerobot_checkpoint import LEROBOT_BASE_CONFIG_KEYS
+from jrobot.policies.lerobot.checkpoint import LEROBOT_BASE_CONFIG_KEYS
+from jrobot.policies.lerobot.statedict import collect_leaves, conv_leaves, count_leaves
 from jrobot.policies.schedulers import NoiseScheduler, inference_timesteps, make_betas
 from jrobot.policies.spatial_softmax import SpatialSoftmax, keypoint_grid
-from jrobot.policies.spec import FeatureType, PolicyFeature
-from jrobot.policies.statedict import collect_leaves, conv_leaves, count_leaves
+from jrobot.policies.spec import FeatureType, PolicyFeature, split_features
 
 DDPM_FIXTURE = "diffusion_so101_tiny_ddpm"
 
@@ -77,7 +77,7 @@ TINY = dict(
 
 def _materialize(config: DiffusionConfig, features, seed: int = 0) -> diffusion.DiffusionPolicy:
     """A model with every variable drawn by numpy (no jax initializer compiles), real stats."""
-    inputs, outputs = diffusion.split_features(features)
+    inputs, outputs = split_features(features)
     spec = diffusion.make_spec(config, inputs, outputs)
     stats = _stats(features)
     abstract = nnx.eval_shape(lambda: diffusion.DiffusionPolicy(config, spec, stats, rngs=nnx.Rngs(0)))
@@ -244,16 +244,16 @@ def test_spec_checks_features():
     cfg = DiffusionConfig(**TINY)
     no_cond = _features()
     with pytest.raises(ValueError, match="at least one image or the environment state"):
-        diffusion.make_spec(cfg, *diffusion.split_features(no_cond))
+        diffusion.make_spec(cfg, *split_features(no_cond))
     mixed = _features(cams=1) | {"observation.images.other": PolicyFeature(FeatureType.VISUAL, (3, 16, 16))}
     with pytest.raises(ValueError, match="same shape"):
-        diffusion.make_spec(cfg, *diffusion.split_features(mixed))
+        diffusion.make_spec(cfg, *split_features(mixed))
     big_crop = dataclasses.replace(cfg, crop_shape=(40, 40))
     with pytest.raises(ValueError, match="crop_shape"):
-        diffusion.make_spec(big_crop, *diffusion.split_features(_features(cams=1)))
+        diffusion.make_spec(big_crop, *split_features(_features(cams=1)))
     no_state = {k: v for k, v in _features(env=3).items() if k != "observation.state"}
     with pytest.raises(ValueError, match=r"observation\.state"):
-        diffusion.make_spec(cfg, *diffusion.split_features(no_state))
+        diffusion.make_spec(cfg, *split_features(no_state))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def lerobot_diffusion_shapes(
 
 
 def _abstract(config: DiffusionConfig, features):
-    inputs, outputs = diffusion.split_features(features)
+    inputs, outputs = split_features(features)
     spec = diffusion.make_spec(config, inputs, outputs)
     return nnx.eval_shape(lambda: diffusion.DiffusionPolicy(config, spec, _stats(features), rngs=nnx.Rngs(0)))
 
@@ -628,6 +628,32 @@ def env_setup():
     feats = _features(state=3, action=2, env=4)
     cfg = DiffusionConfig(**(TINY | dict(do_mask_loss_for_padding=True)))
     return cfg, feats, _materialize(cfg, feats)
+
+
+def test_exported_bundle_takes_the_noise_its_spec_declares(tmp_path):
+    """The spec's noise_shape (not the sampler's signature) gives the "+noise" variants their input."""
+    from jrobot.bundle import BundleError
+    from jrobot.export import default_features_for, write_bundle
+    from jrobot.runtime.policy import BundlePolicy
+
+    feats = _features(state=3, action=2, env=4)
+    # DDIM: the output is exact given the initial noise (DDPM also draws per-step noise)
+    cfg = DiffusionConfig(**(TINY | dict(noise_scheduler_type="DDIM", num_inference_steps=2)))
+    model = _materialize(cfg, feats)
+    assert model.spec.noise_shape == (cfg.horizon, 2)
+    out = tmp_path / "bundle"
+    info = write_bundle(
+        model, diffusion, out, features=default_features_for(model.spec), fps=30, robot_type=None, source={}
+    )
+    assert info.variants == ["uint8", "uint8+noise"] and info.stochastic
+    policy = BundlePolicy(out)
+    assert policy.spec == model.spec
+    batch = {k: v for k, v in _batch(feats, cfg).items() if k != "action"}
+    noise = np.random.default_rng(1).standard_normal((2, cfg.horizon, 2)).astype(np.float32)
+    want = diffusion.sample_actions(model, {**batch, "noise": jnp.asarray(noise)})
+    np.testing.assert_allclose(policy.predict(batch, noise=noise), np.asarray(want), rtol=1e-5, atol=1e-5)
+    with pytest.raises(BundleError, match=r"noise must have shape \(B, 8, 2\)"):
+        policy.predict(batch, noise=noise[:, :4])
 
 
 def test_module_implements_the_policy_interface():

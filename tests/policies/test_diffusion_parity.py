@@ -21,9 +21,9 @@ from flax import nnx
 
 from jrobot.policies import diffusion
 from jrobot.policies.base import load_policy_module
-from jrobot.policies.diffusion_unet import ConditionalUnet1d
+from jrobot.policies.diffusion.unet import ConditionalUnet1d
+from jrobot.policies.lerobot.statedict import load_state_dict, state_dict
 from jrobot.policies.spec import images_chw_to_hwc
-from jrobot.policies.statedict import load_state_dict, state_dict
 
 CAMS = ("front", "wrist")
 TOL_NORM = 1e-4

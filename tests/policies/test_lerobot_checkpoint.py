@@ -10,9 +10,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from jrobot.policies import act
-from jrobot.policies.lerobot_checkpoint import read_lerobot_checkpoint, resolve_checkpoint_dir
+from jrobot.policies.lerobot.checkpoint import read_lerobot_checkpoint, resolve_checkpoint_dir
+from jrobot.policies.lerobot.statedict import state_dict
 from jrobot.policies.spec import FeatureType, NormMode
-from jrobot.policies.statedict import state_dict
 
 PRE = "policy_preprocessor_step_3_normalizer_processor.safetensors"
 

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jrobot.policies import resnet
-from jrobot.policies.statedict import StateDictError, load_state_dict, state_dict
+from jrobot.policies.lerobot.statedict import StateDictError, load_state_dict, state_dict
 
 # ----------------------------------------------------------------------------------------------------
 # numpy references written from torch's definitions (NCHW math on NHWC arrays)

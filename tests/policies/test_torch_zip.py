@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from jrobot.policies.lerobot.torch_zip import read_torch_zip
 from jrobot.policies.resnet import read_weights_file
-from jrobot.policies.torch_zip import read_torch_zip
 
 
 def test_round_trip_of_a_state_dict(tmp_path, torch_zip_writer):

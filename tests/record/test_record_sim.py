@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jrobot.data.reader import open_dataset
+from jrobot.data.read.reader import open_dataset
 from jrobot.features import SO101_JOINT_KEYS
 from jrobot.keyboard import RecordEvents, parse_keys
 from jrobot.record import DatasetRecordConfig, RecordOptions, record

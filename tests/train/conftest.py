@@ -27,7 +27,7 @@ TINY_ACT = {
 
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory, shared_dir) -> Path:
-    from jrobot.data.shard_builder import build_shards
+    from jrobot.shards.builder import build_shards
 
     out = tmp_path_factory.mktemp("train") / "shards"
     build_shards(

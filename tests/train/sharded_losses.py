@@ -22,8 +22,8 @@ def main(shards: str) -> None:
     from conftest import TINY_ACT
 
     from configs import act_so101_sim
-    from jrobot.data.shards import ShardSet
     from jrobot.pipeline.loader import DataLoader, make_train_dataset
+    from jrobot.shards.format import ShardSet
     from jrobot.train import sharding as shd
     from jrobot.train.trainer import pipeline_config, setup_training
 

@@ -115,7 +115,9 @@ def test_export_then_run_on_the_simulated_robot_and_offline(tmp_path, tiny_shard
         raise AssertionError(f"report.json holds {token}, which is not JSON")
 
     rep = json.loads((ev / "report.json").read_text(), parse_constant=no_nan)
-    assert rep["num_episodes"] == 2 and 0.0 <= rep["success_rate"] <= 1.0
+    assert rep["num_episodes"] == 2 and len(rep["episodes"]) == 2
+    assert all(isinstance(e["success"], bool) and 0 < e["steps"] <= 12 for e in rep["episodes"])
+    assert rep["success_rate"] == np.mean([e["success"] for e in rep["episodes"]])
     assert [e["seed"] for e in rep["episodes"]] == [100_000, 100_001]
     assert rep["latency"]["steps"] == 24 and rep["latency"]["loop_period_ms_p50"] is None
     assert rep["latency"]["inference_calls"] >= 2 * (12 // 8)

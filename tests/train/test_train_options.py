@@ -52,10 +52,15 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, tiny_shards):
     np.testing.assert_allclose(losses(tmp_path / "accum"), losses(tmp_path / "full"), rtol=1e-5)
 
 
-def test_bf16_compute_trains(tmp_path, tiny_shards):
+def test_bf16_compute_trains_like_float32(tmp_path, tiny_shards):
+    train(tiny_config(tiny_shards), tmp_path / "f32")
     train(tiny_config(tiny_shards, **{"policy.config.compute_dtype": "bfloat16"}), tmp_path / "bf16")
-    got = losses(tmp_path / "bf16")
-    assert len(got) == 3 and all(np.isfinite(got))
+    got, ref = losses(tmp_path / "bf16"), losses(tmp_path / "f32")
+    assert len(got) == len(ref) == 3 and all(np.isfinite(got))
+    # same batches, same initial weights: bf16 matmuls (8-bit mantissa) move the loss by well under 5%,
+    # and do move it (the compute dtype really took effect)
+    np.testing.assert_allclose(got, ref, rtol=5e-2)
+    assert got != ref
 
 
 def test_time_budget_stops_with_a_checkpoint_and_sim_eval_runs(tmp_path, tiny_shards):
@@ -68,7 +73,12 @@ def test_time_budget_stops_with_a_checkpoint_and_sim_eval_runs(tmp_path, tiny_sh
     metrics = train(cfg, tmp_path / "budget")
     ckpts = sorted(int(p.name) for p in (tmp_path / "budget" / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts and ckpts[-1] < 1000  # stopped early, and saved where it stopped
-    assert 0.0 <= metrics["eval/success_rate"] <= 1.0  # the policy was rolled out in the simulator
+    # one episode was rolled out in the simulator at every eval step: a rate of exactly 0 or 1, logged
+    assert metrics["eval/success_rate"] in (0.0, 1.0)
+    records = [json.loads(line) for line in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/success_rate" in r]
+    assert evals and evals[-1]["step"] == ckpts[-1] and all(r["step"] % 10 == 0 for r in evals[:-1])
+    assert evals[-1]["eval/success_rate"] == metrics["eval/success_rate"]
 
 
 def test_unknown_input_feature_is_a_clear_error(tmp_path, tiny_shards):
@@ -108,3 +118,51 @@ def test_schedules_match_lerobot_formulas():
     assert abs(float(lr(0)) - 1 / 1001) < 1e-6  # LeRobot: 1/(W+1) at step 0
     assert abs(float(lr(30000)) - 0.025) < 1e-6  # decays to decay_lr / peak_lr
     assert jax.numpy.isfinite(lr(15000))
+
+
+def test_validation_loss_on_held_out_episodes(tmp_path, tiny_shards):
+    """val/loss is the training objective on the held-out episodes, recomputable from the checkpoint."""
+    from jrobot.export import load_from_workdir
+    from jrobot.pipeline.loader import make_eval_dataset
+    from jrobot.policies import act
+    from jrobot.train.trainer import pipeline_config
+
+    cfg = tiny_config(
+        tiny_shards,
+        num_steps=4,
+        **{"checkpoint.every": 4, "data.val_episodes": (1,), "validation.every": 2, "ema": False},
+    )
+    train(cfg, tmp_path / "val")
+    records = [json.loads(line) for line in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]
+    val = {r["step"]: r for r in records if "val/loss" in r}
+    assert sorted(val) == [2, 4] and all(np.isfinite(r["val/loss"]) for r in val.values())
+    assert val[2]["val/loss"] != val[4]["val/loss"]  # the parameters changed in between
+
+    model, _, _ = load_from_workdir(tmp_path / "val", step=4)
+    pcfg = pipeline_config(cfg, model.spec)
+    pcfg.num_workers, pcfg.augment = 0, None
+    held_out, losses_ = [], []
+    for batch in make_eval_dataset(pcfg, split="val"):
+        held_out.extend(np.unique(batch["episode_index"]).tolist())
+        batch = {
+            k: v
+            for k, v in batch.items()
+            if k not in ("index", "dataset_index", "episode_index", "task_index")
+        }
+        losses_.append(float(act.loss(model, batch, jax.random.PRNGKey(0))[0]))
+    assert set(held_out) == {1} and losses_
+    np.testing.assert_allclose(val[4]["val/loss"], np.mean(losses_), rtol=1e-5)
+
+
+def test_a_missing_setting_is_named_with_the_closest_keys(tmp_path, tiny_shards):
+    from jrobot.train.config_util import ConfigError
+
+    cfg = tiny_config(tiny_shards)
+    del cfg["validation"]
+    with pytest.raises(ConfigError, match=r"no 'validation.every'.*configs/common.py"):
+        train(cfg, tmp_path / "missing")
+    cfg = tiny_config(tiny_shards)
+    cfg.data.prefetch_batches = cfg.data.prefetch
+    del cfg.data["prefetch"]
+    with pytest.raises(ConfigError, match=r"no 'data.prefetch'.*did you mean data.prefetch_batches\?"):
+        train(cfg, tmp_path / "renamed")

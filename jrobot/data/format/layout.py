@@ -1,0 +1,65 @@
+"""Where things live in a LeRobot dataset folder (v3.0 and the v2.x layouts), and the size constants.
+
+Only path templates and index arithmetic are here, so the writer, reader, rewrite and recovery code
+agree on names without importing each other. Values mirror LeRobot 0.4.4 (`lerobot/datasets/utils.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CODEBASE_VERSION = "v3.0"
+
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+DATA_DIR = "data"
+VIDEO_DIR = "videos"
+
+CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DEFAULT_DATA_PATH = DATA_DIR + "/" + CHUNK_FILE_PATTERN + ".parquet"
+DEFAULT_VIDEO_PATH = VIDEO_DIR + "/{video_key}/" + CHUNK_FILE_PATTERN + ".mp4"
+DEFAULT_EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE_PATTERN + ".parquet"
+
+DEFAULT_CHUNK_SIZE = 1000  # files per chunk directory (v3); episodes per chunk in v2.x
+DEFAULT_DATA_FILE_SIZE_IN_MB = 100
+DEFAULT_VIDEO_FILE_SIZE_IN_MB = 200
+
+# v2.x layout
+LEGACY_EPISODES_PATH = "meta/episodes.jsonl"
+LEGACY_EPISODES_STATS_PATH = "meta/episodes_stats.jsonl"
+LEGACY_TASKS_PATH = "meta/tasks.jsonl"
+LEGACY_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+LEGACY_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+
+# jrobot's private working area inside a dataset being written: lock file, the episode being
+# recorded, and temporary files that are renamed into place. Removed by `close()`; anything found
+# there on open belongs to an interrupted process and is discarded.
+WORK_DIR = ".jrobot"
+
+
+def next_chunk_file(chunk_index: int, file_index: int, chunks_size: int) -> tuple[int, int]:
+    """LeRobot's `update_chunk_file_indices`: file indices wrap at `chunks_size` into the next chunk."""
+    if file_index >= chunks_size - 1:
+        return chunk_index + 1, 0
+    return chunk_index, file_index + 1
+
+
+def data_path(root: Path, chunk_index: int, file_index: int) -> Path:
+    return root / DEFAULT_DATA_PATH.format(chunk_index=chunk_index, file_index=file_index)
+
+
+def episodes_path(root: Path, chunk_index: int, file_index: int) -> Path:
+    return root / DEFAULT_EPISODES_PATH.format(chunk_index=chunk_index, file_index=file_index)
+
+
+def video_path(root: Path, video_key: str, chunk_index: int, file_index: int) -> Path:
+    return root / DEFAULT_VIDEO_PATH.format(
+        video_key=video_key, chunk_index=chunk_index, file_index=file_index
+    )
+
+
+def sorted_parquet_files(directory: Path) -> list[Path]:
+    """The files LeRobot's `load_nested_dataset` concatenates: `<dir>/*/*.parquet`, sorted by path."""
+    return sorted(p for p in directory.glob("*/*.parquet") if p.is_file())

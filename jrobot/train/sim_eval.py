@@ -1,0 +1,61 @@
+"""Periodic evaluation during training: the in-memory model rolled out in the simulator.
+
+`jrobot.eval.evaluate` drives anything with a bundle's `predict` interface through the runtime's
+episode loop; `ModelPolicy` puts the NNX model being trained behind that interface, so training-time
+success rates come from the same loop, observation conversion and safety path as `jrobot.eval` on an
+exported bundle. It lives here, not in `jrobot.eval`, because it needs flax, which the runtime must
+never import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jrobot.bundle import BundleInfo
+from jrobot.eval import evaluate
+from jrobot.policies.base import load_policy_module
+
+
+class ModelPolicy:
+    """An in-memory NNX policy behind the BundlePolicy interface."""
+
+    def __init__(self, model: Any, features: Mapping[str, Any], fps: int):
+        self.spec = model.spec
+        module = load_policy_module(self.spec.type)
+        self.info = BundleInfo(
+            spec=self.spec,
+            stats=model.normalizer.stats_dict(),
+            features=dict(features),
+            fps=int(fps),
+            robot_type=None,
+            image_shapes={
+                k: (f.shape[1], f.shape[2], f.shape[0])
+                for k, f in self.spec.input_features.items()
+                if k in self.spec.image_keys
+            },
+            variants=[],
+            stochastic=self.spec.stochastic,
+            source={},
+            training_config=None,
+        )
+        graphdef, state = nnx.split(model)
+        self._state = state
+        self._fn = jax.jit(lambda st, obs, key: module.sample_actions(nnx.merge(graphdef, st), obs, key))
+        self._key = jax.random.PRNGKey(0)
+
+    def seed(self, seed: int) -> None:
+        self._key = jax.random.PRNGKey(seed)
+
+    def predict(self, observation: Mapping[str, Any], **_: Any) -> np.ndarray:
+        self._key, key = jax.random.split(self._key)
+        return np.asarray(self._fn(self._state, dict(observation), key))
+
+
+def evaluate_model(model: Any, *, features: Mapping[str, Any], fps: int, **kwargs: Any) -> dict[str, Any]:
+    """Success rate of `model` over seeded sim episodes (no videos); kwargs as `jrobot.eval.evaluate`."""
+    return evaluate(ModelPolicy(model, features, fps), videos=False, **kwargs)
