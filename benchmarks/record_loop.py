@@ -100,20 +100,6 @@ def make_camera_files(work: Path, n_frames: int) -> dict[str, Path]:
     return paths
 
 
-def read_frames(path: Path) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------
 # virtual arms in their own processes
 

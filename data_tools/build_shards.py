@@ -10,12 +10,14 @@ resumes where it stopped when run again with the same arguments.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import resource
 import sys
 import time
+from collections.abc import Sequence
 
+from jrobot.cli import Binder, flag, positional, run_tool, usage
 from jrobot.data.errors import DatasetError
 from jrobot.shards.builder import build_shards, parse_resolution
 from jrobot.shards.format import ShardError
@@ -36,22 +38,28 @@ def parse_episodes(text: str | None) -> list[int] | None:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m data_tools.build_shards", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("source", help="dataset folder or hub dataset id")
-    p.add_argument("--out", required=True, help="shard directory to create")
-    p.add_argument(
-        "--resolution", default="224x224", help="HxW of stored images, or 'source' (default 224x224)"
-    )
-    p.add_argument("--image-format", default="jpeg:90", help="jpeg:<quality> or raw (default jpeg:90)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    p.add_argument("--episodes", default=None, help="episodes to include, e.g. 0-9,12 (default: all)")
-    p.add_argument("--shard-size-mb", type=float, default=1024.0, help="target size of each shard file")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing shard directory first")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+@dataclasses.dataclass
+class BuildShardsOptions:
+    """`python -m data_tools.build_shards` arguments."""
+
+    source: str = positional(help="dataset folder or hub dataset id", metavar="SRC")
+    out: str = flag(help="shard directory to create", metavar="DIR")
+    resolution: str = flag("224x224", help="HxW of stored images, or 'source'")
+    image_format: str = flag("jpeg:90", help="jpeg:<quality> or raw")
+    workers: int | None = flag(None, help="worker processes (default: one per core)")
+    episodes: str | None = flag(None, help="episodes to include, e.g. 0-9,12 (default: all)")
+    shard_size_mb: float = flag(1024.0, help="target size of each shard file")
+    overwrite: bool = flag(False, help="delete an existing shard directory first")
+    quiet: bool = flag(False, help="no progress bar")
+
+
+USAGE = usage("python -m data_tools.build_shards", BuildShardsOptions, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
+    args = binder.build(BuildShardsOptions)
+    binder.finish()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
     try:
@@ -82,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

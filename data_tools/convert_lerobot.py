@@ -22,41 +22,49 @@ Library calls: `jrobot.data.edit.convert_dataset(src, dst, recompute_stats="auto
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+from jrobot.cli import Binder, flag, positional, run_tool, usage
 from jrobot.data.edit import convert_dataset
 from jrobot.data.errors import DatasetError
 from jrobot.shards.builder import build_shards, parse_resolution
 from jrobot.shards.format import ShardError
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m data_tools.convert_lerobot",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclasses.dataclass
+class ConvertOptions:
+    """`python -m data_tools.convert_lerobot` arguments."""
+
+    source: str = positional(
+        help="LeRobot dataset folder (v2.0/v2.1/v3.0) or Hugging Face Hub dataset id", metavar="SRC"
     )
-    p.add_argument("source", help="LeRobot dataset folder (v2.0/v2.1/v3.0) or Hugging Face Hub dataset id")
-    p.add_argument("--out", required=True, help="new v3.0 dataset folder (must not exist)")
-    p.add_argument(
-        "--recompute-stats",
-        choices=("auto", "always", "never"),
-        default="auto",
+    out: str = flag(help="new v3.0 dataset folder (must not exist)", metavar="DST")
+    recompute_stats: Literal["auto", "always", "never"] = flag(
+        "auto",
         help="image stats: recompute where missing or known wrong (auto), for every episode (always), or keep",
     )
-    p.add_argument("--shards", default=None, help="also build training shards into this folder")
-    p.add_argument("--resolution", default="224x224", help="HxW of shard images, or 'source' (with --shards)")
-    p.add_argument("--image-format", default="jpeg:90", help="shard image encoding: jpeg:<quality> or raw")
-    p.add_argument("--workers", type=int, default=None, help="decode threads / shard worker processes")
-    p.add_argument("--data-file-size-mb", type=float, default=100, help="data file size limit")
-    p.add_argument("--video-file-size-mb", type=float, default=200, help="video file size limit")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
-    args = p.parse_args(argv)
+    shards: str | None = flag(None, help="also build training shards into this folder", metavar="DIR")
+    resolution: str = flag("224x224", help="HxW of shard images, or 'source' (with --shards)")
+    image_format: str = flag("jpeg:90", help="shard image encoding: jpeg:<quality> or raw")
+    workers: int | None = flag(None, help="decode threads / shard worker processes")
+    data_file_size_mb: float = flag(100.0, help="data file size limit")
+    video_file_size_mb: float = flag(200.0, help="video file size limit")
+    quiet: bool = flag(False, help="no progress messages")
+
+
+USAGE = usage("python -m data_tools.convert_lerobot", ConvertOptions, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
+    args = binder.build(ConvertOptions)
+    binder.finish()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         resolution = parse_resolution(args.resolution)
@@ -88,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

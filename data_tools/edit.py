@@ -22,11 +22,14 @@ merge_datasets / remove_features / rename_features`.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+from jrobot.cli import Binder, commands_usage, exactly_one, flag, positional, run_tool, usage
 from jrobot.data import edit
 from jrobot.data.errors import DatasetError
 from jrobot.data.read.reader import open_dataset
@@ -75,68 +78,101 @@ def parse_pairs(items: list[str], what: str, *, commas: bool = True) -> dict[str
     return out
 
 
-def _common(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--recompute-stats",
-        choices=("auto", "always", "never"),
-        default="auto",
+@dataclasses.dataclass(kw_only=True)
+class _Common:
+    """The flags every edit takes."""
+
+    recompute_stats: Literal["auto", "always", "never"] = flag(
+        "auto",
         help="image stats: recompute where missing or known wrong (auto), always, or reuse the stored ones",
     )
-    sp.add_argument("--workers", type=int, default=None, help="threads decoding video for image stats")
+    workers: int | None = flag(None, help="threads decoding video for image stats")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m data_tools.edit",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclasses.dataclass(kw_only=True)
+class DeleteOptions(_Common):
+    """drop episodes"""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    episodes: str = flag(help="e.g. 3,7-9")
+    out: str = flag(help="new dataset folder", metavar="DST")
+
+
+@dataclasses.dataclass(kw_only=True)
+class SelectOptions(DeleteOptions):
+    """keep only some episodes"""
+
+
+@dataclasses.dataclass(kw_only=True)
+class SplitOptions(_Common):
+    """split by episodes into DIR/<name> datasets"""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    out: str = flag(help="folder that receives one dataset per split", metavar="DIR")
+    fractions: str | None = flag(
+        None, help="e.g. train=0.9,val=0.1 (episodes shuffled with --seed); or --splits"
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (("delete", "drop episodes"), ("select", "keep only some episodes")):
-        sp = sub.add_parser(name, help=help_)
-        sp.add_argument("dataset")
-        sp.add_argument("--episodes", required=True, help="e.g. 3,7-9")
-        sp.add_argument("--out", required=True)
-        _common(sp)
-    sp = sub.add_parser("split", help="split by episodes into DIR/<name> datasets")
-    sp.add_argument("dataset")
-    sp.add_argument("--out", required=True, help="folder that receives one dataset per split")
-    g = sp.add_mutually_exclusive_group(required=True)
-    g.add_argument("--fractions", help="e.g. train=0.9,val=0.1 (episodes shuffled with --seed)")
-    g.add_argument("--splits", nargs="+", help="e.g. train=0-39 val=40-49")
-    sp.add_argument("--seed", type=int, default=0, help="shuffle seed for --fractions (-1: keep order)")
-    _common(sp)
-    sp = sub.add_parser("merge", help="concatenate datasets with the same features and fps")
-    sp.add_argument("datasets", nargs="+")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--robot-type", default=None, help="robot type of the result (required when they differ)")
-    _common(sp)
-    sp = sub.add_parser("remove-features", help="drop features (columns / cameras)")
-    sp.add_argument("dataset")
-    sp.add_argument("--features", required=True, nargs="+", help="feature names (space or comma separated)")
-    sp.add_argument("--out", required=True)
-    _common(sp)
-    sp = sub.add_parser("rename-features", help="rename features")
-    sp.add_argument("dataset")
-    sp.add_argument("--map", required=True, nargs="+", help="OLD=NEW pairs")
-    sp.add_argument("--out", required=True)
-    _common(sp)
-    return p
+    splits: list[str] | None = flag(None, help="e.g. train=0-39 val=40-49; or --fractions")
+    seed: int = flag(0, help="shuffle seed for --fractions (-1: keep order)")
 
 
-def run(args: argparse.Namespace) -> list[str]:
+@dataclasses.dataclass(kw_only=True)
+class MergeOptions(_Common):
+    """concatenate datasets with the same features and fps"""
+
+    datasets: list[str] = positional(help="the datasets to merge, in order", metavar="DATASET")
+    out: str = flag(help="new dataset folder", metavar="DST")
+    robot_type: str | None = flag(None, help="robot type of the result (required when they differ)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class RemoveFeaturesOptions(_Common):
+    """drop features (columns / cameras)"""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    features: list[str] = flag(help="feature names (space or comma separated)")
+    out: str = flag(help="new dataset folder", metavar="DST")
+
+
+@dataclasses.dataclass(kw_only=True)
+class RenameFeaturesOptions(_Common):
+    """rename features"""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    map: list[str] = flag(help="OLD=NEW pairs (space or comma separated)")
+    out: str = flag(help="new dataset folder", metavar="DST")
+
+
+COMMANDS: dict[str, type[_Common]] = {
+    "delete": DeleteOptions,
+    "select": SelectOptions,
+    "split": SplitOptions,
+    "merge": MergeOptions,
+    "remove-features": RemoveFeaturesOptions,
+    "rename-features": RenameFeaturesOptions,
+}
+PROG = "python -m data_tools.edit"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str, _Common]:
+    """(command, its options) from a command line; CliError for anything wrong with it."""
+    binder = Binder.from_argv(argv)
+    command, cls = binder.subcommand(COMMANDS)
+    args = binder.build(cls)
+    binder.finish()
+    if isinstance(args, SplitOptions):
+        exactly_one(args, "fractions", "splits")
+    return command, args
+
+
+def run(command: str, args: _Common) -> list[str]:
     """Execute a parsed command; returns the report lines."""
     kw = {"recompute_image_stats": args.recompute_stats, "workers": args.workers}
-    if args.command == "delete":
-        return [
-            edit.delete_episodes(args.dataset, args.out, parse_episode_list(args.episodes), **kw).summary()
-        ]
-    if args.command == "select":
-        return [
-            edit.select_episodes(args.dataset, args.out, parse_episode_list(args.episodes), **kw).summary()
-        ]
-    if args.command == "split":
+    if isinstance(args, DeleteOptions):
+        episodes = parse_episode_list(args.episodes)
+        fn = edit.select_episodes if command == "select" else edit.delete_episodes
+        return [fn(args.dataset, args.out, episodes, **kw).summary()]
+    if isinstance(args, SplitOptions):
         if args.fractions:
             fractions = {k: _fraction(v) for k, v in parse_pairs([args.fractions], "--fractions").items()}
             with open_dataset(args.dataset) as ds:
@@ -145,19 +181,19 @@ def run(args: argparse.Namespace) -> list[str]:
         else:
             splits = {
                 k: parse_episode_list(v)
-                for k, v in parse_pairs(args.splits, "--splits", commas=False).items()
+                for k, v in parse_pairs(args.splits or [], "--splits", commas=False).items()
             }
         outputs = {name: Path(args.out) / name for name in splits}
         reports = edit.split_dataset(args.dataset, outputs, splits, **kw)
         return [f"{name}: episodes {splits[name]}\n{r.summary()}" for name, r in reports.items()]
-    if args.command == "merge":
+    if isinstance(args, MergeOptions):
         return [edit.merge_datasets(args.datasets, args.out, robot_type=args.robot_type, **kw).summary()]
-    if args.command == "remove-features":
+    if isinstance(args, RemoveFeaturesOptions):
         names = [n.strip() for item in args.features for n in item.split(",") if n.strip()]
         return [edit.remove_features(args.dataset, args.out, names, **kw).summary()]
-    if args.command == "rename-features":
+    if isinstance(args, RenameFeaturesOptions):
         return [edit.rename_features(args.dataset, args.out, parse_pairs(args.map, "--map"), **kw).summary()]
-    raise DatasetError(f"unknown command {args.command!r}")
+    raise DatasetError(f"unknown command {command!r}")
 
 
 def _fraction(text: str) -> float:
@@ -167,11 +203,11 @@ def _fraction(text: str) -> float:
         raise DatasetError(f"--fractions: {text!r} is not a number") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    command, args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        lines = run(args)
+        lines = run(command, args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -179,5 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def help_text(argv: Sequence[str]) -> str:
+    """`--help` for the command named first (`edit split --help`), else for all of them."""
+    if argv and argv[0] in COMMANDS:
+        cls = COMMANDS[argv[0]]
+        return usage(f"{PROG} {argv[0]}", cls, (cls.__doc__ or "").strip())
+    return commands_usage(PROG, COMMANDS, __doc__ or "")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=help_text))

@@ -8,7 +8,7 @@ Shows the format version, robot type, fps, features (dtype, shape, names), camer
 resolution, pixel format, keyframe spacing), episodes and their lengths, tasks, and the stats;
 then validates the whole dataset and lists every problem with its file. Exit status: 0 for a valid
 dataset (warnings allowed, unless --strict), 1 when there are errors, 2 when the dataset cannot be
-found (no such folder, or a hub id while offline).
+found (no such folder, or a hub id while offline) or a flag is wrong.
 
 Library call: `jrobot.data.validate.describe.describe_dataset(path)` (dict) and
 `jrobot.data.validate.validate_dataset(path)` (list of problems).
@@ -16,10 +16,12 @@ Library call: `jrobot.data.validate.describe.describe_dataset(path)` (dict) and
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 
+from jrobot.cli import Binder, flag, positional, run_tool, usage
 from jrobot.data.errors import DatasetError
 from jrobot.data.validate.describe import describe_dataset, format_description
 
@@ -29,19 +31,24 @@ def inspect_dataset(source: str, *, decode: bool = False) -> dict:
     return describe_dataset(source, decode=decode)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m data_tools.inspect",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("dataset", help="dataset folder or Hugging Face Hub dataset id")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--decode", action="store_true", help="also decode every video frame and image")
-    p.add_argument("--strict", action="store_true", help="warnings make the exit status non-zero too")
-    p.add_argument("--max-episodes", type=int, default=20, help="episodes listed in the text report")
-    args = p.parse_args(argv)
+@dataclasses.dataclass
+class InspectOptions:
+    """`python -m data_tools.inspect` arguments."""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    json: bool = flag(False, help="print the report as JSON")
+    decode: bool = flag(False, help="also decode every video frame and image")
+    strict: bool = flag(False, help="warnings make the exit status non-zero too")
+    max_episodes: int = flag(20, help="episodes listed in the text report")
+
+
+USAGE = usage("python -m data_tools.inspect", InspectOptions, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
+    args = binder.build(InspectOptions)
+    binder.finish()
     try:
         report = inspect_dataset(args.dataset, decode=args.decode)
     except DatasetError as e:
@@ -59,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

@@ -16,7 +16,7 @@ Library call: `render_episode(source, episode, out_dir) -> list[Path]` (also tak
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -27,6 +27,7 @@ import av
 import cv2
 import numpy as np
 
+from jrobot.cli import Binder, flag, positional, run_tool, usage
 from jrobot.data.errors import DatasetError
 from jrobot.data.read.reader import Dataset, open_dataset
 from jrobot.features import DEFAULT_FEATURE_NAMES
@@ -218,20 +219,25 @@ def render_episode(
             ds.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m data_tools.view",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("dataset", help="dataset folder or Hugging Face Hub dataset id")
-    p.add_argument("--episode", type=int, required=True, help="episode index")
-    p.add_argument("--out", required=True, help="output folder for the PNGs and the MP4")
-    p.add_argument("--thumbnails", type=int, default=5, help="camera frames shown beside the plots")
-    p.add_argument("--no-video", action="store_true", help="only the plots")
-    p.add_argument("--video-height", type=int, default=None, help="height of the mp4 (default >= 240 px)")
-    args = p.parse_args(argv)
+@dataclasses.dataclass
+class ViewOptions:
+    """`python -m data_tools.view` arguments."""
+
+    dataset: str = positional(help="dataset folder or Hugging Face Hub dataset id")
+    episode: int = flag(help="episode index")
+    out: str = flag(help="output folder for the PNGs and the MP4", metavar="DIR")
+    thumbnails: int = flag(5, help="camera frames shown beside the plots")
+    no_video: bool = flag(False, help="only the plots")
+    video_height: int | None = flag(None, help="height of the mp4 (default >= 240 px)")
+
+
+USAGE = usage("python -m data_tools.view", ViewOptions, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
+    args = binder.build(ViewOptions)
+    binder.finish()
     try:
         files = render_episode(
             args.dataset,
@@ -250,4 +256,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

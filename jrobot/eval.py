@@ -145,7 +145,7 @@ def evaluate(
         for ep in range(episodes):
             ep_seed = seed + ep
             obs, inf = env.reset(seed=ep_seed)
-            policy.seed(ep_seed) if hasattr(policy, "seed") else None
+            policy.seed(ep_seed)
             controller.reset()
             writer = None
             if out_dir is not None and videos and cams:

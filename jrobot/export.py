@@ -11,11 +11,11 @@ training stack and runs the exact same computation.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from jrobot.bundle import (
     BundleInfo,
     variant_name,
 )
+from jrobot.cli import Binder, exactly_one, flag, run_tool, usage
 from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
 from jrobot.policies.base import PolicyModule, load_policy_module
 from jrobot.policies.spec import FeatureType, PolicySpec, stats_from_json
@@ -196,16 +197,28 @@ def default_features_for(spec: PolicySpec) -> dict[str, Feature]:
     return feats
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jrobot.export", description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="training run directory (python -m jrobot.train --workdir)")
-    src.add_argument("--from-lerobot", dest="from_lerobot", help="LeRobot pretrained_model folder")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--no-ema", action="store_true", help="export the raw parameters even if an EMA exists")
-    p.add_argument("--fps", type=int, default=None, help="control rate for LeRobot checkpoints (default 30)")
-    p.add_argument("--out", required=True, help="bundle directory to write")
-    args = p.parse_args(argv)
+@dataclasses.dataclass
+class ExportOptions:
+    """`python -m jrobot.export` flags: exactly one of --workdir / --from-lerobot."""
+
+    out: str = flag(help="bundle directory to write", metavar="DIR")
+    workdir: str | None = flag(
+        None, help="training run directory (python -m jrobot.train --workdir)", metavar="DIR"
+    )
+    from_lerobot: str | None = flag(None, help="LeRobot pretrained_model folder", metavar="DIR")
+    step: int | None = flag(None, help="checkpoint step (default: latest)")
+    no_ema: bool = flag(False, help="export the raw parameters even if an EMA exists")
+    fps: int | None = flag(None, help="control rate for LeRobot checkpoints (default 30)")
+
+
+USAGE = usage("python -m jrobot.export", ExportOptions, __doc__ or "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
+    args = binder.build(ExportOptions)
+    binder.finish()
+    exactly_one(args, "workdir", "from_lerobot")
 
     if args.workdir:
         model, module, meta = load_from_workdir(args.workdir, args.step, use_ema=not args.no_ema)
@@ -245,4 +258,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=USAGE))

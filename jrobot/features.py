@@ -187,12 +187,3 @@ def pack_frame(
         elif key.startswith("observation.") and key[len("observation.") :] in observation:
             frame[key] = np.asarray(observation[key[len("observation.") :]], dtype=np.float32)
     return frame
-
-
-def unpack_action(features: Mapping[str, Feature], action: np.ndarray) -> dict[str, float]:
-    """Inverse of `pack_frame` for the action vector: names from the `action` feature."""
-    names = features[ACTION_KEY].flat_names or []
-    action = np.asarray(action, dtype=np.float64).reshape(-1)
-    if action.shape[0] != len(names):
-        raise ValueError(f"action has {action.shape[0]} values but the 'action' feature names {len(names)}")
-    return {n: float(v) for n, v in zip(names, action, strict=True)}

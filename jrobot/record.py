@@ -45,6 +45,7 @@ from jrobot.features import dataset_features_for_robot, pack_frame
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.keyboard import RecordEvents, TerminalKeys
 from jrobot.pacer import Pacer
+from jrobot.robot import EpisodicRobot
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.record")
@@ -141,7 +142,7 @@ class StatusLine:
 
 
 def _is_episodic(robot: Any) -> bool:
-    return all(hasattr(robot, a) for a in ("reset", "is_success", "task"))
+    return isinstance(robot, EpisodicRobot)
 
 
 def control_loop(

@@ -66,3 +66,16 @@ class Teleoperator(Protocol):
     def get_action(self) -> dict[str, float]: ...
 
     def disconnect(self) -> None: ...
+
+
+@runtime_checkable
+class EpisodicRobot(Protocol):
+    """A robot whose episodes can be reset and scored (the simulated arm): record resets it between
+    episodes and records its task; run and eval run it episode by episode, unpaced, and report success."""
+
+    @property
+    def task(self) -> str: ...
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def is_success(self) -> bool: ...

@@ -34,6 +34,7 @@ import numpy as np
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.record import DatasetWriterOptions, open_writer
+from jrobot.robot import EpisodicRobot
 from jrobot.runtime.loop import PolicyController, SafetyLimits, run_episode
 from jrobot.runtime.policy import BundlePolicy
 
@@ -84,7 +85,7 @@ def run_offline(policy: BundlePolicy, observations: Path, out: Path) -> dict[str
 
 def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, Any]:
     info = policy.info
-    episodic = all(hasattr(robot, a) for a in ("reset", "is_success"))
+    episodic = isinstance(robot, EpisodicRobot)
     realtime = (not episodic) if opts.realtime is None else opts.realtime
     safety = None
     stats = info.stats.get("action", {})

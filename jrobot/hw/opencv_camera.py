@@ -389,7 +389,3 @@ class OpenCVCamera:
 def _fourcc_text(code: float) -> str:
     n = int(code)
     return "".join(chr((n >> (8 * i)) & 0xFF) for i in range(4))
-
-
-def make_cameras(configs: dict[str, OpenCVCameraConfig]) -> dict[str, OpenCVCamera]:
-    return {key: OpenCVCamera(cfg) for key, cfg in configs.items()}

@@ -54,19 +54,6 @@ class WindowSpec:
         deltas[action_key] = tuple(action_deltas)
         return cls(deltas=deltas, drop_last_frames=drop_last_frames)
 
-    @classmethod
-    def from_timestamps(cls, delta_timestamps: Mapping[str, Sequence[float]], fps: int, tol: float = 1e-4):
-        """Convert LeRobot `delta_timestamps` (seconds) to frame offsets, with LeRobot's check."""
-        out = {}
-        for key, ts in delta_timestamps.items():
-            bad = [t for t in ts if abs(t * fps - round(t * fps)) / fps > tol]
-            if bad:
-                raise ValueError(
-                    f"delta_timestamps[{key!r}] has values that are not multiples of 1/{fps}: {bad}"
-                )
-            out[key] = tuple(round(t * fps) for t in ts)
-        return cls(deltas=out)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "deltas": {k: list(v) for k, v in self.deltas.items()},

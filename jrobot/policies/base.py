@@ -44,13 +44,11 @@ import numpy as np
 from flax import nnx
 
 from jrobot.policies.ema import EMAConfig
-from jrobot.policies.layers import Buffer, NormStat
 from jrobot.policies.lerobot.statedict import LoadReport
 from jrobot.policies.spec import FeatureType, PolicyFeature, PolicySpec, policy_features_from_dataset
 
 # Filters for nnx.state / nnx.split / nnx.Optimizer(wrt=...).
 TRAINABLE = nnx.Param
-FROZEN = nnx.Not(nnx.Param)
 
 
 @dataclasses.dataclass
@@ -278,11 +276,6 @@ def pure_merge_fn(model: nnx.Module) -> Callable[[Mapping[str, jax.Array]], nnx.
         return nnx.merge(graphdef, nnx.from_flat_state(items))
 
     return merge
-
-
-def frozen_kinds() -> tuple[type, ...]:
-    """Variable types that are saved but not trained."""
-    return (Buffer, NormStat, nnx.BatchStat)
 
 
 def image_to_unit_float(x: jnp.ndarray, key: str = "image") -> jnp.ndarray:

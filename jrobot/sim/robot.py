@@ -6,7 +6,7 @@ HxWx3 uint8}` in LeRobot's calibrated units, `send_action()` takes the six `"<mo
 applies `max_relative_target` like LeRobot's follower and returns what was actually sent.
 
 What the sim adds for episodes (real arms have no equivalent, so callers check for them, e.g. with
-`isinstance(robot, EpisodicRobot)`):
+`isinstance(robot, jrobot.robot.EpisodicRobot)`):
 
 - `reset(seed=None)`: start a new episode (re-randomize the cube, arm back home);
 - `is_success()`: the task's success test on the current state;
@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -34,18 +34,6 @@ from jrobot.sim.tasks import make_task
 from jrobot.sim.units import from_joint_dict, to_joint_dict
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class EpisodicRobot(Protocol):
-    """A robot whose episodes can be reset and scored: the simulated arm."""
-
-    @property
-    def task(self) -> str: ...
-
-    def reset(self, seed: int | None = None) -> None: ...
-
-    def is_success(self) -> bool: ...
 
 
 @dataclasses.dataclass

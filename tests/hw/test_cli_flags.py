@@ -7,9 +7,11 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from jrobot import cli
 from jrobot.cli import Binder, CliError, build_dataclass, parse_flags, parse_value
 from jrobot.hw.factory import ROBOT_CONFIGS, TELEOP_CONFIGS
 from jrobot.hw.opencv_camera import OpenCVCameraConfig
@@ -138,3 +140,186 @@ def test_run_and_eval_share_the_flag_grammar_and_its_one_line_errors(module, tmp
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines()[0] == "error: unknown flag --episdoes; did you mean --episodes?"
     assert "Traceback" not in proc.stderr
+
+
+# The same grammar for the data tools and jrobot.export: positionals, lists, subcommands, help.
+
+
+@dataclasses.dataclass
+class _Inspect:
+    """inspect a dataset"""
+
+    dataset: str = cli.positional(help="dataset folder or hub id")
+    json: bool = cli.flag(False, help="print JSON")
+    max_episodes: int = cli.flag(20, help="episodes listed")
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Merge:
+    """merge datasets"""
+
+    datasets: list[str] = cli.positional(help="datasets", metavar="DATASET")
+    out: str = cli.flag(help="new dataset", metavar="DST")
+    mode: Literal["auto", "always", "never"] = cli.flag("auto", help="when to recompute")
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Remove:
+    """remove features"""
+
+    dataset: str = cli.positional(help="dataset")
+    features: list[str] = cli.flag(help="names")
+    splits: list[str] | None = cli.flag(None, help="optional list")
+    seed: int = cli.flag(0, help="seed")
+
+
+def _bind(cls, argv):
+    binder = Binder.from_argv(argv)
+    opts = binder.build(cls)
+    binder.finish()
+    return opts
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data/x", "--json", "--max-episodes", "3"],
+        ["--json", "data/x", "--max_episodes=3"],  # a bare boolean flag may precede the argument
+        ["--max-episodes", "3", "data/x", "--json", "true"],
+    ],
+)
+def test_positional_arguments_bind_to_named_fields(argv):
+    assert _bind(_Inspect, argv) == _Inspect(dataset="data/x", json=True, max_episodes=3)
+
+
+def test_positional_errors_are_one_clear_line():
+    with pytest.raises(CliError, match=r"^missing argument DATASET$"):
+        _bind(_Inspect, ["--json"])
+    with pytest.raises(CliError, match=r"^unexpected argument 'b': this command takes DATASET$"):
+        _bind(_Inspect, ["a", "b"])
+    with pytest.raises(CliError, match=r"^unexpected argument 'c': this command takes DATASET$"):
+        _bind(_Inspect, ["a", "--max-episodes", "3", "c"])
+    # a typo'd flag that swallowed the argument is reported as the typo, in the spelling typed
+    with pytest.raises(CliError, match=r"^unknown flag --max-episdes; did you mean --max-episodes\?$"):
+        _bind(_Inspect, ["--max-episdes", "3"])
+    with pytest.raises(CliError, match=r"^unknown flag --jsn; did you mean --json\?$"):
+        _bind(_Inspect, ["--jsn", "data/x"])
+    assert _bind(_Inspect, ["--json", "false", "d"]).json is False  # a boolean's own value stays its value
+
+
+def test_without_positional_fields_bare_arguments_are_still_errors():
+    with pytest.raises(CliError, match="unexpected argument 'stray': flags look like --name=value"):
+        _bind(Options, ["stray", "--fps=3"])
+    with pytest.raises(CliError, match="unexpected argument '4'"):
+        _bind(Options, ["--fps", "3", "4"])
+    with pytest.raises(CliError, match="--resume: expected true or false, got 'maybe'"):
+        _bind(Options, ["--resume", "maybe"])  # no argument to give it back to: still a bad value
+
+
+def test_list_flags_take_values_up_to_the_next_flag_or_one_yaml_list():
+    opts = _bind(_Remove, ["d", "--features", "a", "b", "--splits", "train=0-3", "val=4", "--seed", "-1"])
+    assert opts == _Remove(dataset="d", features=["a", "b"], splits=["train=0-3", "val=4"], seed=-1)
+    assert _bind(_Remove, ["d", "--features", "[a, b]"]).features == ["a", "b"]
+    assert _bind(_Remove, ["d", "--features=a,b"]).features == ["a,b"]  # the command splits commas
+    assert _bind(_Remove, ["d", "--features", "x: 1"]).features == ["x: 1"]  # text stays text
+    assert _bind(_Remove, ["d", "--features", "a", "--splits=null"]).splits is None
+    assert _bind(_Remove, ["--features", "a", "b", "--seed", "2", "d"]).dataset == "d"
+    with pytest.raises(CliError, match=r"^--features: expected one or more values$"):
+        _bind(_Remove, ["d", "--features", "--seed", "1"])
+    with pytest.raises(CliError, match=r"^missing required flag --features$"):
+        _bind(_Remove, ["d"])
+    assert build_dataclass(Options, {"tags": "[a, b]"}).tags == ["a", "b"]  # dotted tools: unchanged
+
+
+def test_a_list_positional_takes_the_rest_and_literal_choices_are_checked():
+    opts = _bind(_Merge, ["a", "b", "--out", "m", "c"])
+    assert opts == _Merge(datasets=["a", "b", "c"], out="m")
+    with pytest.raises(CliError, match=r"^missing argument DATASET$"):
+        _bind(_Merge, ["--out", "m"])
+    assert _bind(_Merge, ["a", "--out", "m", "--mode", "never"]).mode == "never"
+    with pytest.raises(CliError, match=r"^--mode: 'alwys' is not one of auto, always, never; did you mean"):
+        _bind(_Merge, ["a", "--out", "m", "--mode", "alwys"])
+
+
+def test_subcommand_selects_the_options_class():
+    commands = {"merge": _Merge, "remove-features": _Remove}
+    binder = Binder.from_argv(["remove-features", "d", "--features", "a"])
+    name, cls = binder.subcommand(commands)
+    assert (name, binder.build(cls)) == ("remove-features", _Remove(dataset="d", features=["a"]))
+    binder.finish()
+    with pytest.raises(
+        CliError, match=r"^unknown command 'merg' \(one of: merge, remove-features\); did you "
+    ):
+        Binder.from_argv(["merg", "a"]).subcommand(commands)
+    with pytest.raises(CliError, match=r"^missing command \(one of: merge, remove-features\)$"):
+        Binder.from_argv(["--out", "x", "merge"]).subcommand(commands)  # the command comes first
+
+
+def test_exactly_one_of_exclusive_flags():
+    @dataclasses.dataclass
+    class Export:
+        workdir: str | None = None
+        from_lerobot: str | None = None
+
+    assert cli.exactly_one(Export(workdir="w"), "workdir", "from_lerobot") == "workdir"
+    with pytest.raises(CliError, match=r"^--workdir and --from-lerobot cannot be used together$"):
+        cli.exactly_one(Export("w", "l"), "workdir", "from_lerobot")
+    with pytest.raises(CliError, match=r"^give one of --workdir or --from-lerobot$"):
+        cli.exactly_one(Export(), "workdir", "from_lerobot")
+    assert cli.exactly_one(Export(), "workdir", "from_lerobot", required=False) is None
+
+
+def test_generated_help(capsys):
+    text = cli.usage("python -m x", _Remove, "The doc.")
+    lines = text.splitlines()
+    assert lines[0] == "usage: python -m x DATASET --features TEXT [TEXT ...] [flags]"
+    assert lines[2] == "The doc."
+    assert "  --features TEXT [TEXT ...]  names (required)" in lines
+    assert any(line.startswith("  --seed N") and line.endswith("seed (default: 0)") for line in lines)
+    assert any(line.startswith("  --splits TEXT [TEXT ...]") and line.endswith("list") for line in lines)
+    assert "  DATASET" in text and "dataset" in text
+    assert "(default: 20)" in cli.usage("p", _Inspect)
+    both = cli.commands_usage("python -m e", {"merge": _Merge, "remove-features": _Remove}, "Edits.")
+    assert both.splitlines()[0] == "usage: python -m e {merge,remove-features} ..."
+    assert "python -m e merge DATASET [DATASET ...] --out DST [flags]" in both
+    assert "    merge datasets" in both and "    --mode {auto,always,never}" in both
+    assert cli.run_tool(lambda argv: 1, ["x", "--help"], usage=lambda argv: f"help for {argv[0]}") == 0
+    assert capsys.readouterr().out == "help for x\n"
+
+
+_TYPO_COMMANDS = [
+    ("data_tools.inspect", ["data/nope", "--jsn"], "--jsn; did you mean --json?"),
+    ("data_tools.convert_lerobot", ["src", "--out", "dst", "--quite"], "--quite; did you mean --quiet?"),
+    (
+        "data_tools.edit",
+        ["delete", "ds", "--episodes", "1", "--out", "o", "--wrkers", "2"],
+        "--wrkers; did you mean --workers?",
+    ),
+    (
+        "data_tools.view",
+        ["ds", "--episode", "1", "--out", "o", "--no-vidoe"],
+        "--no-vidoe; did you mean --no-video?",
+    ),
+    (
+        "data_tools.build_shards",
+        ["src", "--out", "o", "--shard-size-md", "8"],
+        "--shard-size-md; did you mean --shard-size-mb?",
+    ),
+    ("jrobot.export", ["--workdir", "w", "--out", "o", "--stpe", "3"], "--stpe; did you mean --step?"),
+]
+
+
+@pytest.mark.parametrize(("module", "args", "message"), _TYPO_COMMANDS, ids=[m for m, _, _ in _TYPO_COMMANDS])
+def test_converted_commands_reject_a_typo_in_one_line(module, args, message, tmp_path):
+    """Every command: a typo'd flag exits 2 with one error line naming it; `--help` exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[0] == f"error: unknown flag {message}"
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "o").exists() and not (tmp_path / "dst").exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m {module} "), proc.stderr

@@ -193,15 +193,45 @@ def _write_lerobot_act_folder(folder: Path, shapes: dict, config: dict, stats: d
     return sd
 
 
-def _default_lerobot_config(state_dim: int, action_dim: int, cams: dict[str, tuple[int, int, int]]) -> dict:
-    cfg = {"type": "act", "device": "cpu", "use_amp": False, "push_to_hub": True, "repo_id": None}
+# LeRobot 0.4.4's ACTConfig defaults (reference/lerobot_policies.md §2.1), written out here rather than
+# taken from jrobot's ACTConfig, so a wrong jrobot default cannot make this checkpoint agree with it.
+LEROBOT_ACT_DEFAULTS = {
+    "n_obs_steps": 1,
+    "chunk_size": 100,
+    "n_action_steps": 100,
+    "normalization_mapping": {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
+    "vision_backbone": "resnet18",
+    "pretrained_backbone_weights": "ResNet18_Weights.IMAGENET1K_V1",
+    "replace_final_stride_with_dilation": False,
+    "pre_norm": False,
+    "dim_model": 512,
+    "n_heads": 8,
+    "dim_feedforward": 3200,
+    "feedforward_activation": "relu",
+    "n_encoder_layers": 4,
+    "n_decoder_layers": 1,
+    "use_vae": True,
+    "latent_dim": 32,
+    "n_vae_encoder_layers": 4,
+    "temporal_ensemble_coeff": None,
+    "dropout": 0.1,
+    "kl_weight": 10.0,
+    "optimizer_lr": 1e-5,
+    "optimizer_weight_decay": 1e-4,
+    "optimizer_lr_backbone": 1e-5,
+}
+
+
+def _default_lerobot_config(
+    fixture_dir: Path, state_dim: int, action_dim: int, cams: dict[str, tuple[int, int, int]]
+) -> dict:
+    """A config.json as LeRobot writes it (the fixture's own key set) with LeRobot's default values."""
+    cfg = json.loads((fixture_dir / "pretrained_model" / "config.json").read_text())
+    assert set(LEROBOT_ACT_DEFAULTS) <= set(cfg), "LeRobot's config.json lacks a documented ACT field"
+    cfg.update(LEROBOT_ACT_DEFAULTS)
     cfg["input_features"] = {"observation.state": {"type": "STATE", "shape": [state_dim]}}
     cfg["input_features"].update({k: {"type": "VISUAL", "shape": list(s)} for k, s in cams.items()})
     cfg["output_features"] = {"action": {"type": "ACTION", "shape": [action_dim]}}
-    defaults = act.ACTConfig().to_dict()
-    for k in ("l1_reduction", "pretrained_backbone_path", "compute_dtype"):
-        defaults.pop(k)
-    cfg.update(defaults)
     return cfg
 
 
@@ -218,10 +248,10 @@ def _stats(state_dim, action_dim, cams, rng):
     return stats
 
 
-def test_default_size_checkpoint_imports(tmp_path):
+def test_default_size_checkpoint_imports(tmp_path, act_fixture_dir):
     """LeRobot's default ACT (state 14, one 480x640 camera): 51.6 M weights, every tensor lands in place."""
     cams = {"observation.images.top": (3, 480, 640)}
-    config = _default_lerobot_config(14, 14, cams)
+    config = _default_lerobot_config(act_fixture_dir, 14, 14, cams)
     shapes = lerobot_act_shapes(S=14, A=14, D=512, F=3200, chunk=100, latent=32, n_enc=4, n_dec=1, n_vae=4)
     n_saved = sum(int(np.prod(s)) for s in shapes.values())  # parameters + saved buffers
     stats = _stats(14, 14, cams, np.random.default_rng(1))

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from jrobot.features import SO101_JOINT_KEYS, dataset_features_for_robot
-from jrobot.robot import DeviceAlreadyConnectedError, DeviceNotConnectedError, Robot, Teleoperator
-from jrobot.sim.robot import EpisodicRobot, SimExpertTeleop, SimRobot, SimRobotConfig
+from jrobot.robot import (
+    DeviceAlreadyConnectedError,
+    DeviceNotConnectedError,
+    EpisodicRobot,
+    Robot,
+    Teleoperator,
+)
+from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
 @pytest.fixture

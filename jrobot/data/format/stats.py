@@ -197,9 +197,6 @@ class ImageStatsAccumulator:
     def add(self, img_hwc: np.ndarray) -> None:
         self._counts.append(frame_channel_counts(img_hwc))
 
-    def add_counts(self, counts: np.ndarray) -> None:
-        self._counts.append(counts)
-
     def __len__(self) -> int:
         return len(self._counts)
 

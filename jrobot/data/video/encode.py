@@ -40,7 +40,6 @@ HW_ENCODERS = (
     "h264_vaapi",
     "h264_qsv",
 )
-SOFTWARE_ENCODERS = ("libsvtav1", "h264", "hevc", "libx264", "libx265", "libaom-av1", "mpeg4")
 
 
 @dataclasses.dataclass(frozen=True)
