@@ -29,6 +29,9 @@ TRAINING_STACK = {"flax", "optax", "orbax", "grain", "wandb", "jrobot.train", "j
 RECORDING_AND_DATA = [
     "jrobot.features",
     "jrobot.image_transforms",
+    "jrobot.lazy_exports",
+    "jrobot.pacer",
+    "jrobot.cli",
     "jrobot.robot",
     "jrobot.record",
     "jrobot.devices",

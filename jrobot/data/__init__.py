@@ -30,8 +30,7 @@ are a separate package, `jrobot.shards`, built from this store. No module here i
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jrobot.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "DatasetError": "jrobot.data.errors",
@@ -51,14 +50,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'jrobot.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

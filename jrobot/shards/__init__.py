@@ -14,8 +14,7 @@ No module here imports jax (see ../../shared/design.md, layering).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jrobot.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ShardError": "jrobot.shards.format",
@@ -31,14 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'jrobot.shards' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
