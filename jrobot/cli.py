@@ -259,7 +259,10 @@ class Binder:
             elif base is not None and f.name in base:
                 kwargs[f.name] = coerce(base[f.name], hints[f.name], key)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise CliError(f"missing required flag --{key}")
+                # a misspelt required flag: name the typo rather than only the missing flag
+                typo = difflib.get_close_matches(key, [k for k in self.flags if k not in self.consumed], n=1)
+                hint = f" (unknown flag --{self._shown(typo[0])}; did you mean --{key}?)" if typo else ""
+                raise CliError(f"missing required flag --{key}{hint}")
         if args:  # after the flags, which decide how many bare arguments are theirs
             kwargs.update(self._bind_positionals(args, hints))
         if base is not None:

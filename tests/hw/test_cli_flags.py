@@ -323,3 +323,17 @@ def test_converted_commands_reject_a_typo_in_one_line(module, args, message, tmp
         [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m {module} "), proc.stderr
+
+
+def test_a_misspelt_required_flag_is_named():
+    @dataclasses.dataclass
+    class Needs:
+        policy: str
+        episodes: int = 1
+
+    with pytest.raises(
+        CliError, match=r"^missing required flag --policy \(unknown flag --polcy; did you mean --policy\?\)$"
+    ):
+        build_dataclass(Needs, {"polcy": "b", "episodes": "2"})
+    with pytest.raises(CliError, match=r"^missing required flag --policy$"):
+        build_dataclass(Needs, {"episodes": "2"})
