@@ -117,18 +117,25 @@ def test_calibrate_then_record_three_episodes(arm, leader_arm, calib_root, tmp_p
     ds.close()
 
 
-def test_ctrl_c_and_bus_faults_keep_saved_episodes_and_torque_off(
-    arm, leader_arm, calib_root, tmp_path, sim_video
-):
-    env = {"HF_LEROBOT_CALIBRATION": str(calib_root)}
+def _start_recording(arm, leader_arm, calib_root, root, sim_video) -> Tool:
+    """`jrobot.record` on the virtual follower and leader (calibrated), past its two start prompts."""
     write_lerobot_calibration(calib_root / "robots" / "so_follower" / "f.json", expected_calibration())
     write_lerobot_calibration(calib_root / "teleoperators" / "so_leader" / "l.json", expected_calibration())
-    root = tmp_path / "ds"
     rec = Tool(
-        "jrobot.record", *record_args(arm, leader_arm, root, sim_video, "--dataset.num_episodes=50"), env=env
+        "jrobot.record",
+        *record_args(arm, leader_arm, root, sim_video, "--dataset.num_episodes=50"),
+        env={"HF_LEROBOT_CALIBRATION": str(calib_root)},
     )
     rec.send()
     rec.send()
+    return rec
+
+
+def test_ctrl_c_and_bus_faults_keep_saved_episodes_and_torque_off(
+    arm, leader_arm, calib_root, tmp_path, sim_video
+):
+    root = tmp_path / "ds"
+    rec = _start_recording(arm, leader_arm, calib_root, root, sim_video)
     rec.wait_for("saved (#0", timeout=120)
     # dropped replies are retried: the recording carries on
     arm.faults.drop_next(2, ids=[3])
@@ -144,11 +151,7 @@ def test_ctrl_c_and_bus_faults_keep_saved_episodes_and_torque_off(
 
     # a motor that stops answering is reported clearly; saved episodes stay; torque off on the others
     root2 = tmp_path / "ds2"
-    rec = Tool(
-        "jrobot.record", *record_args(arm, leader_arm, root2, sim_video, "--dataset.num_episodes=50"), env=env
-    )
-    rec.send()
-    rec.send()
+    rec = _start_recording(arm, leader_arm, calib_root, root2, sim_video)
     rec.wait_for("saved (#0", timeout=120)
     arm.unplug(4)
     assert rec.finish(timeout=60) == 1, rec.text
@@ -166,15 +169,8 @@ def test_stop_signal_under_cpu_load_is_quick_keeps_episodes_and_torque_off(
 ):
     """Under load, a signal once landed inside the camera encoder's queue hand-off and Ctrl-C then
     waited forever; now the loop stops at its next tick and the process is gone within seconds."""
-    env = {"HF_LEROBOT_CALIBRATION": str(calib_root)}
-    write_lerobot_calibration(calib_root / "robots" / "so_follower" / "f.json", expected_calibration())
-    write_lerobot_calibration(calib_root / "teleoperators" / "so_leader" / "l.json", expected_calibration())
     root = tmp_path / "ds"
-    rec = Tool(
-        "jrobot.record", *record_args(arm, leader_arm, root, sim_video, "--dataset.num_episodes=50"), env=env
-    )
-    rec.send()
-    rec.send()
+    rec = _start_recording(arm, leader_arm, calib_root, root, sim_video)
     try:
         rec.wait_for("saved (#0", timeout=120)
         with CpuLoad():  # busy loops on every CPU from here on: encoding falls behind, queues fill
