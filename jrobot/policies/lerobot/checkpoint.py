@@ -100,6 +100,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy: bf16 checkpoints load as such)
     from safetensors.numpy import load_file
 
     if not path.is_file():
