@@ -7,13 +7,19 @@
                                  batch dimension symbolic; variants by image dtype ("uint8" from cameras,
                                  "float32" for LeRobot-style [0, 1] inputs) and, for stochastic policies,
                                  "+noise" variants that take the initial noise in the observation
+    tokenizer/                   language-conditioned policies only: the `jrobot.language.TaskTokenizer`
+                                 that turns a task instruction into the policy's LANGUAGE inputs, so the
+                                 robot tokenizes exactly as training did (policy.json's "language" names
+                                 it and the fixed token length L the exported functions take)
 
 Format versions: 2 (this jrobot) writes the spec's typed sampling fields (`horizon`, `noise_shape`,
 `drop_n_last_frames`); version 1 bundles, which lack them, are read by deriving them from what a v1
-policy.json holds (`upgrade_v1_spec`), so existing bundles keep running unchanged.
+policy.json holds (`upgrade_v1_spec`), so existing bundles keep running unchanged. The optional
+"language" entry was added within version 2: bundles without it are policies without language.
 
-Loading a bundle needs jax, numpy and safetensors only (this module imports neither flax nor the
-training libraries), so a laptop that only drives the robot installs no training stack.
+Loading a bundle needs jax, numpy and safetensors only (plus `tokenizers` for a language policy; this
+module imports neither flax, transformers nor the training libraries), so a laptop that only drives the
+robot installs no training stack.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jrobot.features import Feature, features_from_json
 from jrobot.policies.spec import ACTION_KEY, PolicySpec, stats_from_json
+
+if TYPE_CHECKING:
+    from jrobot.language import TaskTokenizer
 
 FORMAT_NAME = "jrobot-policy"
 FORMAT_VERSION = 2
@@ -34,6 +43,7 @@ READABLE_VERSIONS = (1, 2)
 POLICY_JSON = "policy.json"
 PARAMS = "params.safetensors"
 INFERENCE_DIR = "inference"
+TOKENIZER_DIR = "tokenizer"
 
 
 class BundleError(ValueError):
@@ -61,9 +71,22 @@ def variant_name(image_dtype: str, with_noise: bool) -> str:
     return f"{image_dtype}+noise" if with_noise else image_dtype
 
 
+def _parse_language(d: Any) -> dict[str, Any] | None:
+    """policy.json's "language" entry: {"tokenizer_dir": str, "max_length": int}, or None (no language)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("tokenizer_dir"), str):
+        raise ValueError(f"'language' must be {{'tokenizer_dir': str, 'max_length': int}} or null, got {d!r}")
+    return {**d, "tokenizer_dir": d["tokenizer_dir"], "max_length": int(d["max_length"])}
+
+
 @dataclasses.dataclass
 class BundleInfo:
-    """Parsed policy.json."""
+    """Parsed policy.json.
+
+    `language` is set for language-conditioned policies: {"tokenizer_dir": folder in the bundle,
+    "max_length": L, the token length of the exported LANGUAGE inputs}.
+    """
 
     spec: PolicySpec
     stats: dict[str, dict[str, np.ndarray]]
@@ -75,6 +98,7 @@ class BundleInfo:
     stochastic: bool
     source: dict[str, Any]
     training_config: dict[str, Any] | None
+    language: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         from jrobot.policies.spec import stats_to_json
@@ -92,6 +116,7 @@ class BundleInfo:
             "stochastic": self.stochastic,
             "source": self.source,
             "training_config": self.training_config,
+            "language": self.language,
         }
 
     @classmethod
@@ -119,6 +144,7 @@ class BundleInfo:
                 stochastic=bool(d.get("stochastic", False)),
                 source=dict(d.get("source", {})),
                 training_config=d.get("training_config"),
+                language=_parse_language(d.get("language")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{path}: malformed policy.json ({e})") from e
@@ -162,3 +188,27 @@ def read_exported(bundle: str | Path, variant: str):
         return jax.export.deserialize(bytearray(p.read_bytes()))
     except Exception as e:  # deserialization raises assorted errors on corrupt bytes
         raise BundleError(f"{p}: cannot deserialize the exported function ({e})") from e
+
+
+def read_tokenizer(bundle: str | Path, info: BundleInfo | None = None) -> TaskTokenizer | None:
+    """The bundle's `jrobot.language.TaskTokenizer` (None for a policy without language).
+
+    Its max_length must be the L the exported functions were traced with, or every call would fail.
+    """
+    from jrobot.language import TaskTokenizer, TokenizerError  # tokenizers only for language bundles
+
+    bundle = Path(bundle)
+    info = read_info(bundle) if info is None else info
+    if info.language is None:
+        return None
+    folder = bundle / info.language["tokenizer_dir"]
+    try:
+        tok = TaskTokenizer.load(folder)
+    except (OSError, TokenizerError) as e:
+        raise BundleError(f"{bundle}: cannot load the policy's tokenizer ({e})") from e
+    if tok.max_length != info.language["max_length"]:
+        raise BundleError(
+            f"{folder}: tokenizer max_length {tok.max_length} differs from policy.json's "
+            f"language.max_length {info.language['max_length']}"
+        )
+    return tok

@@ -4,7 +4,8 @@
 
 Flags follow `jrobot.run`'s grammar (`--name=value` or `--name value`, dashes or underscores):
 `--seed` (of the first episode, default 100000), `--max_steps`, `--videos=false`,
-`--n_action_steps`, `--temporal_ensemble_coeff`.
+`--n_action_steps`, `--temporal_ensemble_coeff`, `--task` (the instruction of a language-conditioned
+policy; by default the env's own, `info["task"]` at reset, which is what the simulator records with).
 
 Each episode is seeded (`--seed` + episode number), so two evaluations of the same bundle see the same
 cube placements. The policy runs through the same controller as on the real robot (`jrobot.runtime`),
@@ -31,7 +32,7 @@ from jrobot.bundle import BundleInfo
 from jrobot.cli import Binder, run_tool
 from jrobot.features import ACTION_KEY, IMAGE_PREFIX
 from jrobot.runtime.loop import PolicyController, run_episode
-from jrobot.runtime.policy import BundlePolicy
+from jrobot.runtime.policy import NEEDS_TASK, BundlePolicy
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.eval")
@@ -54,6 +55,19 @@ def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kw
     return gym.make(
         env_id, cameras=tuple(cams), image_size=tuple(size), environment_state=env_state, **kwargs
     )
+
+
+def env_task(env: gym.Env, reset_info: Mapping[str, Any]) -> str | None:
+    """The env's own instruction for the episode: `info["task"]` (jrobot's envs report it at every
+    step), else an `instruction`/`task_description` attribute; None if the env has none."""
+    task = reset_info.get("task")
+    if isinstance(task, str) and task:
+        return task
+    for attr in ("task_description", "instruction"):
+        value = getattr(env.unwrapped, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _video_writer(path: Path, frame_shape: tuple[int, int], fps: int):
@@ -127,9 +141,16 @@ def evaluate(
     max_steps: int | None = None,
     n_action_steps: int | None = None,
     temporal_ensemble_coeff: float | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """Roll `policy` (a BundlePolicy or anything with .info/.spec/.predict) out for `episodes` episodes."""
+    """Roll `policy` (a BundlePolicy or anything with .info/.spec/.predict) out for `episodes` episodes.
+
+    `task`: the instruction of a language-conditioned policy (default: the env's, per episode).
+    """
     info: BundleInfo = policy.info
+    language = bool(info.spec.language_keys)
+    if task is not None and not language:
+        log.warning("--task ignored: this policy takes no task instruction")
     env = make_env(env_id, info, video_cameras=videos and out is not None)
     controller = PolicyController(
         policy, mode="sync", n_action_steps=n_action_steps, temporal_ensemble_coeff=temporal_ensemble_coeff
@@ -147,6 +168,12 @@ def evaluate(
             obs, inf = env.reset(seed=ep_seed)
             policy.seed(ep_seed)
             controller.reset()
+            ep_task = None
+            if language:
+                ep_task = task or env_task(env, inf)
+                if ep_task is None:
+                    raise ValueError(f"{NEEDS_TASK}: the env {env_id} gives none, so pass --task")
+                controller.task = ep_task
             writer = None
             if out_dir is not None and videos and cams:
                 frame = _side_by_side(obs, cams)
@@ -171,6 +198,7 @@ def evaluate(
                     "steps": steps,
                     "wall_s": round(time.perf_counter() - t_ep, 3),
                     "video": f"videos/episode_{ep:03d}.mp4" if writer is not None else None,
+                    **({"task": ep_task} if language else {}),
                 }
             )
             log.info(
@@ -206,6 +234,7 @@ class EvalOptions:
     no_videos: bool = False  # the older spelling of --videos=false
     n_action_steps: int | None = None  # override the bundle's n_action_steps
     temporal_ensemble_coeff: float | None = None  # ensemble overlapping chunks (e.g. 0.01)
+    task: str | None = None  # instruction for a language-conditioned policy (default: the env's own)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -231,6 +260,7 @@ def main(argv: Sequence[str]) -> int:
         max_steps=args.max_steps,
         n_action_steps=args.n_action_steps,
         temporal_ensemble_coeff=args.temporal_ensemble_coeff,
+        task=args.task,
     )
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "

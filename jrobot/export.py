@@ -3,10 +3,16 @@
     python -m jrobot.export --workdir runs/act --out bundles/act            # latest step, EMA if any
     python -m jrobot.export --workdir runs/act --step 20000 --out bundles/act_20k
     python -m jrobot.export --from-lerobot path/to/pretrained_model --out bundles/lerobot_act [--fps 30]
+    python -m jrobot.export --from-lerobot smolvla/pretrained_model [--vlm VLM_DIR] --out bundles/smolvla
 
 The bundle (see `jrobot.bundle`) holds the parameters and a serialized `jax.export` of the inference
 function, traced here with the policy's model code, so `python -m jrobot.run` needs neither flax nor the
 training stack and runs the exact same computation.
+
+A language-conditioned policy (LANGUAGE input features, `spec.language_keys`) takes its instruction as
+token ids (B, L) int32 and an attention mask (B, L) bool, with no history axis; its model carries the
+`jrobot.language.TaskTokenizer` that made them (`model.tokenizer`), which is saved into the bundle so
+the runtime turns a task string into exactly those inputs.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from jrobot.bundle import (
     INFERENCE_DIR,
     PARAMS,
     POLICY_JSON,
+    TOKENIZER_DIR,
     BundleInfo,
     variant_name,
 )
 from jrobot.cli import Binder, exactly_one, flag, run_tool, usage
 from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
+from jrobot.language import TaskTokenizer, language_dtype
 from jrobot.policies.base import PolicyModule, load_policy_module
 from jrobot.policies.spec import FeatureType, PolicySpec, stats_from_json
 
@@ -42,6 +50,8 @@ def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
 
 
 def _observation_avals(spec: PolicySpec, image_dtype, batch) -> dict[str, jax.ShapeDtypeStruct]:
+    """The observation the exported function takes: images/state/env with the history axis, LANGUAGE
+    inputs (B, L) without one (the instruction is per call, not per frame)."""
     n_obs = spec.n_obs_steps
     avals = {}
     for key, feat in spec.input_features.items():
@@ -50,14 +60,43 @@ def _observation_avals(spec: PolicySpec, image_dtype, batch) -> dict[str, jax.Sh
             avals[key] = jax.ShapeDtypeStruct((*batch, n_obs, h, w, c), image_dtype)
         elif feat.type in (FeatureType.STATE, FeatureType.ENV):
             avals[key] = jax.ShapeDtypeStruct((*batch, n_obs, *feat.shape), jnp.float32)
+        elif feat.type is FeatureType.LANGUAGE:
+            avals[key] = jax.ShapeDtypeStruct((*batch, *feat.shape), language_dtype(key))
     return avals
+
+
+def language_tokenizer(model: nnx.Module) -> TaskTokenizer | None:
+    """The model's `tokenizer` if its spec reads language (None otherwise), checked against the spec.
+
+    A bundle of a language policy without its tokenizer could not be driven by a task string, and one
+    whose max_length differs from the LANGUAGE features' L would fail on every call: both are export
+    errors, raised before anything is written.
+    """
+    spec: PolicySpec = model.spec
+    if not spec.language_keys:
+        return None
+    tok = getattr(model, "tokenizer", None)
+    if not isinstance(tok, TaskTokenizer):
+        raise ValueError(
+            f"the {spec.type} policy reads language inputs {list(spec.language_keys)}, so its model needs a "
+            f"`tokenizer` attribute holding a jrobot.language.TaskTokenizer (got {type(tok).__name__})"
+        )
+    lengths = {k: spec.input_features[k].shape for k in spec.language_keys}
+    bad = {k: s for k, s in lengths.items() if s != (tok.max_length,)}
+    if bad:
+        raise ValueError(
+            f"the {spec.type} policy's language features {bad} must have shape (L,) with L = the "
+            f"tokenizer's max_length {tok.max_length}"
+        )
+    return tok
 
 
 def export_functions(model: nnx.Module, module: PolicyModule) -> dict[str, bytes]:
     """Serialized CPU inference functions, one per variant, with a symbolic batch size.
 
     A stochastic policy (`spec.noise_shape` set) also gets "+noise" variants that read the initial noise
-    from `observation["noise"]`, (B, *noise_shape).
+    from `observation["noise"]`, (B, *noise_shape). A language policy's LANGUAGE inputs are (B, L) int32
+    ids and bool mask in every variant (`_observation_avals`).
     """
     spec: PolicySpec = model.spec
     graphdef, state = nnx.split(model)
@@ -102,6 +141,7 @@ def write_bundle(
     from safetensors.numpy import save_file
 
     spec: PolicySpec = model.spec
+    tokenizer = language_tokenizer(model)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -112,6 +152,10 @@ def write_bundle(
     functions = export_functions(model, module)
     for name, blob in functions.items():
         (tmp / INFERENCE_DIR / f"{name}.jaxexport").write_bytes(blob)
+    language = None
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER_DIR)
+        language = {"tokenizer_dir": TOKENIZER_DIR, "max_length": tokenizer.max_length}
     image_shapes = {}
     for k in spec.image_keys:
         c, h, w = spec.input_features[k].shape
@@ -127,6 +171,7 @@ def write_bundle(
         stochastic=spec.noise_shape is not None,
         source=source,
         training_config=training_config,
+        language=language,
     )
     (tmp / POLICY_JSON).write_text(json.dumps(info.to_json(), indent=2))
     if out.exists():
@@ -209,6 +254,14 @@ class ExportOptions:
     step: int | None = flag(None, help="checkpoint step (default: latest)")
     no_ema: bool = flag(False, help="export the raw parameters even if an EMA exists")
     fps: int | None = flag(None, help="control rate for LeRobot checkpoints (default 30)")
+    vlm: str | None = flag(
+        None,
+        help="VLA checkpoints: the VLM folder (default: its vlm_model_name, local or from the HF cache)",
+        metavar="DIR",
+    )
+    precision: str | None = flag(
+        None, help="VLA checkpoints: float32 (default) or bfloat16 (LeRobot's mixed bf16/fp32)"
+    )
 
 
 USAGE = usage("python -m jrobot.export", ExportOptions, __doc__ or "")
@@ -240,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jrobot.policies.lerobot.importer import import_lerobot
 
         path = Path(args.from_lerobot)
-        imported = import_lerobot(path)
+        imported = import_lerobot(path, vlm=args.vlm, precision=args.precision)
         module = load_policy_module(imported.spec.type)
         for note in imported.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -8,6 +8,8 @@
         --duration_s=60 --dataset.root=data/eval_act --dataset.single_task="pick the cube"
     # offline: a batch of recorded observations in, action chunks out (no robot)
     python -m jrobot.run --policy bundles/diffusion --observations in.npz --out out.npz
+    # a language-conditioned policy (VLA) follows an instruction
+    python -m jrobot.run --policy bundles/smolvla --robot.type=sim --task "pick the cube"
 
 The control loop runs at the bundle's fps; the next chunk is computed on a worker thread so the loop
 never waits for inference (`--mode=sync` waits, as LeRobot's select_action does). Every action is
@@ -15,6 +17,12 @@ clamped to the joint range seen in training (widened by `--safety_margin`), the 
 `max_relative_target` applies, and a non-finite action is never sent: the arm holds its last safe
 position and the run stops. Ctrl-C or SIGTERM switch torque off. At the end a latency report gives
 inference and loop-period p50/p99.
+
+A language-conditioned policy needs `--task`, its instruction; without the flag it follows
+`--dataset.single_task`, else the robot's own task (the simulated arm's), else the run stops with an
+error. Offline, IN.npz may hold `task`, a (B,) string array (one instruction per row; `--task` then
+only fills in when it is absent), and `noise`, the initial noise of a stochastic policy. Policies
+without language ignore the task.
 
 This module needs jax, numpy and the bundle; it does not import flax, grain, optax, orbax or wandb.
 """
@@ -36,7 +44,7 @@ from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.record import DatasetWriterOptions, open_writer
 from jrobot.robot import EpisodicRobot
 from jrobot.runtime.loop import PolicyController, SafetyLimits, run_episode
-from jrobot.runtime.policy import BundlePolicy
+from jrobot.runtime.policy import NEEDS_TASK, BundlePolicy
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.run")
@@ -45,6 +53,7 @@ log = logging.getLogger("jrobot.run")
 @dataclasses.dataclass
 class RunOptions:
     policy: Path
+    task: str | None = None  # the instruction of a language-conditioned policy ("pick the cube")
     observations: Path | None = None  # offline mode: IN.npz
     out: Path | None = None  # offline mode: OUT.npz
     duration_s: float | None = None  # real robots: stop after this long (default: until Ctrl-C)
@@ -65,15 +74,18 @@ class RunOptions:
             raise ValueError("offline mode needs both --observations IN.npz and --out OUT.npz")
 
 
-def run_offline(policy: BundlePolicy, observations: Path, out: Path) -> dict[str, Any]:
-    """IN.npz (raw observations by feature name, optional `noise`) -> OUT.npz (`action` chunks)."""
+def run_offline(
+    policy: BundlePolicy, observations: Path, out: Path, *, task: str | None = None
+) -> dict[str, Any]:
+    """IN.npz (raw observations by feature name, optional `noise`, optional `task` (B,) strings) ->
+    OUT.npz (`action` chunks). `task` is the instruction for every row when IN.npz holds none."""
     try:
-        with np.load(observations) as z:
+        with np.load(observations, allow_pickle=False) as z:
             obs = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise CliError(f"--observations {observations}: cannot read the npz file ({e})") from e
     noise = obs.pop("noise", None)
-    actions = policy.predict(obs, noise=noise)
+    actions = policy.predict(obs, task=task, noise=noise)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, action=actions)
     return {
@@ -81,6 +93,23 @@ def run_offline(policy: BundlePolicy, observations: Path, out: Path) -> dict[str
         "chunk": int(actions.shape[1]),
         "action_dim": int(actions.shape[2]),
     }
+
+
+def policy_task(policy: BundlePolicy, opts: RunOptions, robot: Any) -> str | None:
+    """The instruction a language policy follows on a robot: --task, else the recorded
+    --dataset.single_task, else the robot's own (the sim's); None for policies without language."""
+    if not policy.needs_task:
+        if opts.task is not None:
+            log.warning("--task ignored: this policy takes no task instruction")
+        return None
+    task = (
+        opts.task
+        or (opts.dataset.single_task if opts.dataset is not None else None)
+        or getattr(robot, "task", None)
+    )
+    if not task:
+        raise CliError(f'{NEEDS_TASK}: give --task "..."')
+    return task
 
 
 def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, Any]:
@@ -92,7 +121,8 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
     names = info.features["action"].flat_names
     if "min" in stats and names:
         safety = SafetyLimits.from_stats(names, stats, margin=opts.safety_margin)
-    controller = PolicyController(policy, mode=opts.mode, safety=safety)
+    instruction = policy_task(policy, opts, robot)
+    controller = PolicyController(policy, mode=opts.mode, safety=safety, task=instruction)
     writer = None
     results = []
     try:
@@ -105,6 +135,7 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
                 writer = open_writer(opts.dataset, robot, info.fps, resume=False)
             task = (
                 (opts.dataset.single_task if opts.dataset else None)
+                or instruction
                 or getattr(robot, "task", None)
                 or "policy run"
             )
@@ -163,7 +194,7 @@ def main(argv: Sequence[str]) -> int:
     binder.finish()
     policy = BundlePolicy(opts.policy)
     if robot is None:
-        summary = run_offline(policy, opts.observations, opts.out)
+        summary = run_offline(policy, opts.observations, opts.out, task=opts.task)
         print(f"wrote {opts.out}: action chunks {summary}")
         return 0
     policy.warmup()

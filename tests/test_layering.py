@@ -43,6 +43,7 @@ RECORDING_AND_DATA = [
     "jrobot.find_port",
     "jrobot.policies.spec",
     "jrobot.policies.ensemble",
+    "jrobot.language",
     "data_tools.inspect",
     "data_tools.edit",
     "data_tools.convert_lerobot",
@@ -176,8 +177,11 @@ def test_hardware_simulation_recording_and_data_code_never_import_jax():
 
 
 def test_runtime_never_imports_the_training_stack():
+    # transformers too: a VLA's instruction is tokenized by jrobot.language with `tokenizers` alone
     _check(
-        ["jrobot.run", "jrobot.eval", "jrobot.bundle", "jrobot.devices"], ["jrobot.runtime"], TRAINING_STACK
+        ["jrobot.run", "jrobot.eval", "jrobot.bundle", "jrobot.devices", "jrobot.language"],
+        ["jrobot.runtime"],
+        TRAINING_STACK | {"transformers", "torch"},
     )
 
 

@@ -10,6 +10,9 @@ for the steps that passed meanwhile are dropped so the chunk lines up with "now"
 computes a chunk when the queue is empty and waits for it (LeRobot's `select_action`; deterministic,
 used by evaluation in the simulator, whose clock only advances when an action is sent).
 
+A language-conditioned policy follows `task`, the instruction the controller's `ObservationBuilder`
+adds to every observation; setting `controller.task` changes it from the next step on.
+
 Safety: every action is clamped to the joint limits, non-finite values are never sent (the arm holds
 its last safe position and the loop stops), and the robot's own `max_relative_target` applies.
 """
@@ -165,9 +168,11 @@ class PolicyController:
         n_action_steps: int | None = None,
         temporal_ensemble_coeff: float | None = None,
         safety: SafetyLimits | None = None,
+        task: str | None = None,
     ):
         """`n_action_steps` / `temporal_ensemble_coeff` override the bundle's settings (e.g. to
-        ensemble a policy trained with an action queue; ensembling queries the policy every step)."""
+        ensemble a policy trained with an action queue; ensembling queries the policy every step).
+        `task`: the instruction of a language-conditioned policy (ignored by others)."""
         if mode not in ("async", "sync"):
             raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
         self.policy = policy
@@ -184,12 +189,21 @@ class PolicyController:
         self.ensembler = TemporalEnsembler(coeff, spec.chunk_size) if coeff is not None else None
         self.n_action_steps = int(n_action_steps or spec.n_action_steps)
         self.queue = ActionQueue(self.n_action_steps)
-        self.observations = ObservationBuilder(policy.info)
+        self.observations = ObservationBuilder(policy.info, task=task)
         self.stats = LoopStats()
         self._worker = _InferenceWorker(policy) if mode == "async" else None
         self._step = 0
         self._refill_at = 1
         self.last_safe: np.ndarray | None = None
+
+    @property
+    def task(self) -> str | None:
+        """The instruction every observation carries to the policy (None: none)."""
+        return self.observations.task
+
+    @task.setter
+    def task(self, task: str | None) -> None:
+        self.observations.task = task
 
     def reset(self) -> None:
         self.queue.reset()

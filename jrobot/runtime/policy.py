@@ -2,25 +2,47 @@
 
 `BundlePolicy.predict(observation)` takes a batch of raw observations keyed by feature name with the
 history axis (B, n_obs, ...) — images uint8 HxWx3 as cameras give them, or float in [0, 1] (HWC or
-LeRobot's CHW) — and returns action chunks in dataset units. `observation_from_robot` turns a robot's
+LeRobot's CHW) — and returns action chunks in dataset units. `ObservationBuilder` turns a robot's
 `get_observation()` dict (joint floats + camera images) into one such observation.
+
+A language-conditioned policy (a VLA; its bundle has a tokenizer) also needs the task instruction. It
+comes, in this order, from pre-tokenized `observation.language.tokens` / `attention_mask` (B, L) in the
+observation, from `observation["task"]` (one string for the whole batch, or B strings), or from
+`predict(..., task=...)`; it is tokenized with the bundle's tokenizer padded to the exported length L.
+In the control loop, `ObservationBuilder.task` puts the current instruction into every observation, so
+the instruction travels with the observation it belongs to (also to the background inference thread).
+A task given to a policy without language is ignored (with one warning).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jrobot.bundle import BundleError, BundleInfo, read_exported, read_info, read_params, variant_name
+from jrobot.bundle import (
+    BundleError,
+    BundleInfo,
+    read_exported,
+    read_info,
+    read_params,
+    read_tokenizer,
+    variant_name,
+)
 from jrobot.features import IMAGE_PREFIX, STATE_KEY
 from jrobot.image_transforms import resize_frame
+from jrobot.language import TokenizerError, is_language_mask, language_dtype
 from jrobot.policies.spec import FeatureType
+
+TASK_KEY = "task"
+NEEDS_TASK = "this policy needs a task instruction (--task or observation['task'])"
+log = logging.getLogger("jrobot.run")
 
 
 def _to_hwc(x: np.ndarray, key: str) -> np.ndarray:
@@ -45,6 +67,26 @@ class BundlePolicy:
         self._exported: dict[str, Any] = {}
         self._key = jax.random.PRNGKey(0)
         self.latencies_s: list[float] = []
+        self.tokenizer = read_tokenizer(self.path, self.info)
+        if self.tokenizer is not None:
+            want = {k: (self.tokenizer.max_length,) for k in self.spec.language_keys}
+            got = {k: self.spec.input_features[k].shape for k in self.spec.language_keys}
+            if not want or got != want:
+                raise BundleError(
+                    f"{self.path}: the tokenizer makes {self.tokenizer.max_length} tokens, but the policy's "
+                    f"language inputs are {got or 'absent'}"
+                )
+        elif self.spec.language_keys:
+            raise BundleError(
+                f"{self.path}: the policy reads language inputs {list(self.spec.language_keys)} but the "
+                "bundle has no tokenizer; re-export it with this jrobot's `python -m jrobot.export`"
+            )
+        self._warned_task_ignored = False
+
+    @property
+    def needs_task(self) -> bool:
+        """Whether the policy is language-conditioned, i.e. needs a task instruction every call."""
+        return bool(self.spec.language_keys)
 
     @property
     def n_obs_steps(self) -> int:
@@ -68,8 +110,13 @@ class BundlePolicy:
             self._exported[variant] = jax.jit(read_exported(self.path, variant).call)
         return self._exported[variant]
 
-    def prepare(self, observation: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str]:
-        """Check and convert a raw observation batch to the exported function's inputs."""
+    def prepare(
+        self, observation: Mapping[str, Any], *, task: str | Sequence[str] | None = None
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """Check and convert a raw observation batch to the exported function's inputs.
+
+        `task` is the instruction when the observation carries none (see the module docstring).
+        """
         spec = self.spec
         obs: dict[str, np.ndarray] = {}
         image_dtype = None
@@ -108,13 +155,67 @@ class BundlePolicy:
             if not np.all(np.isfinite(x)) if x.dtype != np.uint8 else False:
                 raise BundleError(f"{key}: observation contains NaN or infinite values")
             obs[key] = x
+        if spec.language_keys:
+            batch = next(iter(obs.values())).shape[0] if obs else None
+            obs.update(self._language_inputs(observation, task, batch))
+        elif not self._warned_task_ignored and (task is not None or TASK_KEY in observation):
+            self._warned_task_ignored = True
+            log.warning("%s: this policy takes no task instruction; the task given is ignored", self.path)
         return obs, image_dtype or "uint8"
 
+    def _language_inputs(
+        self, observation: Mapping[str, Any], task: str | Sequence[str] | None, batch: int | None
+    ) -> dict[str, np.ndarray]:
+        """The LANGUAGE inputs (B, L): pre-tokenized ones as they are, else the tokenized task."""
+        keys = self.spec.language_keys
+        length = self.tokenizer.max_length
+        given = [k for k in keys if k in observation]
+        if given:
+            if len(given) != len(keys):
+                raise BundleError(f"pre-tokenized language inputs need all of {list(keys)}, got only {given}")
+            out = {}
+            for k in keys:
+                x = np.asarray(observation[k])
+                if x.ndim != 2 or x.shape[1] != length or (batch is not None and x.shape[0] != batch):
+                    raise BundleError(
+                        f"{k}: expected shape ({batch if batch is not None else 'B'}, {length}), got {x.shape}"
+                    )
+                if not is_language_mask(k) and not np.issubdtype(x.dtype, np.integer):
+                    raise BundleError(f"{k}: token ids must be integers, got {x.dtype}")
+                out[k] = x.astype(language_dtype(k))
+            return out
+        tasks = observation.get(TASK_KEY)
+        if tasks is None:
+            tasks = task
+        if tasks is None:
+            raise BundleError(NEEDS_TASK)
+        if isinstance(tasks, np.ndarray) and tasks.ndim == 0:
+            tasks = tasks.item()
+        if isinstance(tasks, str):
+            tasks = [tasks] * (batch or 1)
+        tasks = list(tasks)
+        if batch is not None and len(tasks) != batch:
+            raise BundleError(f"{len(tasks)} task instructions for a batch of {batch} observations")
+        try:
+            tokens, mask = self.tokenizer.encode(tasks, padding="max_length")
+        except TokenizerError as e:
+            raise BundleError(f"task instruction: {e}") from e
+        out = {}
+        for k in keys:
+            out[k] = (mask if is_language_mask(k) else tokens).astype(language_dtype(k))
+        return out
+
     def predict(
-        self, observation: Mapping[str, Any], *, noise: np.ndarray | None = None, key: jax.Array | None = None
+        self,
+        observation: Mapping[str, Any],
+        *,
+        task: str | Sequence[str] | None = None,
+        noise: np.ndarray | None = None,
+        key: jax.Array | None = None,
     ) -> np.ndarray:
-        """(B, n, A) actions in dataset units. `noise` (B, *spec.noise_shape) makes stochastic policies exact."""
-        obs, image_dtype = self.prepare(observation)
+        """(B, n, A) actions in dataset units. `noise` (B, *spec.noise_shape) makes stochastic policies exact;
+        `task` is the instruction of a language policy when `observation["task"]` is absent."""
+        obs, image_dtype = self.prepare(observation, task=task)
         if noise is not None:
             noise = np.asarray(noise, np.float32)
             want = self.spec.noise_shape
@@ -138,15 +239,22 @@ class BundlePolicy:
                 dummy[key] = np.zeros((batch, self.spec.n_obs_steps, *self.info.image_shapes[key]), np.uint8)
             elif feat.type in (FeatureType.STATE, FeatureType.ENV):
                 dummy[key] = np.zeros((batch, self.spec.n_obs_steps, *feat.shape), np.float32)
+            elif feat.type is FeatureType.LANGUAGE:  # pre-tokenized: warming up needs no instruction
+                dummy[key] = np.ones((batch, *feat.shape), language_dtype(key))
         self.predict(dummy)
         self.latencies_s.clear()
 
 
 class ObservationBuilder:
-    """Robot observation dicts -> the policy's (1, n_obs, ...) input, keeping the observation history."""
+    """Robot observation dicts -> the policy's (1, n_obs, ...) input, keeping the observation history.
 
-    def __init__(self, info: BundleInfo):
+    `task`, when set, is added to every input as `observation["task"]`: the instruction a language
+    policy follows; it can be changed between steps (the next observation carries the new one).
+    """
+
+    def __init__(self, info: BundleInfo, *, task: str | None = None):
         self.info = info
+        self.task = task
         self.spec = info.spec
         state_feat = info.features.get(STATE_KEY)
         self.state_names = state_feat.flat_names if state_feat is not None else None
@@ -190,4 +298,7 @@ class ObservationBuilder:
         self._history.append(self.convert(robot_obs))
         while len(self._history) < self.spec.n_obs_steps:
             self._history.appendleft(self._history[0])
-        return {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}
+        out: dict[str, Any] = {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}
+        if self.task is not None:
+            out[TASK_KEY] = self.task
+        return out

@@ -20,11 +20,25 @@ from jrobot.policies.lerobot.statedict import load_state_dict
 from jrobot.policies.spec import ACTION_KEY, STATS_FOR_MODE, PolicySpec
 
 
-def import_lerobot(path: Any) -> ImportedPolicy:
-    """Import any supported LeRobot policy folder: the type comes from its config.json."""
+def import_lerobot(path: Any, **options: Any) -> ImportedPolicy:
+    """Import any supported LeRobot policy folder: the type comes from its config.json.
+
+    `options` (those not None) go to the policy's `from_lerobot`, e.g. SmolVLA's `vlm` (the VLM folder)
+    and `precision`; a policy whose importer takes no such option gets a clear error naming it.
+    """
+    import inspect
+
     folder = resolve_checkpoint_dir(path)
     policy_type = read_config(folder)[0]
-    return load_policy_module(policy_type).from_lerobot(folder)
+    importer = load_policy_module(policy_type).from_lerobot
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(importer).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"{folder}: a {policy_type!r} checkpoint takes no {unknown} option (VLA checkpoints do)"
+        )
+    return importer(folder, **options)
 
 
 def build_from_lerobot(

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jrobot.language import LANGUAGE_MASK_KEY, LANGUAGE_TOKENS_KEY
 from jrobot.policies.base import (
     ImportedPolicy,
     OptimizerPreset,
@@ -35,8 +36,8 @@ from jrobot.policies.spec import (
     split_features,
 )
 
-LANGUAGE_TOKENS = "observation.language.tokens"
-LANGUAGE_MASK = "observation.language.attention_mask"
+LANGUAGE_TOKENS = LANGUAGE_TOKENS_KEY
+LANGUAGE_MASK = LANGUAGE_MASK_KEY
 EMPTY_CAMERA = IMAGE_PREFIX + "empty_camera_"
 ALOHA_FLIPPED = (1, 2, 8, 9)
 ALOHA_GRIPPERS = (6, 13)
