@@ -16,6 +16,8 @@ logits and softmax are fp32 in both modes (LeRobot's `eager_attention_forward`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +35,20 @@ from jrobot.policies.spec import ACTION_KEY, PolicySpec
 F32 = jnp.float32
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 hf_init = nnx.initializers.normal(0.02)  # transformers' `initializer_range` for Llama/SigLIP weights
+
+
+_UNROLLED = contextvars.ContextVar("smolvla_unrolled", default=False)
+
+
+@contextlib.contextmanager
+def unrolled():
+    """Trace without loops (batched heads, a Python loop over the Euler steps): same results, a larger
+    program. For XLA's cost analysis, which counts a loop body once (`benchmarks/smolvla_inference.py`)."""
+    token = _UNROLLED.set(True)
+    try:
+        yield
+    finally:
+        _UNROLLED.reset(token)
 
 
 def freeze(module: nnx.Module) -> None:
@@ -251,6 +267,9 @@ def head_mapped_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float
     block stays in cache (SigLIP at 512 px: 1024 x 1024 logits per head). Each row's arithmetic is
     unchanged, so the result is bit-identical to the batched form.
     """
+    if _UNROLLED.get():
+        w = jnp.einsum("gqd,gkd->gqk", q, k).astype(F32) * scale
+        return jnp.einsum("gqk,gkd->gqd", jax.nn.softmax(w, axis=-1).astype(v.dtype), v)
     g = 2 if q.shape[0] % 2 == 0 else 1
 
     def one(args: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
@@ -650,6 +669,11 @@ class VLAFlowMatching(nnx.Module):
             v_t = self.expert(self.embed_suffix(x_t, jnp.broadcast_to(t, (b,))), cache, pad)
             return x_t + jnp.float32(dt) * v_t, None
 
+        if _UNROLLED.get():
+            x = noise.astype(F32)
+            for t in times:
+                x = step(x, jnp.asarray(t))[0]
+            return x
         x, _ = jax.lax.scan(step, noise.astype(F32), jnp.asarray(times))
         return x
 
