@@ -61,6 +61,29 @@ def language_dtype(key: str) -> np.dtype:
     return np.dtype(np.bool_) if is_language_mask(key) else np.dtype(np.int32)
 
 
+def language_inputs(
+    tokenizer: TaskTokenizer,
+    keys: Sequence[str],
+    tasks: str | Sequence[str] | np.ndarray,
+    *,
+    batch: int | None = None,
+) -> dict[str, np.ndarray]:
+    """A language policy's LANGUAGE inputs `keys` for `tasks`: {key: (B, L)}, token ids int32 and the
+    mask bool (`language_dtype`), always padded to the tokenizer's max_length L (fixed shapes for jit).
+
+    The one conversion from instructions to policy inputs: the trainer's per-task table, the sim
+    evaluation during training and the bundle runtime all call it. `tasks` is B strings, or one string
+    for the whole batch (`batch` rows, default 1); with `batch` set, B must equal it.
+    """
+    if isinstance(tasks, np.ndarray) and tasks.ndim == 0:
+        tasks = tasks.item()
+    rows = [tasks] * (batch or 1) if isinstance(tasks, str) else list(tasks)
+    if batch is not None and len(rows) != batch:
+        raise TokenizerError(f"{len(rows)} task instructions for a batch of {batch} observations")
+    tokens, mask = tokenizer.encode(rows, padding="max_length")
+    return {k: (mask if is_language_mask(k) else tokens).astype(language_dtype(k)) for k in keys}
+
+
 def with_newline(task: str) -> str:
     """LeRobot's `smolvla_new_line_processor`: the prompt ends with exactly the newline the VLA saw."""
     return task if task.endswith("\n") else task + "\n"

@@ -37,7 +37,7 @@ from jrobot.bundle import (
 )
 from jrobot.features import IMAGE_PREFIX, STATE_KEY
 from jrobot.image_transforms import resize_frame
-from jrobot.language import TokenizerError, is_language_mask, language_dtype
+from jrobot.language import TokenizerError, is_language_mask, language_dtype, language_inputs
 from jrobot.policies.spec import FeatureType
 
 TASK_KEY = "task"
@@ -189,21 +189,10 @@ class BundlePolicy:
             tasks = task
         if tasks is None:
             raise BundleError(NEEDS_TASK)
-        if isinstance(tasks, np.ndarray) and tasks.ndim == 0:
-            tasks = tasks.item()
-        if isinstance(tasks, str):
-            tasks = [tasks] * (batch or 1)
-        tasks = list(tasks)
-        if batch is not None and len(tasks) != batch:
-            raise BundleError(f"{len(tasks)} task instructions for a batch of {batch} observations")
         try:
-            tokens, mask = self.tokenizer.encode(tasks, padding="max_length")
+            return language_inputs(self.tokenizer, keys, tasks, batch=batch)
         except TokenizerError as e:
             raise BundleError(f"task instruction: {e}") from e
-        out = {}
-        for k in keys:
-            out[k] = (mask if is_language_mask(k) else tokens).astype(language_dtype(k))
-        return out
 
     def predict(
         self,

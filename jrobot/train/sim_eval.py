@@ -5,6 +5,10 @@ episode loop; `ModelPolicy` puts the NNX model being trained behind that interfa
 success rates come from the same loop, observation conversion and safety path as `jrobot.eval` on an
 exported bundle. It lives here, not in `jrobot.eval`, because it needs flax, which the runtime must
 never import.
+
+A language-conditioned policy gets the episode's instruction as `observation["task"]` (the controller
+adds the env's task to every observation); `ModelPolicy` turns it into the LANGUAGE inputs with the
+model's own tokenizer, through the same `jrobot.language.language_inputs` the bundle runtime uses.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from flax import nnx
 
 from jrobot.bundle import BundleInfo
 from jrobot.eval import evaluate
+from jrobot.export import language_tokenizer
+from jrobot.language import language_inputs
 from jrobot.policies.base import load_policy_module
+from jrobot.runtime.policy import NEEDS_TASK, TASK_KEY
 
 
 class ModelPolicy:
@@ -26,6 +33,7 @@ class ModelPolicy:
 
     def __init__(self, model: Any, features: Mapping[str, Any], fps: int):
         self.spec = model.spec
+        self.tokenizer = language_tokenizer(model)
         module = load_policy_module(self.spec.type)
         self.info = BundleInfo(
             spec=self.spec,
@@ -51,9 +59,20 @@ class ModelPolicy:
     def seed(self, seed: int) -> None:
         self._key = jax.random.PRNGKey(seed)
 
-    def predict(self, observation: Mapping[str, Any], **_: Any) -> np.ndarray:
+    @property
+    def needs_task(self) -> bool:
+        return self.tokenizer is not None
+
+    def predict(self, observation: Mapping[str, Any], *, task: Any = None, **_: Any) -> np.ndarray:
+        obs = {k: v for k, v in observation.items() if k != TASK_KEY}
+        if self.tokenizer is not None:
+            tasks = observation.get(TASK_KEY, task)
+            if tasks is None:
+                raise ValueError(NEEDS_TASK)
+            batch = next((np.shape(v)[0] for v in obs.values()), None)
+            obs.update(language_inputs(self.tokenizer, self.spec.language_keys, tasks, batch=batch))
         self._key, key = jax.random.split(self._key)
-        return np.asarray(self._fn(self._state, dict(observation), key))
+        return np.asarray(self._fn(self._state, obs, key))
 
 
 def evaluate_model(model: Any, *, features: Mapping[str, Any], fps: int, **kwargs: Any) -> dict[str, Any]:

@@ -13,6 +13,13 @@ Train state (a plain dict pytree):
   opt_state optax state
   rng       PRNG key (uint32[2]), split every step
   ema       (optional) EMA of params, for policies whose preset asks for one
+
+A language-conditioned policy (`spec.language_keys`, e.g. SmolVLA) gets each sample's task instruction
+as token ids and a mask: the pipeline gives every sample its shard set and task index, and
+`jrobot.train.task_tokens.TaskTokenTable` (the shards' task lists tokenized once with the model's own
+tokenizer) adds the LANGUAGE inputs on the host before the batch goes to the devices (`TrainSetup.to_device`),
+for training and the validation loss alike; the sim evaluation tokenizes the env's instruction with the
+same tokenizer (`jrobot.train.sim_eval.ModelPolicy`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jrobot.export import language_tokenizer
 from jrobot.features import ACTION_KEY
+from jrobot.language import TaskTokenizer
 from jrobot.pipeline.augment import AugmentConfig
 from jrobot.pipeline.device import GlobalBatcher
 from jrobot.pipeline.loader import DataLoader, PipelineConfig, make_eval_dataset, make_train_dataset
@@ -45,6 +54,7 @@ from jrobot.train.checkpoint import Checkpointer
 from jrobot.train.config_util import ConfigError, as_plain_dict, setting
 from jrobot.train.metrics_log import MetricsLogger
 from jrobot.train.optim import apply_overrides, make_optimizer
+from jrobot.train.task_tokens import TaskTokenTable
 
 log = logging.getLogger("jrobot.train")
 
@@ -53,7 +63,12 @@ BOOKKEEPING_KEYS = ("index", "dataset_index", "episode_index", "task_index")
 
 @dataclasses.dataclass
 class Policy:
-    """A policy type's module plus the objects built from the run config."""
+    """A policy type's module plus the objects built from the run config.
+
+    `config` is the built model's own (what a checkpoint records: e.g. SmolVLA fills in its VLM's
+    architecture and folder when it is built); `tokenizer` is the model's task tokenizer, set for
+    language-conditioned policies only.
+    """
 
     module: PolicyModule
     config: Any
@@ -61,6 +76,7 @@ class Policy:
     graphdef: Any
     features: dict[str, Any]
     stats: dict[str, dict[str, np.ndarray]]
+    tokenizer: TaskTokenizer | None = None
 
 
 def as_list(x: Any) -> list:
@@ -103,7 +119,9 @@ def build_policy(config: ml_collections.ConfigDict, shard_sets: list[ShardSet]) 
     stats = merged_stats(shard_sets)
     model = module.build(pcfg, features, stats, seed=int(setting(config, "seed")))
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
-    return Policy(module, pcfg, model.spec, graphdef, features, stats), model
+    built_config = getattr(model, "config", pcfg)
+    policy = Policy(module, built_config, model.spec, graphdef, features, stats, language_tokenizer(model))
+    return policy, model
 
 
 def window_for(spec: PolicySpec) -> WindowSpec:
@@ -218,6 +236,13 @@ class TrainSetup:
     batcher: GlobalBatcher
     init: Any  # () -> a fresh, sharded train state (jitted)
     step: Any  # (state, batch) -> (state, metrics) (jitted, state donated)
+    task_tokens: TaskTokenTable | None = None  # language policies: (shard set, task) -> LANGUAGE inputs
+
+    def to_device(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """A host batch of the pipeline -> the global batch the step takes (LANGUAGE inputs added first)."""
+        if self.task_tokens is not None:
+            batch = self.task_tokens(batch)
+        return self.batcher(batch)
 
 
 def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: list[ShardSet]) -> TrainSetup:
@@ -250,6 +275,7 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
     )
     batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
+    task_tokens = TaskTokenTable.for_policy(policy.spec, policy.tokenizer, shard_sets)
     init_jit = jax.jit(init_state, out_shardings=state_sharding)
     step_fn = make_train_step(policy, tx, lr_fn, int(setting(config, "grad_accum_steps")), ema_cfg)
     train_step = jax.jit(
@@ -266,6 +292,7 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
         batcher=batcher,
         init=lambda: init_jit(params0, frozen0),
         step=train_step,
+        task_tokens=task_tokens,
     )
 
 
@@ -283,7 +310,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
 
     pcfg = pipeline_config(config, policy.spec)
     loader = DataLoader(
-        make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=setup.batcher
+        make_train_dataset(pcfg, process_index=pidx, process_count=pcount), to_device=setup.to_device
     )
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -372,7 +399,7 @@ def make_validation(
         params = state.get("ema", state["params"])
         totals, n = None, 0
         for batch in make_eval_dataset(val_cfg, split="val", process_index=pidx, process_count=pcount):
-            m = fn(params, state["frozen"], setup.batcher(batch))
+            m = fn(params, state["frozen"], setup.to_device(batch))
             totals = m if totals is None else jax.tree.map(jnp.add, totals, m)
             n += 1
             if max_batches and n >= max_batches:

@@ -1,4 +1,5 @@
-"""Shared setup for the training tests: tiny shards built from the LeRobot fixture, a tiny ACT config."""
+"""Shared setup for the training tests: tiny shards built from the LeRobot fixture, a tiny ACT config
+(or another policy's, through `policy=` / `config=`)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def tiny_shards(tmp_path_factory, shared_dir) -> Path:
     return out
 
 
-def config_flags(shards: Path, **overrides) -> list[str]:
-    """Command-line overrides of configs/act_so101_sim.py for a seconds-long CPU run."""
+def config_flags(shards: Path, policy: dict | None = None, **overrides) -> list[str]:
+    """Command-line overrides of configs/act_so101_sim.py (or another config with `policy`, its policy
+    config fields) for a seconds-long CPU run."""
     flags = {
         "data.shards": str(shards),
         "data.num_workers": 0,
@@ -50,7 +52,8 @@ def config_flags(shards: Path, **overrides) -> list[str]:
         "wandb.mode": "disabled",
         "seed": 3,
     }
-    flags.update({f"policy.config.{k}": v for k, v in TINY_ACT.items() if v is not None})
+    policy = TINY_ACT if policy is None else policy
+    flags.update({f"policy.config.{k}": v for k, v in policy.items() if v is not None})
     flags.update(overrides)
     out = []
     for k, v in flags.items():
@@ -58,10 +61,17 @@ def config_flags(shards: Path, **overrides) -> list[str]:
     return out
 
 
-def train_cmd(workdir: Path, shards: Path, *extra: str, **overrides) -> list[str]:
+def train_cmd(
+    workdir: Path,
+    shards: Path,
+    *extra: str,
+    config: str = "configs/act_so101_sim.py",
+    policy: dict | None = None,
+    **overrides,
+) -> list[str]:
     return [
-        sys.executable, "-m", "jrobot.train", "--config", str(REPO / "configs/act_so101_sim.py"),
-        "--workdir", str(workdir), *config_flags(shards, **overrides), *extra,
+        sys.executable, "-m", "jrobot.train", "--config", str(REPO / config),
+        "--workdir", str(workdir), *config_flags(shards, policy, **overrides), *extra,
     ]  # fmt: skip
 
 
