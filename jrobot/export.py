@@ -77,6 +77,12 @@ def language_tokenizer(model: nnx.Module) -> TaskTokenizer | None:
         return None
     tok = getattr(model, "tokenizer", None)
     if not isinstance(tok, TaskTokenizer):
+        vlm_path = getattr(getattr(model, "config", None), "vlm_path", None)
+        if vlm_path is not None:
+            raise ValueError(
+                f"the {spec.type} policy's tokenizer comes from its VLM folder {vlm_path}, which is not there "
+                "(moved, or the run was copied from another machine): pass --vlm DIR with that VLM folder"
+            )
         raise ValueError(
             f"the {spec.type} policy reads language inputs {list(spec.language_keys)}, so its model needs a "
             f"`tokenizer` attribute holding a jrobot.language.TaskTokenizer (got {type(tok).__name__})"
@@ -189,8 +195,13 @@ def _strip_value(tree: Any) -> Any:
     return tree
 
 
-def load_from_workdir(workdir: str | Path, step: int | None = None, use_ema: bool = True):
-    """(model with the checkpoint's weights, policy module, checkpoint metadata)."""
+def load_from_workdir(
+    workdir: str | Path, step: int | None = None, use_ema: bool = True, *, vlm: str | None = None
+):
+    """(model with the checkpoint's weights, policy module, checkpoint metadata).
+
+    `vlm`: a VLA's VLM folder (its tokenizer), when the one recorded at training time has moved.
+    """
     from jrobot.train.checkpoint import Checkpointer
 
     ckpt = Checkpointer(Path(workdir) / "checkpoints", async_save=False)
@@ -204,6 +215,10 @@ def load_from_workdir(workdir: str | Path, step: int | None = None, use_ema: boo
         ckpt.close()
     module = load_policy_module(meta["policy_type"])
     pcfg = module.Config.from_dict(meta["policy_config"])
+    if vlm is not None:
+        if not hasattr(pcfg, "vlm_path"):
+            raise ValueError(f"--vlm: a {meta['policy_type']!r} policy has no VLM (VLA policies do)")
+        pcfg = dataclasses.replace(pcfg, vlm_path=str(Path(vlm).absolute()))
     features = features_from_json(meta["features"])
     stats = stats_from_json(meta["stats"])
     model = nnx.eval_shape(
@@ -256,7 +271,7 @@ class ExportOptions:
     fps: int | None = flag(None, help="control rate for LeRobot checkpoints (default 30)")
     vlm: str | None = flag(
         None,
-        help="VLA checkpoints: the VLM folder (default: its vlm_model_name, local or from the HF cache)",
+        help="VLA policies: the VLM folder (tokenizer; default: the one recorded, or vlm_model_name locally / in the HF cache)",
         metavar="DIR",
     )
     precision: str | None = flag(
@@ -274,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exactly_one(args, "workdir", "from_lerobot")
 
     if args.workdir:
-        model, module, meta = load_from_workdir(args.workdir, args.step, use_ema=not args.no_ema)
+        model, module, meta = load_from_workdir(
+            args.workdir, args.step, use_ema=not args.no_ema, vlm=args.vlm
+        )
         info = write_bundle(
             model,
             module,

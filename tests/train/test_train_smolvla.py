@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
     from jrobot.train.task_tokens import TaskTokenTable
 
     work = tmp_path / "run"
+    vlm = tmp_path / "vlm"  # a copy, so the test can move it away after training
+    shutil.copytree(tiny_vlm, vlm)
     overrides = {
         "num_steps": 30,
         "batch_size": 8,
@@ -126,7 +129,7 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
         "eval.every": 30,
         "eval.episodes": 1,
     }
-    run(train_cmd(work, tiny_shards, config=CONFIG, policy=tiny_smolvla(tiny_vlm), **overrides))
+    run(train_cmd(work, tiny_shards, config=CONFIG, policy=tiny_smolvla(vlm), **overrides))
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 30 and np.all(np.isfinite(losses))
@@ -141,7 +144,7 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
     assert info["spec"]["type"] == "smolvla"
     assert info["language"] == {"tokenizer_dir": "tokenizer", "max_length": L}
     assert (bundle / "tokenizer" / "tokenizer.json").is_file()
-    assert info["spec"]["config"]["vlm_path"] == str(tiny_vlm.absolute())  # recorded when built
+    assert info["spec"]["config"]["vlm_path"] == str(vlm.absolute())  # recorded when built
     for k in KEYS:
         assert info["spec"]["input_features"][k]["shape"] == [L]
 
@@ -161,3 +164,28 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
     }
     actions = policy.predict(obs, task="pick the cube")
     assert actions.shape == (1, 4, 6) and np.all(np.isfinite(actions))
+
+    # the run's VLM folder moved (or the run was copied to another machine): a clear error naming the
+    # folder the checkpoint recorded, and --vlm points the exporter at the new place
+    moved = tmp_path / "vlm_moved"
+    vlm.rename(moved)
+    err = subprocess.run(
+        [sys.executable, "-m", "jrobot.export", "--workdir", str(work), "--out", str(tmp_path / "b2")],
+        capture_output=True,
+        text=True,
+    )
+    assert err.returncode != 0 and str(vlm.absolute()) in err.stderr and "--vlm" in err.stderr, err.stderr
+    run(
+        [
+            sys.executable,
+            "-m",
+            "jrobot.export",
+            "--workdir",
+            str(work),
+            "--out",
+            str(tmp_path / "b2"),
+            "--vlm",
+            str(moved),
+        ]
+    )
+    assert (tmp_path / "b2" / "tokenizer" / "tokenizer.json").is_file()

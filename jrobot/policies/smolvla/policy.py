@@ -347,7 +347,9 @@ def with_vlm(
     tokenizer (enough to rebuild a trained model; the bundle needs the tokenizer).
     """
     try:
-        explicit = vlm if vlm is not None else config.vlm_path
+        explicit = vlm
+        if explicit is None and config.vlm_path and (Path(config.vlm_path) / vlm_folder.CONFIG).is_file():
+            explicit = config.vlm_path  # the folder recorded when the model was built, if still there
         folder = vlm_folder.resolve_vlm_dir(
             config.vlm_model_name, explicit=explicit, search=search, need_weights=need_weights
         )

@@ -53,7 +53,8 @@ def resolve_vlm_dir(
             return c
     if not _HUB_ID.match(name):
         raise FileNotFoundError(
-            f"VLM {name!r}: no folder with {CONFIG} at {[str(c) for c in candidates]}; pass --vlm DIR"
+            f"VLM {name!r}: no folder with {CONFIG} at {[str(c) for c in candidates]}; pass --vlm DIR (export) or set "
+            "policy.config.vlm_model_name=DIR (training)"
         )
     return _from_hub(name, need_weights)
 
@@ -71,7 +72,8 @@ def _from_hub(repo_id: str, need_weights: bool) -> Path:
     if _offline():
         raise FileNotFoundError(
             f"VLM {repo_id!r} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE is "
-            f"set: download it once online (`huggingface-cli download {repo_id}`) or pass --vlm DIR"
+            f"set: download it once online (`huggingface-cli download {repo_id}`), or pass --vlm DIR (export) / "
+            "--config.policy.config.vlm_model_name=DIR (training)"
         )
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
