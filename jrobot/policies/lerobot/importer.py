@@ -15,7 +15,12 @@ import jax
 from flax import nnx
 
 from jrobot.policies.base import ImportedPolicy, load_policy_module
-from jrobot.policies.lerobot.checkpoint import read_config, read_lerobot_checkpoint, resolve_checkpoint_dir
+from jrobot.policies.lerobot.checkpoint import (
+    LeRobotCheckpoint,
+    read_config,
+    read_lerobot_checkpoint,
+    resolve_checkpoint_dir,
+)
 from jrobot.policies.lerobot.statedict import load_state_dict
 from jrobot.policies.spec import ACTION_KEY, STATS_FOR_MODE, PolicySpec
 
@@ -48,6 +53,8 @@ def build_from_lerobot(
     config_cls: Any,
     make_spec: Callable[..., PolicySpec],
     policy_cls: Callable[..., nnx.Module],
+    configure: Callable[[Any, LeRobotCheckpoint], tuple[Any, dict[str, Any], list[str]]] | None = None,
+    ignore: tuple[str, ...] = (),
 ) -> ImportedPolicy:
     """The import routine every policy shares: a LeRobot `pretrained_model` folder -> jrobot model.
 
@@ -55,12 +62,20 @@ def build_from_lerobot(
     tensor in model.safetensors must map to a jrobot leaf and vice versa (`StateDictError` otherwise,
     listing the keys). Stats come from the processor files (or pre-0.4 buffers); a feature without stats
     passes through unnormalized, as in LeRobot, with a warning.
+
+    `configure(config, ckpt) -> (config, extra policy_cls kwargs, notes)` lets a policy complete its
+    config from outside the checkpoint (SmolVLA: the VLM folder's architecture and tokenizer);
+    `ignore`: regular expressions of state_dict keys the policy has no use for (reported, not loaded).
     """
     ckpt = read_lerobot_checkpoint(path, expected_type=policy_type)
     config, notes = config_cls.from_lerobot(ckpt.config)
     config = dataclasses.replace(
         config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
     )
+    extra: dict[str, Any] = {}
+    if configure is not None:
+        config, extra, more = configure(config, ckpt)
+        notes += more
     spec = make_spec(config, ckpt.input_features, ckpt.output_features)
     used = [k for k in (spec.state_key, spec.env_state_key, *spec.image_keys) if k] + [ACTION_KEY]
     for k in used:
@@ -70,9 +85,15 @@ def build_from_lerobot(
                 f"{ckpt.path}: no {mode.value} stats for {k!r}; it passes through unnormalized (as in LeRobot)"
             )
     model = nnx.eval_shape(
-        lambda: policy_cls(config, spec, ckpt.stats, rngs=nnx.Rngs(0), missing_stats="identity", eps=ckpt.eps)
+        lambda: policy_cls(
+            config, spec, ckpt.stats, rngs=nnx.Rngs(0), missing_stats="identity", eps=ckpt.eps, **extra
+        )
     )
-    report = load_state_dict(model, ckpt.state_dict, source=str(ckpt.path / "model.safetensors"))
+    report = load_state_dict(
+        model, ckpt.state_dict, ignore=ignore, source=str(ckpt.path / "model.safetensors")
+    )
+    if report.ignored:
+        notes.append(f"{ckpt.path}: {report.ignored} left out (the {policy_type} policy never uses them)")
     model.normalizer.set_stats(ckpt.stats, {**spec.input_features, **spec.output_features})
     flat = nnx.to_flat_state(nnx.state(model))
     left = [".".join(map(str, p)) for p, v in flat if isinstance(v.get_value(), jax.ShapeDtypeStruct)]

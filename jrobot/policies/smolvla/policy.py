@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from jrobot.policies.base import (
     current_frame,
     image_to_unit_float,
 )
-from jrobot.policies.lerobot.checkpoint import read_lerobot_checkpoint
+from jrobot.policies.lerobot.importer import build_from_lerobot
 from jrobot.policies.lerobot.statedict import load_state_dict
 from jrobot.policies.smolvla import vlm_folder
 from jrobot.policies.smolvla.config import POLICY_TYPE, SmolVLAConfig
@@ -29,7 +28,6 @@ from jrobot.policies.spec import (
     ACTION_KEY,
     IMAGE_PREFIX,
     STATE_KEY,
-    STATS_FOR_MODE,
     FeatureType,
     PolicyFeature,
     PolicySpec,
@@ -408,52 +406,23 @@ def from_lerobot(path: Any, *, vlm: str | Path | None = None, precision: str = "
     set; `lm_head`, which SmolVLA never uses, is left out with a note). `precision="bfloat16"` keeps
     LeRobot's mixed bf16/fp32 (a checkpoint saved from a bf16-loaded VLM); float32 by default.
     """
-    ckpt = read_lerobot_checkpoint(path, expected_type=POLICY_TYPE)
-    config, notes = SmolVLAConfig.from_lerobot(ckpt.config)
-    config = dataclasses.replace(
-        config,
-        normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()},
-        precision=precision,
-    )
-    config, tokenizer, _ = with_vlm(config, vlm=vlm, search=(ckpt.path, ckpt.path.parent))
-    spec = make_spec(config, ckpt.input_features, ckpt.output_features)
-    for k in (STATE_KEY, *spec.image_keys, ACTION_KEY):
-        mode = spec.norm_mode(k)
-        if any(s not in ckpt.stats.get(k, {}) for s in STATS_FOR_MODE[mode]):
+
+    def configure(config: SmolVLAConfig, ckpt: Any) -> tuple[SmolVLAConfig, dict[str, Any], list[str]]:
+        config = dataclasses.replace(config, precision=precision)
+        config, tokenizer, _ = with_vlm(config, vlm=vlm, search=(ckpt.path, ckpt.path.parent))
+        notes = []
+        if precision == "float32" and any(str(v.dtype) == "bfloat16" for v in ckpt.state_dict.values()):
             notes.append(
-                f"{ckpt.path}: no {mode.value} stats for {k!r}; it passes through unnormalized (as in LeRobot)"
+                f"{ckpt.path}: bf16 tensors converted to float32 (precision='bfloat16' keeps LeRobot's mixed mode)"
             )
-    dtypes = sorted({str(v.dtype) for v in ckpt.state_dict.values()})
-    if "bfloat16" in dtypes and precision == "float32":
-        notes.append(
-            f"{ckpt.path}: bf16 tensors converted to float32 (pass precision='bfloat16' for LeRobot's mixed mode)"
-        )
-    model = nnx.eval_shape(
-        lambda: SmolVLAPolicy(
-            config,
-            spec,
-            ckpt.stats,
-            rngs=nnx.Rngs(0),
-            missing_stats="identity",
-            eps=ckpt.eps,
-            tokenizer=tokenizer,
-        )
-    )
-    report = load_state_dict(
-        model,
-        ckpt.state_dict,
-        ignore=[r"^model\.vlm_with_expert\.vlm\.lm_head\."],
-        source=str(ckpt.path / "model.safetensors"),
-    )
-    if report.ignored:
-        notes.append(f"{ckpt.path}: {report.ignored} left out (SmolVLA never uses the VLM's lm_head)")
-    model.normalizer.set_stats(ckpt.stats, {**spec.input_features, **spec.output_features})
-    flat = nnx.to_flat_state(nnx.state(model))
-    left = [".".join(map(str, p)) for p, v in flat if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
-    if left:
-        raise RuntimeError(f"{ckpt.path}: these model variables received no value: {left[:10]}")
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    return ImportedPolicy(
-        model=model, spec=spec, stats=model.normalizer.stats_dict(), report=report, notes=ckpt.notes + notes
+        return config, {"tokenizer": tokenizer}, notes
+
+    return build_from_lerobot(
+        path,
+        policy_type=POLICY_TYPE,
+        config_cls=SmolVLAConfig,
+        make_spec=make_spec,
+        policy_cls=SmolVLAPolicy,
+        configure=configure,
+        ignore=(r"^model\.vlm_with_expert\.vlm\.lm_head\.",),
     )
