@@ -29,8 +29,8 @@ from flax import nnx
 
 from jrobot.policies.layers import Buffer, torch_bias_init, torch_kernel_init
 from jrobot.policies.normalize import Normalizer
-from jrobot.policies.smolvla.config import SmolVLAConfig, TextArch, VisionArch, VLMArch
-from jrobot.policies.spec import ACTION_KEY, PolicySpec
+from jrobot.policies.smolvla.config import SmolVLAConfig, TextArch, VisionArch, VLMArch, intermediate_size
+from jrobot.policies.spec import PolicySpec
 
 F32 = jnp.float32
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -459,7 +459,7 @@ class Expert(nnx.Module):
     def __init__(self, config: SmolVLAConfig, arch: VLMArch, dtype: Any, *, rngs: nnx.Rngs):
         t = arch.text
         hidden = config.expert_hidden_size(arch)
-        inner = _expert_inner(hidden)
+        inner = intermediate_size(hidden)
         kv_width = t.kv_heads * t.head_size
         self.layers = nnx.List(
             [
@@ -475,12 +475,6 @@ class Expert(nnx.Module):
             ]
         )
         self.norm = RMSNorm(hidden, t.rms_norm_eps, dtype)
-
-
-def _expert_inner(hidden: int) -> int:
-    from jrobot.policies.smolvla.config import intermediate_size
-
-    return intermediate_size(hidden)
 
 
 class VLMWithExpert(nnx.Module):
@@ -700,6 +694,3 @@ class SmolVLAPolicy(nnx.Module):
         )
         self.model = VLAFlowMatching(config, rngs=rngs)
         self.tokenizer = tokenizer
-
-
-__all__ = ["ACTION_KEY", "SmolVLAPolicy", "VLAFlowMatching"]
