@@ -21,6 +21,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -310,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jrobot.policies.lerobot.importer import import_lerobot
 
         path = Path(args.from_lerobot)
-        imported = import_lerobot(path, vlm=args.vlm, precision=args.precision)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the importer's notes are printed once, below
+            imported = import_lerobot(path, vlm=args.vlm, precision=args.precision)
         module = load_policy_module(imported.spec.type)
         for note in imported.notes:
             print(f"note: {note}", file=sys.stderr)
