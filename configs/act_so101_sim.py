@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_steps = 100_000
 
     c.policy.type = "act"
+    # what a real arm has: joint positions and the two cameras (never the sim-only cube pose)
+    c.policy.input_features = ("observation.state", "observation.images.front", "observation.images.wrist")
     c.policy.config = dataclass_config(
         ACTConfig,
         chunk_size=100,

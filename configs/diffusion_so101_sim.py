@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.num_steps = 100_000
     c.policy.type = "diffusion"
+    # what a real arm has: joint positions and the two cameras (never the sim-only cube pose)
+    c.policy.input_features = ("observation.state", "observation.images.front", "observation.images.wrist")
     c.policy.config = dataclass_config(DiffusionConfig, crop_shape=(86, 115), use_ema=True)
     c.optimizer.lr = 1e-4
     c.optimizer.group_lr = {}

@@ -5,12 +5,14 @@
 1. record   scripted pick-and-place demonstrations in the simulator (`jrobot.record`, two cameras),
             into a LeRobot v3.0 dataset that LeRobot itself can load
 2. shards   convert the dataset into ArrayRecord training shards (`data_tools.build_shards`)
-3. train    the CPU-sized ACT (`configs/act_so101_sim_cpu.py`) with the grain pipeline and orbax
+3. train    the CPU-sized ACT (`configs/act_so101_sim_cpu.py`) with the grain pipeline and orbax; it
+            reads what a real arm has, the two cameras and the joint positions
 4. export   a self-contained policy bundle (`jrobot.export`)
 5. eval     50 seeded episodes in the simulator through the real-time runtime (`jrobot.eval`), with videos
 
 It prints the success rate and where the videos are; `--out DIR` also gets `report.json` with the
-success rate and the time each stage took. Each stage is the same code the command-line tools run.
+success rate, the features the policy reads and the time each stage took. Each stage is the same code
+the command-line tools run.
 """
 
 from __future__ import annotations
@@ -32,23 +34,12 @@ DEFAULT_CONFIG = REPO / "configs" / "act_so101_sim_cpu.py"
 log = logging.getLogger("jrobot.demo")
 
 
-def _load_config(path: Path):
-    import importlib.util
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    sys.path.insert(0, str(path.resolve().parents[1]))
-    spec = importlib.util.spec_from_file_location(f"demo_config_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
-
-
 def stage_record(out: Path, episodes: int, seed: int, image_size: tuple[int, int]) -> dict[str, Any]:
     from jrobot.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
-    # the cube pose is recorded too (`observation.environment_state`): the CPU-sized policy reads it
+    # the cube pose is recorded too (`observation.environment_state`), for analysis and for the
+    # `*_privileged` debugging configs; the demo's policy does not read it
     robot = SimRobot(image_size=image_size, environment_state=True)
     teleop = SimExpertTeleop(robot)
     cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=12.0)
@@ -92,7 +83,7 @@ def stage_export(workdir: Path, bundle: Path) -> dict[str, Any]:
         source={"workdir": str(workdir), "step": meta["step"]},
         training_config=meta.get("config"),
     )
-    return {"variants": info.variants}
+    return {"variants": info.variants, "policy_inputs": list(model.spec.input_features)}
 
 
 def stage_eval(bundle: Path, out: Path, episodes: int, seed: int) -> dict[str, Any]:
@@ -130,6 +121,8 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from absl import logging as absl_logging
 
+    from jrobot.train.config_util import load_config_file
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     for noisy in ("jax", "OpenGL", "orbax", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -138,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    config = _load_config(Path(args.config))
+    config = load_config_file(args.config)
     record_size = tuple(int(v) for v in args.record_size.split("x"))
     train_size = tuple(int(v) for v in (args.train_size or config.get("demo_image_size", "48x64")).split("x"))
     steps = int(args.train_steps or config.num_steps)

@@ -43,6 +43,23 @@ OUT_CHANNELS = 512
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")  # untruncated in jax >= 0.4
 
 
+def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def resnet_feature_hw(height: int, width: int) -> tuple[int, int]:
+    """Spatial size of a torchvision ResNet18/34 layer4 map for an (H, W) input (stride 32, floor rules)."""
+
+    def one(n: int) -> int:
+        n = _conv_out(n, 7, 2, 3)  # conv1
+        n = _conv_out(n, 3, 2, 1)  # maxpool
+        for _ in range(3):  # layer2..4 first blocks
+            n = _conv_out(n, 3, 2, 1)
+        return n
+
+    return one(height), one(width)
+
+
 class FrozenBatchNorm2d(nnx.Module):
     """torchvision `FrozenBatchNorm2d`: four buffers, never updated, not trained (LeRobot ACT)."""
 

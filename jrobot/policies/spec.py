@@ -244,6 +244,8 @@ class PolicySpec:
         object.__setattr__(
             self, "normalization_mapping", parse_normalization_mapping(self.normalization_mapping)
         )
+        # held in its JSON form (tuples as lists), so a spec equals itself after a policy.json round trip
+        object.__setattr__(self, "config", json.loads(json.dumps(self.config)))
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_json(), sort_keys=True))

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+import os
+import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -90,3 +94,23 @@ def as_plain_dict(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of a `configs/<experiment>.py` file, outside `jrobot.train`'s flag parsing.
+
+    The folder above the file's folder goes on `sys.path` first, so `from configs import common`
+    works as it does for `python -m jrobot.train` run from the repository root.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    root = str(path.resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(f"jrobot_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise AttributeError(f"{path}: a config file defines get_config()")
+    return module.get_config()

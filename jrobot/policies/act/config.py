@@ -10,12 +10,15 @@ from typing import Any
 import jax.numpy as jnp
 
 from jrobot.policies import resnet
+from jrobot.policies.conv_trunk import validate_trunk
 from jrobot.policies.layers import activation
 from jrobot.policies.lerobot.checkpoint import policy_hyperparameters
 from jrobot.policies.spec import HyperparameterDict, parse_normalization_mapping
 
 POLICY_TYPE = "act"
 L1_REDUCTIONS = ("mean_all", "mean_valid")
+IMAGE_FEATURES = ("feature_map", "spatial_softmax")
+CNN_BACKBONE = "cnn"
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
@@ -25,9 +28,16 @@ def _default_norm_map() -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class ACTConfig(HyperparameterDict):
-    """LeRobot's `ACTConfig` hyperparameters (same names, same defaults) plus three jrobot options.
+    """LeRobot's `ACTConfig` hyperparameters (same names, same defaults) plus jrobot options.
 
     jrobot options:
+    - `vision_backbone="cnn"`: a small trunk trained from scratch (`jrobot.policies.conv_trunk`) with
+      `cnn_channels` / `cnn_strides` per 3x3 stage, instead of a torchvision ResNet. A policy with it
+      cannot be written back as a LeRobot checkpoint (LeRobot has no such backbone).
+    - `image_features`: "feature_map" (LeRobot: one encoder token per feature-map cell, 2-D sinusoidal
+      positions) or "spatial_softmax" (one token per camera from `spatial_softmax_num_keypoints`
+      soft-argmax keypoints, with a learned position like the state token's).
+    - `random_shift_pixels`: in training, shift every image by up to this many pixels (DrQ); 0 = off.
     - `l1_reduction`: "mean_all" (LeRobot 0.4.4: padded entries count in the denominator) or
       "mean_valid" (LeRobot HEAD: divide by the number of valid entries).
     - `pretrained_backbone_path`: local file with the torchvision weights named by
@@ -62,6 +72,11 @@ class ACTConfig(HyperparameterDict):
     l1_reduction: str = "mean_all"
     pretrained_backbone_path: str | None = None
     compute_dtype: str = "float32"
+    cnn_channels: tuple[int, ...] = (16, 32, 32)
+    cnn_strides: tuple[int, ...] = (2, 2, 1)
+    image_features: str = "feature_map"
+    spatial_softmax_num_keypoints: int = 32
+    random_shift_pixels: int = 0
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
@@ -76,14 +91,28 @@ class ACTConfig(HyperparameterDict):
             )
         if self.temporal_ensemble_coeff is not None and self.n_action_steps > 1:
             raise ValueError("temporal ensembling queries the policy every step: n_action_steps must be 1")
-        if not self.vision_backbone.startswith("resnet"):
-            raise ValueError(f"vision_backbone must be a ResNet, got {self.vision_backbone!r}")
-        depth = self.backbone_depth
-        if depth not in resnet.BLOCKS_PER_LAYER:
+        object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        object.__setattr__(self, "cnn_strides", tuple(int(s) for s in self.cnn_strides))
+        supported = [f"resnet{d}" for d in resnet.BLOCKS_PER_LAYER] + [CNN_BACKBONE]
+        if self.vision_backbone == CNN_BACKBONE:
+            validate_trunk(self.cnn_channels, self.cnn_strides, "ACTConfig")
+            if self.pretrained_backbone_weights:
+                raise ValueError(
+                    "vision_backbone='cnn' is trained from scratch: set pretrained_backbone_weights=None "
+                    f"(got {self.pretrained_backbone_weights!r})"
+                )
+        elif self.backbone_depth not in resnet.BLOCKS_PER_LAYER:
             raise ValueError(
-                f"vision_backbone {self.vision_backbone!r} is not supported; use "
-                f"{[f'resnet{d}' for d in resnet.BLOCKS_PER_LAYER]}"
+                f"vision_backbone {self.vision_backbone!r} is not supported; use one of {supported}"
             )
+        if self.image_features not in IMAGE_FEATURES:
+            raise ValueError(f"image_features must be one of {IMAGE_FEATURES}, got {self.image_features!r}")
+        if self.spatial_softmax_num_keypoints < 1:
+            raise ValueError(
+                f"spatial_softmax_num_keypoints must be >= 1, got {self.spatial_softmax_num_keypoints}"
+            )
+        if self.random_shift_pixels < 0:
+            raise ValueError(f"random_shift_pixels must be >= 0, got {self.random_shift_pixels}")
         if self.replace_final_stride_with_dilation:
             raise ValueError(
                 "replace_final_stride_with_dilation=True: torchvision's BasicBlock (resnet18/34) does not "
@@ -106,6 +135,8 @@ class ACTConfig(HyperparameterDict):
 
     @property
     def backbone_depth(self) -> int:
+        if not self.vision_backbone.startswith("resnet"):
+            return -1
         digits = self.vision_backbone[len("resnet") :]
         return int(digits) if digits.isdigit() else -1
 

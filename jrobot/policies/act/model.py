@@ -9,12 +9,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jrobot.policies import resnet
-from jrobot.policies.act.config import COMPUTE_DTYPES, ACTConfig
+from jrobot.policies.act.config import CNN_BACKBONE, COMPUTE_DTYPES, ACTConfig
+from jrobot.policies.conv_trunk import ConvTrunk, random_shift
 from jrobot.policies.layers import (
     Buffer,
     MultiheadAttention,
@@ -27,6 +29,7 @@ from jrobot.policies.layers import (
     torch_linear,
 )
 from jrobot.policies.normalize import Normalizer
+from jrobot.policies.spatial_softmax import SpatialSoftmax
 from jrobot.policies.spec import ACTION_KEY, PolicySpec
 
 
@@ -235,8 +238,13 @@ class ACTModel(nnx.Module):
             self.vae_encoder_latent_output_proj = linear(d, 2 * cfg.latent_dim)
             n_vae_tokens = 1 + cfg.chunk_size + (1 if self.has_state else 0)
             self.vae_encoder_pos_enc = Buffer(jnp.asarray(sinusoid_1d(n_vae_tokens, d))[None])
+        self.keypoints = cfg.image_features == "spatial_softmax"
+        self.random_shift_pixels = cfg.random_shift_pixels
         if image_keys:
-            self.backbone = resnet.ResNet(cfg.backbone_depth, "frozen_bn", dtype=dtype, rngs=rngs)
+            if cfg.vision_backbone == CNN_BACKBONE:
+                self.backbone = ConvTrunk(cfg.cnn_channels, cfg.cnn_strides, dtype=dtype, rngs=rngs)
+            else:
+                self.backbone = resnet.ResNet(cfg.backbone_depth, "frozen_bn", dtype=dtype, rngs=rngs)
         self.encoder = ACTEncoder(cfg, cfg.n_encoder_layers, xavier=True, dtype=dtype, rngs=rngs)
         self.decoder = ACTDecoder(cfg, dtype=dtype, rngs=rngs)
         if self.has_state:
@@ -245,12 +253,29 @@ class ACTModel(nnx.Module):
             env_dim = spec.input_features[env_key].shape[0]
             self.encoder_env_state_input_proj = linear(env_dim, d)
         self.encoder_latent_input_proj = linear(cfg.latent_dim, d)
-        if image_keys:
-            self.encoder_img_feat_input_proj = torch_conv(resnet.OUT_CHANNELS, d, 1, dtype=dtype, rngs=rngs)
-        n_1d = 1 + int(self.has_state) + int(self.has_env)
+        if image_keys and self.keypoints:
+            # one spatial soft-argmax head and one token projection per camera (cameras see different things)
+            k = cfg.spatial_softmax_num_keypoints
+            pools, projs = [], []
+            for key in image_keys:
+                _, h, w = spec.input_features[key].shape
+                pools.append(SpatialSoftmax(self.backbone.out_channels, self._feature_hw(h, w), k, rngs=rngs))
+                projs.append(linear(2 * k, d))
+            self.encoder_img_keypoints = nnx.List(pools)
+            self.encoder_img_keypoint_proj = nnx.List(projs)
+        elif image_keys:
+            self.encoder_img_feat_input_proj = torch_conv(
+                self.backbone.out_channels, d, 1, dtype=dtype, rngs=rngs
+            )
+        n_1d = 1 + int(self.has_state) + int(self.has_env) + (len(image_keys) if self.keypoints else 0)
         self.encoder_1d_feature_pos_embed = torch_embed(n_1d, d, rngs=rngs)
         self.decoder_pos_embed = torch_embed(cfg.chunk_size, d, rngs=rngs)
         self.action_head = linear(d, action_dim)
+
+    def _feature_hw(self, height: int, width: int) -> tuple[int, int]:
+        if isinstance(self.backbone, ConvTrunk):
+            return self.backbone.feature_hw(height, width)
+        return resnet.resnet_feature_hw(height, width)
 
     def encode_latent(
         self, state: jnp.ndarray | None, actions: jnp.ndarray, action_is_pad: jnp.ndarray, rng: RngSeq | None
@@ -278,8 +303,12 @@ class ACTModel(nnx.Module):
         *,
         train: bool = False,
         rng: RngSeq | None = None,
+        shift_rng: jax.Array | None = None,
     ) -> jnp.ndarray:
-        """Normalized inputs + latent (B, latent_dim) -> normalized action chunk (B, chunk, A) float32."""
+        """Normalized inputs + latent (B, latent_dim) -> normalized action chunk (B, chunk, A) float32.
+
+        In train mode with `random_shift_pixels`, every image is shifted at random (keys from `shift_rng`).
+        """
         b = latent.shape[0]
         tokens = [self.encoder_latent_input_proj(latent)[:, None]]
         pos = [self.encoder_1d_feature_pos_embed.embedding[...]]
@@ -287,14 +316,19 @@ class ACTModel(nnx.Module):
             tokens.append(self.encoder_robot_state_input_proj(state)[:, None])
         if self.has_env:
             tokens.append(self.encoder_env_state_input_proj(env_state)[:, None])
-        if images:
-            if len({im.shape for im in images}) == 1:  # one trunk call for all cameras
-                fmaps = jnp.split(
-                    self.backbone(jnp.concatenate(images, axis=0), train=train), len(images), axis=0
+        if images and train and self.random_shift_pixels:
+            if shift_rng is None:
+                raise ValueError(
+                    "ACT's random image shift (random_shift_pixels > 0) needs an rng in train mode"
                 )
-            else:
-                fmaps = [self.backbone(im, train=train) for im in images]
-            for fmap in fmaps:
+            keys = jax.random.split(shift_rng, len(images))
+            images = [random_shift(im, self.random_shift_pixels, k) for im, k in zip(images, keys)]
+        if images and self.keypoints:
+            fmaps = self._trunk(images, train)
+            for fmap, pool, proj in zip(fmaps, self.encoder_img_keypoints, self.encoder_img_keypoint_proj):
+                tokens.append(proj(pool(fmap.astype(jnp.float32)).astype(tokens[0].dtype))[:, None])
+        elif images:
+            for fmap in self._trunk(images, train):
                 _, h, w, _ = fmap.shape
                 pos.append(jnp.asarray(sinusoid_2d(h, w, self.dim_model)))
                 tokens.append(self.encoder_img_feat_input_proj(fmap).reshape(b, h * w, self.dim_model))
@@ -305,6 +339,11 @@ class ACTModel(nnx.Module):
         dec_in = jnp.zeros((b, self.chunk_size, self.dim_model), enc.dtype)
         dec = self.decoder(dec_in, enc, self.decoder_pos_embed.embedding[...][None], enc_pos, rng)
         return self.action_head(dec).astype(jnp.float32)
+
+    def _trunk(self, images: list[jnp.ndarray], train: bool) -> list[jnp.ndarray]:
+        if len({im.shape for im in images}) == 1:  # one trunk call for all cameras
+            return jnp.split(self.backbone(jnp.concatenate(images, axis=0), train=train), len(images), axis=0)
+        return [self.backbone(im, train=train) for im in images]
 
 
 class ACTPolicy(nnx.Module):

@@ -75,9 +75,13 @@ def forward(
     batch = next(x.shape[0] for x in (state, env, *images) if x is not None)
     if train and cfg.dropout > 0 and rng is None:
         raise ValueError("ACT train mode with dropout needs an rng")
-    drop_key = vae_key = None
+    drop_key = vae_key = shift_key = None
     if rng is not None:
         drop_key, vae_key = jax.random.split(rng)
+        if train and cfg.random_shift_pixels:  # a third key only when used: other runs keep their draws
+            vae_key, shift_key = jax.random.split(vae_key)
+    if train and cfg.random_shift_pixels and model.spec.image_keys and rng is None:
+        raise ValueError("ACT train mode with random_shift_pixels needs an rng")
     drops = RngSeq(drop_key if (train and cfg.dropout > 0) else None)
     mu = log_sigma_x2 = None
     if train and cfg.use_vae:
@@ -95,7 +99,7 @@ def forward(
         latent = mu + jnp.exp(log_sigma_x2 / 2) * vae_eps
     else:
         latent = jnp.zeros((batch, cfg.latent_dim), jnp.float32)
-    out = model.model(state, env, images, latent, train=train, rng=drops)
+    out = model.model(state, env, images, latent, train=train, rng=drops, shift_rng=shift_key)
     return out, mu, log_sigma_x2
 
 

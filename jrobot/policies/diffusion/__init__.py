@@ -37,7 +37,6 @@ from jrobot.policies.diffusion.model import (
     DiffusionPolicy,
     RgbEncoder,
     center_crop_offsets,
-    resnet_feature_hw,
 )
 from jrobot.policies.diffusion.policy import (
     build,
@@ -55,6 +54,7 @@ from jrobot.policies.diffusion.policy import (
     prepare_observation,
     sample_actions,
 )
+from jrobot.policies.resnet import resnet_feature_hw
 
 Config = DiffusionConfig
 

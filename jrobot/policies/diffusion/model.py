@@ -23,23 +23,6 @@ from jrobot.policies.spec import ACTION_KEY, PolicySpec
 
 # ---------------------------------------------------------------------------------------------------
 # image encoder
-def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
-    return (n + 2 * padding - kernel) // stride + 1
-
-
-def resnet_feature_hw(height: int, width: int) -> tuple[int, int]:
-    """Spatial size of a torchvision ResNet18/34 layer4 map for an (H, W) input (stride 32, floor rules)."""
-
-    def one(n: int) -> int:
-        n = _conv_out(n, 7, 2, 3)  # conv1
-        n = _conv_out(n, 3, 2, 1)  # maxpool
-        for _ in range(3):  # layer2..4 first blocks
-            n = _conv_out(n, 3, 2, 1)
-        return n
-
-    return one(height), one(width)
-
-
 def center_crop_offsets(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]:
     """torchvision CenterCrop's top/left: `int(round((H - h) / 2))` with Python's banker's rounding."""
     return round((height - crop[0]) / 2.0), round((width - crop[1]) / 2.0)
@@ -62,7 +45,7 @@ class RgbEncoder(nnx.Module):
             and (self.crop_shape[0] > self.image_hw[0] or self.crop_shape[1] > self.image_hw[1])
         ):
             raise ValueError(f"crop_shape {self.crop_shape} does not fit in the {self.image_hw} images")
-        self.feature_hw = resnet_feature_hw(*in_hw)
+        self.feature_hw = resnet.resnet_feature_hw(*in_hw)
         k = config.spatial_softmax_num_keypoints
         self.pool = SpatialSoftmax(self.backbone.out_channels, self.feature_hw, k, rngs=rngs)
         self.feature_dim = 2 * k

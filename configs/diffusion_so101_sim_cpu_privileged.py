@@ -1,11 +1,13 @@
-"""Diffusion Policy sized for a 2-core CPU, on the pick-and-place demonstrations (as the ACT demo).
+"""DEBUGGING ONLY: Diffusion Policy sized for a 2-core CPU, reading the simulator's cube pose.
 
-    python -m jrobot.train --config configs/diffusion_so101_sim_cpu.py --workdir runs/diffusion_cpu \
-        --config.data.shards=outputs/demo/shards
+    python -m jrobot.train --config configs/diffusion_so101_sim_cpu_privileged.py \
+        --workdir runs/diffusion_priv --config.data.shards=outputs/demo/shards
 
 The same network family as LeRobot's (FiLM-conditioned 1-D UNet, DDPM training), smaller (UNet
-(64, 128, 256)), reading the joint positions and the simulator's cube pose instead of the cameras,
-sampling with DDIM in 10 steps so the runtime computes a chunk in milliseconds.
+(64, 128, 256)), reading the joint positions and `observation.environment_state` (the cube's pose,
+which only the simulator knows) instead of the cameras, sampling with DDIM in 10 steps so the runtime
+computes a chunk in milliseconds. It checks the diffusion training loop in minutes; it cannot drive a
+real arm. `configs/diffusion_so101_sim.py` is the camera-reading recipe (a GPU's worth of training).
 """
 
 import ml_collections
