@@ -3,13 +3,17 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-slow test-all lint format bench clean
+.PHONY: demo demo-vla test test-slow test-all lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	./scripts/bootstrap.sh
 
 demo: $(STAMP)
 	$(PY) -m jrobot.demo $(DEMO_ARGS)
+
+# the VLA: three coloured cubes, the instruction names the one to put in the bin
+demo-vla: $(STAMP)
+	$(PY) -m jrobot.demo --policy smolvla $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check jrobot data_tools tests benchmarks configs

@@ -1,6 +1,6 @@
 """ACT training steps/s for a config and batch, jrobot (JAX) vs LeRobot (PyTorch) on the same machine.
 
-    python benchmarks/act_train_step.py --config configs/act_so101_sim_cpu.py --batch 8 --steps 20
+    python benchmarks/act_train_step.py --config configs/act_so101_sim_cpu_privileged.py --batch 8 --steps 20
     JROBOT_LEROBOT_PYTHON=/path/to/lerobot-venv/bin/python python benchmarks/act_train_step.py ...
 
 Both sides train the same architecture on the same synthetic batch (state 6, action 6, the config's
@@ -150,6 +150,9 @@ LEROBOT_KEYS = (
 
 def bench_lerobot(python: str, config, batch: int, steps: int, cams: int, hw) -> dict | None:
     pol = {k: v for k, v in config.policy.config.to_dict().items() if k in LEROBOT_KEYS}
+    if cams and not str(pol.get("vision_backbone", "resnet18")).startswith("resnet"):
+        print(f"LeRobot has no {pol['vision_backbone']!r} vision backbone: no comparison", file=sys.stderr)
+        return None
     args = {
         "policy": pol,
         "batch": batch,
@@ -163,7 +166,9 @@ def bench_lerobot(python: str, config, batch: int, steps: int, cams: int, hw) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(REPO / "configs/act_so101_sim_cpu.py"))
+    # the CPU-sized ACT with LeRobot's own ResNet18 trunk (the demo's from-scratch `cnn` trunk has no
+    # LeRobot counterpart to compare with); --cams adds the cameras
+    p.add_argument("--config", default=str(REPO / "configs/act_so101_sim_cpu_privileged.py"))
     p.add_argument("--batch", type=int, default=None, help="default: the config's batch_size")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--cams", type=int, default=2)

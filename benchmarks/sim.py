@@ -2,9 +2,14 @@
 
     .venv/bin/python benchmarks/sim.py                 # 100 seeds, the full set of figures
     .venv/bin/python benchmarks/sim.py --seeds 20 --json out.json
+    .venv/bin/python benchmarks/sim.py --only expert   # just the expert success rates
 
 - expert: success rate of the pick-and-place expert over seeds 0..N-1 (state only, no rendering),
   mean steps to success;
+- pick-color expert: the same expert on `jrobot/SO101PickColor-v0` (three cubes, the instruction names
+  one) over the same seeds: success rate, wrong-object rate (another cube ever in the bin), the rate of
+  episodes where a cube that was not named moved more than 5 mm, and its success ratio against the
+  pick-and-place expert measured in this run (the baseline: the same plan on the one-cube task);
 - physics: control steps per second (1/30 s of physics each, 7 MuJoCo steps) without rendering, and
   the real-time factor;
 - render: environment steps per second with both cameras ("front", "wrist") rendered at 96x128 and at
@@ -21,11 +26,13 @@ import json
 import platform
 import time
 
+import gymnasium as gym
 import numpy as np
 
-from jrobot.sim import gl
+from jrobot.sim import gl  # importing jrobot.sim registers the envs (for their time limits)
 from jrobot.sim.expert import PickPlaceExpert
 from jrobot.sim.simulator import SO101Sim
+from jrobot.sim.tasks import PickColorTask
 
 
 def bench_expert(seeds: int) -> dict[str, float]:
@@ -50,6 +57,47 @@ def bench_expert(seeds: int) -> dict[str, float]:
         "expert_success_rate": successes / seeds,
         "expert_mean_steps_to_success": float(np.mean(lengths)) if lengths else float("nan"),
         "expert_steps_per_s_with_ik": steps / dt,
+        "expert_wall_s": dt,
+    }
+
+
+def bench_pick_color_expert(seeds: int, moved_tol: float = 0.005) -> dict[str, float]:
+    """The expert on the three-cube task, stepped to the registered time limit or its first success."""
+    max_steps = gym.registry["jrobot/SO101PickColor-v0"].max_episode_steps
+    sim = SO101Sim("pick_color", cameras=())
+    task = sim.task
+    assert isinstance(task, PickColorTask)
+    successes, wrong, disturbed, lengths = 0, 0, 0, []
+    steps = 0
+    t0 = time.perf_counter()
+    for seed in range(seeds):
+        sim.reset(seed)
+        others = [c for c in task.colors if c != task.target_color]
+        start = {c: sim.task_state()["cubes"][c]["pos"] for c in others}
+        expert = PickPlaceExpert(sim)
+        ever_wrong = False
+        for k in range(max_steps):
+            sim.set_joint_targets(expert.next_action())
+            sim.step()
+            steps += 1
+            ever_wrong = ever_wrong or task.wrong_object(sim.data)
+            if sim.is_success():
+                successes += 1
+                lengths.append(k + 1)
+                break
+        cubes = sim.task_state()["cubes"]
+        moved = max(float(np.linalg.norm(cubes[c]["pos"] - start[c])) for c in others)
+        wrong += ever_wrong
+        disturbed += moved > moved_tol
+    dt = time.perf_counter() - t0
+    return {
+        "pick_color_expert_seeds": seeds,
+        "pick_color_expert_success_rate": successes / seeds,
+        "pick_color_expert_wrong_object_rate": wrong / seeds,
+        "pick_color_expert_other_cube_moved_rate": disturbed / seeds,
+        "pick_color_expert_mean_steps_to_success": float(np.mean(lengths)) if lengths else float("nan"),
+        "pick_color_expert_steps_per_s_with_ik": steps / dt,
+        "pick_color_expert_wall_s": dt,
     }
 
 
@@ -95,16 +143,31 @@ def main() -> None:
     p.add_argument("--physics-steps", type=int, default=3000)
     p.add_argument("--render-steps", type=int, default=300)
     p.add_argument("--json", type=str, default=None, help="also write the figures to this file")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=("expert", "physics", "render"),
+        default=("expert", "physics", "render"),
+        help="the groups of figures to measure (default: all)",
+    )
     args = p.parse_args()
 
     figures: dict[str, object] = {
         "gl_backend": gl.gl_backend(),
         "machine": platform.processor() or platform.machine(),
     }
-    figures.update(bench_expert(args.seeds))
-    figures.update(bench_physics(args.physics_steps))
-    figures.update(bench_render(96, 128, args.render_steps))
-    figures.update(bench_render(480, 640, max(30, args.render_steps // 3)))
+    if "expert" in args.only:
+        figures.update(bench_expert(args.seeds))
+        figures.update(bench_pick_color_expert(args.seeds))
+        base = figures["expert_success_rate"]
+        figures["pick_color_vs_pick_place_expert_success_ratio"] = (
+            figures["pick_color_expert_success_rate"] / base if base else float("nan")
+        )
+    if "physics" in args.only:
+        figures.update(bench_physics(args.physics_steps))
+    if "render" in args.only:
+        figures.update(bench_render(96, 128, args.render_steps))
+        figures.update(bench_render(480, 640, max(30, args.render_steps // 3)))
     for k, v in figures.items():
         print(f"{k:45s} {v:.4g}" if isinstance(v, float) else f"{k:45s} {v}")
     if args.json:

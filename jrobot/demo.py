@@ -1,18 +1,25 @@
 """`make demo` / `python -m jrobot.demo`: the whole jrobot loop on the MuJoCo SO-101, on a laptop CPU.
 
     python -m jrobot.demo [--out outputs/demo] [--episodes 60] [--train-steps 1500] [--eval-episodes 50]
+    python -m jrobot.demo --policy smolvla [--out outputs/demo_vla]        # `make demo-vla`
 
-1. record   scripted pick-and-place demonstrations in the simulator (`jrobot.record`, two cameras),
-            into a LeRobot v3.0 dataset that LeRobot itself can load
+1. record   scripted demonstrations in the simulator (`jrobot.record`, two cameras), into a LeRobot
+            v3.0 dataset that LeRobot itself can load: pick-and-place of one cube for ACT; for the VLA,
+            three coloured cubes and an instruction per episode naming the one to put in the bin
+            (`jrobot/SO101PickColor-v0`), recorded as the episode's task
 2. shards   convert the dataset into ArrayRecord training shards (`data_tools.build_shards`)
-3. train    the CPU-sized ACT (`configs/act_so101_sim_cpu.py`) with the grain pipeline and orbax; it
-            reads what a real arm has, the two cameras and the joint positions
+3. train    the CPU-sized policy (`configs/act_so101_sim_cpu.py`, `configs/smolvla_so101_sim_cpu.py`)
+            with the grain pipeline and orbax; it reads what a real arm has: the two cameras, the joint
+            positions, and for the VLA the instruction
 4. export   a self-contained policy bundle (`jrobot.export`)
-5. eval     50 seeded episodes in the simulator through the real-time runtime (`jrobot.eval`), with videos
+5. eval     50 seeded episodes in the simulator through the real-time runtime (`jrobot.eval`), with
+            videos; the VLA is also evaluated with each episode's instruction replaced by one naming
+            another cube, which it should follow rather than repeat what the scene suggests
 
 It prints the success rate and where the videos are; `--out DIR` also gets `report.json` with the
-success rate, the features the policy reads and the time each stage took. Each stage is the same code
-the command-line tools run.
+success rate (and for the VLA the wrong-object rate and each episode's instruction and outcome), the
+features the policy reads and the time each stage took. Each stage is the same code the command-line
+tools run.
 """
 
 from __future__ import annotations
@@ -30,19 +37,50 @@ from typing import Any
 from jrobot.cli import Binder, run_tool
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "act_so101_sim_cpu.py"
 log = logging.getLogger("jrobot.demo")
 
 
-def stage_record(out: Path, episodes: int, seed: int, image_size: tuple[int, int]) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class DemoRecipe:
+    """What one demo records, trains and evaluates."""
+
+    config: Path  # training config
+    task: str  # simulator task the expert demonstrates (`jrobot.sim.tasks.TASKS`)
+    env: str  # gymnasium id the policy is evaluated in
+    out: Path  # default output directory
+    episodes: int  # default number of demonstrations
+    episode_time_s: float
+
+
+DEMOS: dict[str, DemoRecipe] = {
+    "act": DemoRecipe(
+        REPO / "configs" / "act_so101_sim_cpu.py", "pick_place", "jrobot/SO101PickPlace-v0",
+        Path("outputs/demo"), 60, 12.0,
+    ),
+    "smolvla": DemoRecipe(
+        REPO / "configs" / "smolvla_so101_sim_cpu.py", "pick_color", "jrobot/SO101PickColor-v0",
+        Path("outputs/demo_vla"), 100, 14.0,
+    ),
+}  # fmt: skip
+DEFAULT_CONFIG = DEMOS["act"].config
+
+
+def stage_record(
+    out: Path,
+    episodes: int,
+    seed: int,
+    image_size: tuple[int, int],
+    task: str = "pick_place",
+    episode_time_s: float = 12.0,
+) -> dict[str, Any]:
     from jrobot.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     # the cube pose is recorded too (`observation.environment_state`), for analysis and for the
-    # `*_privileged` debugging configs; the demo's policy does not read it
-    robot = SimRobot(image_size=image_size, environment_state=True)
+    # `*_privileged` debugging configs; the demo's policies do not read it
+    robot = SimRobot(task=task, image_size=image_size, environment_state=True)
     teleop = SimExpertTeleop(robot)
-    cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=12.0)
+    cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=episode_time_s)
     summary = record(robot, teleop, RecordOptions(dataset=cfg, seed=seed, status=sys.stderr.isatty()))
     ok = sum(bool(e["success"]) for e in summary["saved"])
     return {"episodes": len(summary["saved"]), "frames": summary["num_frames"], "expert_successes": ok}
@@ -86,32 +124,62 @@ def stage_export(workdir: Path, bundle: Path) -> dict[str, Any]:
     return {"variants": info.variants, "policy_inputs": list(model.spec.input_features)}
 
 
-def stage_eval(bundle: Path, out: Path, episodes: int, seed: int) -> dict[str, Any]:
+def stage_eval(
+    bundle: Path,
+    out: Path,
+    episodes: int,
+    seed: int,
+    env_id: str = "jrobot/SO101PickPlace-v0",
+    swap_instruction: bool = False,
+    videos: bool = True,
+) -> dict[str, Any]:
+    """`jrobot.eval` of the bundle; with `swap_instruction`, each episode's instruction names another
+    object than the one the scene was set up for, and success means that other object is in the bin."""
     from jrobot.eval import evaluate
     from jrobot.runtime.policy import BundlePolicy
 
     policy = BundlePolicy(bundle)
     policy.warmup()
-    report = evaluate(policy, episodes=episodes, seed=seed, out=out)
-    return {
+    report = evaluate(
+        policy, env_id=env_id, episodes=episodes, seed=seed, out=out, videos=videos,
+        swap_instruction=swap_instruction,
+    )  # fmt: skip
+    result = {
         "success_rate": report["success_rate"],
         "episodes": report["num_episodes"],
         "latency": report["latency"],
     }
+    if "wrong_object_rate" in report:
+        result["wrong_object_rate"] = report["wrong_object_rate"]
+    if policy.info.spec.language_keys:
+        result["per_episode"] = [
+            {k: e.get(k) for k in ("seed", "task", "success", "wrong_object", "steps")}
+            for e in report["episodes"]
+        ]
+    return result
 
 
 @dataclasses.dataclass
 class DemoOptions:
     """`python -m jrobot.demo` flags (jrobot's one flag grammar: `--train-steps=N` or `--train_steps N`)."""
 
-    out: Path = Path("outputs/demo")  # output directory (replaced)
-    config: Path = DEFAULT_CONFIG  # training config
-    episodes: int = 60  # demonstrations to record
+    policy: str = "act"  # act (pick-and-place) or smolvla (the instruction names the cube)
+    out: Path | None = None  # output directory (replaced); default outputs/demo or outputs/demo_vla
+    config: Path | None = None  # training config (default: the policy's CPU-sized one)
+    episodes: int | None = None  # demonstrations to record (default 60 for act, 100 for smolvla)
     train_steps: int | None = None  # default: the config's
     eval_episodes: int = 50
     record_size: str = "96x128"  # camera HxW recorded into the dataset
     train_size: str | None = None  # HxW of the training images (default: the config's)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy not in DEMOS:
+            raise ValueError(f"--policy {self.policy!r}: choose one of {sorted(DEMOS)}")
+        recipe = DEMOS[self.policy]
+        self.out = Path(self.out or recipe.out)
+        self.config = Path(self.config or recipe.config)
+        self.episodes = int(self.episodes or recipe.episodes)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -148,16 +216,35 @@ def main(argv: Sequence[str]) -> int:
         (out / "report.json").write_text(json.dumps(report, indent=2))
         return result
 
-    stage("record", stage_record, out / "dataset", args.episodes, args.seed, record_size)
+    recipe = DEMOS[args.policy]
+    report["policy"] = args.policy
+    report["env"] = recipe.env
+    eval_seed = 100_000 + args.seed
+    stage(
+        "record", stage_record, out / "dataset", args.episodes, args.seed, record_size, recipe.task,
+        recipe.episode_time_s,
+    )  # fmt: skip
     stage("shards", stage_shards, out / "dataset", out / "shards", train_size)
     stage("train", stage_train, config, out / "shards", out / "train", steps)
     stage("export", stage_export, out / "train", out / "bundle")
-    ev = stage("eval", stage_eval, out / "bundle", out / "eval", args.eval_episodes, 100_000 + args.seed)
+    ev = stage("eval", stage_eval, out / "bundle", out / "eval", args.eval_episodes, eval_seed, recipe.env)
     report["success_rate"] = ev["success_rate"]
+    summary = f"success rate {ev['success_rate']:.0%}"
+    if "wrong_object_rate" in ev:
+        report["wrong_object_rate"] = ev["wrong_object_rate"]
+        summary += f", wrong object {ev['wrong_object_rate']:.0%}"
+    if args.policy == "smolvla":
+        sw = stage(
+            "eval_swapped", stage_eval, out / "bundle", out / "eval_swapped", args.eval_episodes, eval_seed,
+            recipe.env, True, False,
+        )  # fmt: skip
+        report["swapped_instruction_success_rate"] = sw["success_rate"]
+        report["swapped_instruction_wrong_object_rate"] = sw.get("wrong_object_rate")
+        summary += f"; with the instruction naming another cube: success {sw['success_rate']:.0%}"
     report["total_seconds"] = round(time.perf_counter() - t_all, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(
-        f"\njrobot demo: success rate {ev['success_rate']:.0%} over {ev['episodes']} simulated episodes, "
+        f"\njrobot demo ({args.policy}): {summary} over {ev['episodes']} simulated episodes, "
         f"total {report['total_seconds'] / 60:.1f} min\n"
         f"  dataset (LeRobot v3.0): {out / 'dataset'}\n  policy bundle: {out / 'bundle'}\n"
         f"  videos: {out / 'eval' / 'videos'}\n  report: {out / 'report.json'}"

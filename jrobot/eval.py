@@ -70,6 +70,25 @@ def env_task(env: gym.Env, reset_info: Mapping[str, Any]) -> str | None:
     return None
 
 
+def env_reset_options(env: gym.Env) -> tuple[str, ...]:
+    """The per-episode `reset(options=...)` names the env's task accepts (e.g. "target", "instruction")."""
+    sim = getattr(env.unwrapped, "sim", None)
+    return tuple(getattr(getattr(sim, "task", None), "reset_options", ()))
+
+
+def other_target(env: gym.Env, reset_info: Mapping[str, Any], seed: int) -> str:
+    """A target other than the one the episode was set up for, chosen by the seed (for the swap test)."""
+    task = env.unwrapped.sim.task
+    current = reset_info.get("target_color")
+    others = [c for c in getattr(task, "colors", ()) if c != current]
+    if not others or "target" not in env_reset_options(env):
+        raise ValueError(
+            f"{env.spec.id if env.spec else env}: swapping the instruction needs a task with several "
+            "objects to name (e.g. jrobot/SO101PickColor-v0)"
+        )
+    return others[seed % len(others)]
+
+
 def _video_writer(path: Path, frame_shape: tuple[int, int], fps: int):
     from jrobot.data.video.encode import CameraEncoder, VideoOptions
 
@@ -110,6 +129,8 @@ class _EnvRobot:
     ) -> None:
         self.env, self.obs, self.names, self.cams, self.video = env, obs, names, cams, video
         self.success = bool(info.get("is_success", False))
+        # None where the env does not report it; else whether another object was ever in the bin
+        self.wrong_object = bool(info["wrong_object"]) if "wrong_object" in info else None
         self.steps = 0
         self.done = False
 
@@ -123,6 +144,8 @@ class _EnvRobot:
         if self.video is not None:
             self.video.put(_side_by_side(self.obs, self.cams))
         self.success = self.success or bool(inf.get("is_success", False))
+        if self.wrong_object is not None:
+            self.wrong_object = self.wrong_object or bool(inf.get("wrong_object", False))
         self.done = bool(terminated or truncated)
         return dict(action)
 
@@ -142,11 +165,21 @@ def evaluate(
     n_action_steps: int | None = None,
     temporal_ensemble_coeff: float | None = None,
     task: str | None = None,
+    swap_instruction: bool = False,
 ) -> dict[str, Any]:
     """Roll `policy` (a BundlePolicy or anything with .info/.spec/.predict) out for `episodes` episodes.
 
-    `task`: the instruction of a language-conditioned policy (default: the env's, per episode).
+    `task`: the instruction of a language-conditioned policy (default: the env's, per episode). An env
+    whose task takes an `instruction` reset option (jrobot/SO101PickColor-v0) is reset with it, so
+    success is judged against the object the instruction names. `swap_instruction`: every episode is
+    reset a second time on the same layout with another object as the target (and the instruction
+    naming it): does the policy follow the instruction, or the habits of the scene? Episodes report
+    `wrong_object` where the env does (another object ended in the bin).
     """
+    if swap_instruction and task is not None:
+        raise ValueError(
+            "swap_instruction and task are exclusive: the swap chooses each episode's instruction"
+        )
     info: BundleInfo = policy.info
     language = bool(info.spec.language_keys)
     if task is not None and not language:
@@ -165,7 +198,10 @@ def evaluate(
     try:
         for ep in range(episodes):
             ep_seed = seed + ep
-            obs, inf = env.reset(seed=ep_seed)
+            options = {"instruction": task} if task and "instruction" in env_reset_options(env) else None
+            obs, inf = env.reset(seed=ep_seed, options=options)
+            if swap_instruction:
+                obs, inf = env.reset(seed=ep_seed, options={"target": other_target(env, inf, ep_seed)})
             policy.seed(ep_seed)
             controller.reset()
             ep_task = None
@@ -199,6 +235,7 @@ def evaluate(
                     "wall_s": round(time.perf_counter() - t_ep, 3),
                     "video": f"videos/episode_{ep:03d}.mp4" if writer is not None else None,
                     **({"task": ep_task} if language else {}),
+                    **({"wrong_object": arm.wrong_object} if arm.wrong_object is not None else {}),
                 }
             )
             log.info(
@@ -212,6 +249,12 @@ def evaluate(
         "episodes": results,
         "num_episodes": len(results),
         "success_rate": float(np.mean([r["success"] for r in results])) if results else 0.0,
+        **(
+            {"wrong_object_rate": float(np.mean([r["wrong_object"] for r in results]))}
+            if results and all("wrong_object" in r for r in results)
+            else {}
+        ),
+        **({"swap_instruction": True} if swap_instruction else {}),
         "wall_s": round(time.perf_counter() - t_start, 2),
         "latency": controller.stats.report(),
     }
@@ -235,6 +278,7 @@ class EvalOptions:
     n_action_steps: int | None = None  # override the bundle's n_action_steps
     temporal_ensemble_coeff: float | None = None  # ensemble overlapping chunks (e.g. 0.01)
     task: str | None = None  # instruction for a language-conditioned policy (default: the env's own)
+    swap_instruction: bool = False  # instruct another object than the scene's target (multi-object envs)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -261,6 +305,7 @@ def main(argv: Sequence[str]) -> int:
         n_action_steps=args.n_action_steps,
         temporal_ensemble_coeff=args.temporal_ensemble_coeff,
         task=args.task,
+        swap_instruction=args.swap_instruction,
     )
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "

@@ -12,6 +12,11 @@
     python -m jrobot.record --robot.type=sim --teleop.type=sim_expert \\
         --dataset.root=data/sim_pick --dataset.num_episodes=20
 
+    # instruction-conditioned: pick the cube the episode's instruction names (or
+    # --robot.task=jrobot/SO101PickColor-v0)
+    python -m jrobot.record --robot.type=sim --robot.task=pick_color --teleop.type=sim_expert \\
+        --dataset.root=data/sim_pick_color --dataset.num_episodes=50
+
 Keys (in this terminal, also over SSH): → ends the current episode or reset early, ← re-records the
 episode, Esc stops (the partial episode is saved, as in LeRobot). Ctrl-C stops too, but discards the
 episode in progress. Either way every episode saved before stays in the dataset, and the robot's
@@ -23,7 +28,10 @@ videos are encoded while recording, so saving an episode takes a fraction of a s
 
 The simulated robot advances one control period per action, so it records as fast as the CPU allows
 (`--realtime=true` paces it); each sim episode is seeded with `--seed` + its index, and ends shortly
-after the task succeeds or when the expert is done.
+after the task succeeds or when the expert is done. Without `--dataset.single_task` each sim episode is
+recorded with the robot's own instruction for that episode, e.g. with `--robot.task=pick_color` (three
+cubes, a new target colour and wording each episode) every instruction used lands in meta/tasks.parquet
+and each frame's task_index points at its episode's.
 """
 
 from __future__ import annotations
@@ -266,6 +274,8 @@ def record(
                     index = writer.num_episodes
                     if episodic:
                         robot.reset(seed=opts.seed + index)
+                        # An instruction-conditioned sim task draws a new instruction per episode.
+                        task = cfg.single_task or robot.task
                     label = f"episode {recorded + 1}/{cfg.num_episodes} (#{index}) | recording"
                     result = control_loop(
                         robot,

@@ -150,6 +150,13 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
                 for ep in range(n_episodes):
                     if episodic:
                         robot.reset(seed=opts.seed + ep)
+                    if not (opts.task or (opts.dataset.single_task if opts.dataset else None)):
+                        # the robot's own task is per episode (the sim's instruction-conditioned tasks)
+                        own = getattr(robot, "task", None)
+                        if own:
+                            task = own
+                            if policy.needs_task:
+                                controller.task = own
                     controller.reset()
                     policy.seed(opts.seed + ep)
                     max_steps = opts.max_steps

@@ -4,6 +4,8 @@ Importing this package registers the gymnasium environments (MuJoCo itself is im
 one is made):
 
 - `jrobot/SO101PickPlace-v0`: pick the cube, place it in the bin; 300 steps (10 s at 30 fps);
+- `jrobot/SO101PickColor-v0`: three coloured cubes, put the one the episode's instruction names in the
+  bin; 300 steps, as pick-place (the scripted expert succeeds after ~5.5 s on both);
 - `jrobot/SO101Reach-v0`: move the gripper to a target point; 150 steps (5 s).
 
 Modules: `units` (LeRobot units <-> radians, numpy only), `model` (scenes), `gl`/`render` (offscreen
@@ -18,9 +20,10 @@ import gymnasium as gym
 
 ENV_IDS: dict[str, str] = {
     "jrobot/SO101PickPlace-v0": "jrobot.sim.env:SO101PickPlaceEnv",
+    "jrobot/SO101PickColor-v0": "jrobot.sim.env:SO101PickColorEnv",
     "jrobot/SO101Reach-v0": "jrobot.sim.env:SO101ReachEnv",
 }
-_MAX_STEPS = {"jrobot/SO101PickPlace-v0": 300, "jrobot/SO101Reach-v0": 150}
+_MAX_STEPS = {"jrobot/SO101PickPlace-v0": 300, "jrobot/SO101PickColor-v0": 300, "jrobot/SO101Reach-v0": 150}
 
 
 def register_envs() -> None:

@@ -1,4 +1,9 @@
-"""Gymnasium environments for the simulated SO-101 (`jrobot/SO101PickPlace-v0`, `jrobot/SO101Reach-v0`).
+"""Gymnasium environments for the simulated SO-101.
+
+- `jrobot/SO101PickPlace-v0`: put the randomly placed cube into the bin;
+- `jrobot/SO101PickColor-v0`: three cubes (red, green, blue); put the one the episode's instruction
+  names into the bin (a new target colour and instruction wording each episode);
+- `jrobot/SO101Reach-v0`: bring the gripper to a random target point.
 
 Observations use the dataset's keys, so a policy trained on recorded (or LeRobot) datasets can be
 evaluated on the env without renaming anything:
@@ -10,13 +15,21 @@ evaluated on the env without renaming anything:
   ("front", "wrist"); `cameras=()` gives a state-only env that needs no OpenGL;
 - `"observation.environment_state"` (only with `environment_state=True`, the default for reach):
   float32 privileged object state, the cube pose for pick-and-place (x, y, z, cos 4yaw, sin 4yaw),
-  the target position for reach; for state-only policies and debugging.
+  the three cube poses and a one-hot of the target colour for pick-color (18 values), the target
+  position for reach; for state-only policies and debugging.
 
 Actions are float32 (6,) joint-position targets in the same units and order (what a leader arm
 sends); values outside the joint limits are clipped, as the servos' position limits do, and NaN/inf
 raise ValueError. One step is one control period (1/fps s). `info["is_success"]` reports the task's
 success test every step; `terminate_on_success` ends the episode when it first holds, and the time
 limit comes from the registration (`max_episode_steps`).
+
+`info["task"]` is the episode's language instruction (what the sim robot records with it), read from
+the task after every reset, so it changes per episode for pick-color; that env also reports
+`info["target_color"]` and `info["wrong_object"]` (a cube other than the named one is in the bin).
+`reset(options={"target": "green"})` or `options={"instruction": "Move the green cube to the bin."}`
+asks for another cube on the layout the seed gives (evaluating instruction following); the options
+of each task are its `reset_options`, others raise ValueError.
 """
 
 from __future__ import annotations
@@ -77,7 +90,6 @@ class SO101Env(gym.Env):
         self.render_size = (int(render_size[0]), int(render_size[1]))
         self.render_camera = render_camera
         self._render_renderer: OffscreenRenderer | None = None
-        self.task_description = self.sim.task.description
         self.include_environment_state = bool(environment_state)
 
         lo, hi = self.sim.lower.astype(np.float32), self.sim.upper.astype(np.float32)
@@ -91,6 +103,11 @@ class SO101Env(gym.Env):
             obs[IMAGE_PREFIX + cam] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs)
 
+    @property
+    def task_description(self) -> str:
+        """The current episode's instruction (LeRobot's envs expose the same attribute)."""
+        return self.sim.instruction
+
     def _obs(self) -> dict[str, np.ndarray]:
         obs = {STATE_KEY: self.sim.joint_positions().astype(np.float32)}
         if self.include_environment_state:
@@ -100,13 +117,18 @@ class SO101Env(gym.Env):
         return obs
 
     def _info(self, success: bool) -> dict[str, Any]:
-        return {"is_success": success, "task": self.task_description, "time": self.sim.time}
+        return {
+            "is_success": success,
+            "task": self.task_description,
+            "time": self.sim.time,
+            **self.sim.task_info(),
+        }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         # The episode's randomness comes from gymnasium's np_random, which `seed` (re)seeds.
         self.sim.rng = self.np_random
-        self.sim.reset()
+        self.sim.reset(options=options)
         return self._obs(), self._info(self.sim.is_success())
 
     def step(self, action: np.ndarray):
@@ -138,6 +160,13 @@ class SO101PickPlaceEnv(SO101Env):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("pick_place", **kwargs)
+
+
+class SO101PickColorEnv(SO101Env):
+    """`jrobot/SO101PickColor-v0`: put the cube the episode's instruction names into the bin."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("pick_color", **kwargs)
 
 
 class SO101ReachEnv(SO101Env):

@@ -1,11 +1,12 @@
 """Scripted experts: IK-planned, minimum-jerk demonstrations for the simulated SO-101 tasks.
 
-The pick-and-place expert reads the cube pose once per episode (privileged state) and plays a fixed
-sequence of smooth segments: swing above the cube opening the jaws, descend, close, lift, carry to the
-bin, lower, open, retreat and return home. Free-space swings are interpolated in joint space; moves
-near objects follow Cartesian paths (straight down/up, arcs around the base) solved by damped
-least-squares IK every control step. Actions are joint-position targets in LeRobot units, exactly
-what a leader arm would send, so demonstrations recorded from the expert look like teleoperation.
+The pick-and-place expert reads the cube pose once per episode (privileged state; for pick-color, the
+pose of the cube the episode's instruction names) and plays a fixed sequence of smooth segments:
+swing above the cube opening the jaws, descend, close, lift, carry to the bin, lower, open, retreat
+and return home. Free-space swings are interpolated in joint space; moves near objects follow
+Cartesian paths (straight down/up, arcs around the base) solved by damped least-squares IK every
+control step. Actions are joint-position targets in LeRobot units, exactly what a leader arm would
+send, so demonstrations recorded from the expert look like teleoperation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from jrobot.sim.kinematics import ArmKinematics, top_down_rotation
 from jrobot.sim.simulator import SO101Sim
-from jrobot.sim.tasks import PickPlaceTask, ReachTask
+from jrobot.sim.tasks import PickColorTask, PickPlaceTask, ReachTask
 from jrobot.sim.trajectory import min_jerk, wrap_angle
 from jrobot.sim.units import GRIPPER_INDEX, gripper_percent_to_rad, lerobot_to_rad, rad_to_lerobot
 
@@ -79,6 +80,12 @@ class PickPlaceExpertConfig:
     release: float = 0.4
     retreat: float = 0.5
     home: float = 1.0
+
+
+# Among other cubes the jaws open less: at 45 % the moving finger's outer face swings ~6.2 cm out from
+# the grasp centre (and brushes a neighbour PickColorTask may place 7 cm away), at 30 % ~4.1 cm, while
+# its pad still clears the cube's face by ~8 mm.
+PICK_COLOR_EXPERT_CONFIG = PickPlaceExpertConfig(gripper_open=30.0)
 
 
 class _Planner:
@@ -164,13 +171,27 @@ class _Planner:
 
 
 class PickPlaceExpert(_Planner):
-    """Scripted pick-and-place for `PickPlaceTask`. Call `reset()` after each `sim.reset()`."""
+    """Scripted pick-and-place for `PickPlaceTask` and `PickColorTask`. Call `reset()` after each
+    `sim.reset()`.
+
+    Both tasks report the cube to move under the same `state()` keys (for pick-color, the target
+    cube), so one plan serves both: the other cubes are left alone because the task keeps them
+    `min_separation` away from the target, which the jaws clear when opened to
+    `PICK_COLOR_EXPERT_CONFIG.gripper_open` (the default config for that task), and the carry
+    passes over them at `carry_height`.
+    """
 
     def __init__(self, sim: SO101Sim, config: PickPlaceExpertConfig | None = None) -> None:
-        if not isinstance(sim.task, PickPlaceTask):
-            raise TypeError(f"PickPlaceExpert needs a PickPlaceTask sim, got {type(sim.task).__name__}")
+        if not isinstance(sim.task, PickPlaceTask | PickColorTask):
+            raise TypeError(
+                f"PickPlaceExpert needs a PickPlaceTask or PickColorTask sim, got {type(sim.task).__name__}"
+            )
         super().__init__(sim)
-        self.config = config or PickPlaceExpertConfig()
+        if config is None:
+            config = (
+                PICK_COLOR_EXPERT_CONFIG if isinstance(sim.task, PickColorTask) else PickPlaceExpertConfig()
+            )
+        self.config = config
         self.reset()
 
     def grasp_yaw(self, cube_yaw: float) -> float:
@@ -182,7 +203,7 @@ class PickPlaceExpert(_Planner):
         return ref + float(wrap_angle(4.0 * (cube_yaw - ref))) / 4.0
 
     def reset(self) -> None:
-        """Plan the episode from the current cube pose and arm targets."""
+        """Plan the episode from the current (target) cube pose and arm targets."""
         c = self.config
         st = self.sim.task_state()
         cube, half = st["cube_pos"], st["cube_half"]
@@ -234,7 +255,11 @@ class ReachExpert(_Planner):
 
 
 Expert = PickPlaceExpert | ReachExpert
-EXPERTS: dict[str, Callable[[SO101Sim], Expert]] = {"pick_place": PickPlaceExpert, "reach": ReachExpert}
+EXPERTS: dict[str, Callable[[SO101Sim], Expert]] = {
+    "pick_place": PickPlaceExpert,
+    "pick_color": PickPlaceExpert,
+    "reach": ReachExpert,
+}
 
 
 def make_expert(sim: SO101Sim) -> Expert:

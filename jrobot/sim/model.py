@@ -15,6 +15,7 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 SCENES: dict[str, str] = {
     "arm": "arm.xml",  # the SO-101 on the table (virtual arm, joint-space use)
     "pick_place": "pick_place.xml",  # + a cube and a bin
+    "pick_color": "pick_color.xml",  # + red, green and blue cubes and a (grey) bin
     "reach": "reach.xml",  # + a target marker
 }
 # Largest physics step the scenes are stable at (the STS3215 position loop has kp ~ 1e3 N m/rad on a

@@ -8,9 +8,11 @@ applies `max_relative_target` like LeRobot's follower and returns what was actua
 What the sim adds for episodes (real arms have no equivalent, so callers check for them, e.g. with
 `isinstance(robot, jrobot.robot.EpisodicRobot)`):
 
-- `reset(seed=None)`: start a new episode (re-randomize the cube, arm back home);
+- `reset(seed=None)`: start a new episode (re-randomize the cubes, arm back home);
 - `is_success()`: the task's success test on the current state;
-- `task`: the language instruction to record with the episode.
+- `task`: the language instruction to record with the current episode. It is read from the task
+  after each reset, so for the instruction-conditioned `pick_color` task (a new target colour and
+  wording every episode) a recorder that reads it per episode records each episode's own instruction.
 
 Time: each `send_action()` advances the simulation by exactly one control period (1/fps s), however
 long the caller takes, so a recording or evaluation loop that runs slower than real time gets the same
@@ -46,6 +48,8 @@ class SimRobotConfig:
     `environment_state`: also observe the task's privileged object state (the cube pose) as the vector
     "environment_state", recorded as `observation.environment_state` (a real arm has no such sensor;
     state-based policies and quick CPU experiments use it).
+    `task`: "pick_place", "pick_color" or "reach" (`--robot.task=pick_color`), or the env id of one
+    ("jrobot/SO101PickColor-v0").
     """
 
     task: str = "pick_place"
@@ -187,16 +191,18 @@ class SimRobot:
 
     @property
     def task(self) -> str:
-        return self.sim.task.description if self._sim is not None else make_task(self.config.task).description
+        """The current episode's instruction (before `connect()`: the task's default one)."""
+        return self.sim.instruction if self._sim is not None else make_task(self.config.task).description
 
     @property
     def fps(self) -> int:
         return self.config.fps
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> None:
         """Start a new episode: the arm goes back home and the objects are re-randomized (from `seed`
-        when given, else from the robot's running random generator)."""
-        self.sim.reset(seed)
+        when given, else from the robot's running random generator). `options` are the task's reset
+        options for this episode (pick_color: `target`, `instruction`)."""
+        self.sim.reset(seed, options)
         self.episode_index += 1
 
     def is_success(self) -> bool:
@@ -206,9 +212,9 @@ class SimRobot:
 class SimExpertTeleop:
     """The scripted expert of a `SimRobot`'s task as a `jrobot.robot.Teleoperator`.
 
-    It reads the simulation it is attached to (privileged state: the cube pose) and re-plans whenever
-    the robot starts a new episode. `is_done` tells when the script has finished (the arm is back
-    home), which a recording loop may use to end the episode early.
+    It reads the simulation it is attached to (privileged state: the pose of the cube to move) and
+    re-plans whenever the robot starts a new episode. `is_done` tells when the script has finished
+    (the arm is back home), which a recording loop may use to end the episode early.
     """
 
     name = "so101_sim_expert"

@@ -11,7 +11,7 @@ Sim time advances only when `step()` is called, so a control loop that runs slow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mujoco
@@ -34,7 +34,7 @@ class SO101Sim:
     """One simulated SO-101 work cell: physics, joint I/O in LeRobot units, cameras, task.
 
     Args:
-      task: "pick_place", "reach" or a `jrobot.sim.tasks.Task`.
+      task: a task name ("pick_place", "pick_color", "reach"), its env id, or a `jrobot.sim.tasks.Task`.
       fps: control rate; `step()` advances 1/fps seconds of physics.
       cameras: names of the scene cameras `images()` renders ("front", "wrist").
       image_size: (height, width) of rendered images.
@@ -87,8 +87,19 @@ class SO101Sim:
         self.reset()
 
     # -- episode -------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode; with `seed`, the episode (and the ones after it) are reproducible."""
+    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> None:
+        """Start a new episode; with `seed`, the episode (and the ones after it) are reproducible.
+
+        `options` go to the task's `reset` for this episode only (for `PickColorTask`: `target`,
+        `instruction`); names the task does not take raise ValueError before anything changes.
+        """
+        opts = {k: v for k, v in (options or {}).items() if v is not None}
+        unknown = sorted(set(opts) - set(self.task.reset_options))
+        if unknown:
+            raise ValueError(
+                f"task {self.task.name!r} takes no reset option(s) {unknown}; "
+                f"it takes {list(self.task.reset_options)}"
+            )
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
@@ -99,7 +110,7 @@ class SO101Sim:
         q0_rad = lerobot_to_rad(q0, use_degrees=self.use_degrees)
         self.data.qpos[self._qadr] = q0_rad
         self.data.ctrl[: len(SO101_MOTORS)] = q0_rad
-        self.task.reset(self.model, self.data, self.rng)
+        self.task.reset(self.model, self.data, self.rng, **opts)
         mujoco.mj_forward(self.model, self.data)
         self.frame_index = 0
 
@@ -167,6 +178,15 @@ class SO101Sim:
     def task_state(self) -> dict[str, Any]:
         """Privileged object state (e.g. the cube pose) for scripted experts and diagnostics."""
         return self.task.state(self.model, self.data)
+
+    def task_info(self) -> dict[str, Any]:
+        """The task's own per-step facts for the env's `info` (e.g. `wrong_object` for pick_color)."""
+        return self.task.info(self.model, self.data)
+
+    @property
+    def instruction(self) -> str:
+        """The current episode's language instruction (the task's `description`, set at reset)."""
+        return self.task.description
 
     def close(self) -> None:
         if self._renderer is not None:

@@ -245,16 +245,29 @@ class TrainSetup:
         return self.batcher(batch)
 
 
-def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: list[ShardSet]) -> TrainSetup:
-    """Policy, optimizer, state shardings and the jitted init/step for `mesh` (big_vision style)."""
-    policy, model = build_policy(config, shard_sets)
-    _, params0, frozen0 = nnx.split(model, nnx.Param, ...)
-    del model
+@dataclasses.dataclass
+class StatePlan:
+    """The train state's layout: optimizer, init function, abstract state and its shardings."""
+
+    tx: optax.GradientTransformation
+    lr_fn: Any
+    ema: Any
+    init_state: Any  # (params, frozen) -> state
+    abstract: Any  # ShapeDtypeStructs carrying their shardings
+    sharding: Any
+
+
+def plan_train_state(
+    config: ml_collections.ConfigDict, module: Any, policy_config: Any, params: Any, frozen: Any, mesh: Any
+) -> StatePlan:
+    """Optimizer state for the trainable `params` only (frozen parts are buffers in `frozen`), and every
+    leaf's sharding from `config.sharding_rules`. Works on abstract params (`nnx.eval_shape`), so a
+    model's layout on a mesh can be checked without allocating it."""
     preset = apply_overrides(
-        policy.module.optimizer_preset(policy.config), as_plain_dict(setting(config, "optimizer"))
+        module.optimizer_preset(policy_config), as_plain_dict(setting(config, "optimizer"))
     )
-    tx, lr_fn = make_optimizer(preset, params0, policy.module.param_group, int(setting(config, "num_steps")))
-    ema_cfg = policy.module.ema_preset(policy.config) if setting(config, "ema") else None
+    tx, lr_fn = make_optimizer(preset, params, module.param_group, int(setting(config, "num_steps")))
+    ema_cfg = module.ema_preset(policy_config) if setting(config, "ema") else None
 
     def init_state(params, frozen):
         state = {
@@ -268,12 +281,23 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
             state["ema"] = jax.tree.map(jnp.copy, params)
         return state
 
-    abstract = jax.eval_shape(init_state, params0, frozen0)
+    abstract = jax.eval_shape(init_state, params, frozen)
     rules = [tuple(r) for r in setting(config, "sharding_rules")]
-    state_sharding = shd.param_shardings(abstract, mesh, rules)
+    sharding = shd.param_shardings(abstract, mesh, rules)
     abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sharding
     )
+    return StatePlan(tx, lr_fn, ema_cfg, init_state, abstract, sharding)
+
+
+def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: list[ShardSet]) -> TrainSetup:
+    """Policy, optimizer, state shardings and the jitted init/step for `mesh` (big_vision style)."""
+    policy, model = build_policy(config, shard_sets)
+    _, params0, frozen0 = nnx.split(model, nnx.Param, ...)
+    del model
+    plan = plan_train_state(config, policy.module, policy.config, params0, frozen0, mesh)
+    tx, lr_fn, ema_cfg, init_state = plan.tx, plan.lr_fn, plan.ema, plan.init_state
+    abstract, state_sharding = plan.abstract, plan.sharding
     batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
     task_tokens = TaskTokenTable.for_policy(policy.spec, policy.tokenizer, shard_sets)
     init_jit = jax.jit(init_state, out_shardings=state_sharding)

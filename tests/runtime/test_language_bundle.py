@@ -377,6 +377,81 @@ def test_eval_follows_the_envs_instruction_or_task(tmp_path, tokenizer):
     assert report["episodes"][0]["task"] == "pick the cube" and set(seen) == {"pick the cube"}
 
 
+def _sim_language_bundle(tmp_path, tokenizer) -> BundlePolicy:
+    from jrobot.features import SO101_JOINT_KEYS
+
+    out = tmp_path / "sim"
+    feats = {
+        "action": Feature("float32", (6,), list(SO101_JOINT_KEYS)),
+        STATE: Feature("float32", (6,), list(SO101_JOINT_KEYS)),
+    }
+    spec = _spec(state=6, action=6)
+    write_bundle(LangStub(spec, tokenizer), STUB, out, features=feats, fps=30, robot_type=None, source={})
+    return BundlePolicy(out)
+
+
+def test_eval_on_pick_color_swaps_the_instruction_and_reports_wrong_objects(tmp_path, tokenizer):
+    """The swap test re-targets each episode on its own layout; --task sets the env's target too."""
+    from jrobot.eval import evaluate
+
+    policy = _sim_language_bundle(tmp_path, tokenizer)
+    seen = []
+    real = policy.predict
+
+    def spy(observation, **kw):
+        seen.append(observation.get("task"))
+        return real(observation, **kw)
+
+    policy.predict = spy
+    env = "jrobot/SO101PickColor-v0"
+    plain = evaluate(policy, env_id=env, episodes=3, max_steps=2, videos=False, seed=7)
+    swapped = evaluate(
+        policy, env_id=env, episodes=3, max_steps=2, videos=False, seed=7, swap_instruction=True
+    )
+    colours = ("red", "green", "blue")
+
+    def named(task: str) -> str:
+        (colour,) = [c for c in colours if c in task.lower()]
+        return colour
+
+    for a, b in zip(plain["episodes"], swapped["episodes"], strict=True):
+        assert named(a["task"]) != named(b["task"])
+        assert a["wrong_object"] is False and b["wrong_object"] is False  # the arm barely moved
+    assert plain["wrong_object_rate"] == 0.0 and swapped["swap_instruction"] is True
+    assert {e["task"] for e in swapped["episodes"]} <= set(seen)
+    told = evaluate(
+        policy, env_id=env, episodes=1, max_steps=2, videos=False, task="Put the green cube in the bin."
+    )
+    assert told["episodes"][0]["task"] == "Put the green cube in the bin."
+    with pytest.raises(ValueError, match="several"):
+        evaluate(policy, episodes=1, max_steps=2, videos=False, swap_instruction=True)
+
+
+def test_run_follows_each_episodes_instruction_on_pick_color(tmp_path, tokenizer):
+    from jrobot import run
+    from jrobot.sim.robot import SimRobot
+
+    policy = _sim_language_bundle(tmp_path, tokenizer)
+    seen = []
+    real = policy.predict
+
+    def spy(observation, **kw):
+        seen.append(observation.get("task"))
+        return real(observation, **kw)
+
+    policy.predict = spy
+    robot = SimRobot(task="pick_color", cameras=())
+    robot.connect()
+    tasks = []
+    for ep in range(4):  # the instructions the sim gives these seeds
+        robot.reset(seed=ep)
+        tasks.append(robot.task)
+    robot.disconnect()
+    opts = run.RunOptions(policy=tmp_path, episodes=4, max_steps=2, seed=0, realtime=False)
+    run.run_robot(SimRobot(task="pick_color", cameras=()), policy, opts)
+    assert len(set(tasks)) > 1 and set(seen) == set(tasks)
+
+
 def test_env_without_an_instruction_gives_none():
     from jrobot.eval import env_task
 

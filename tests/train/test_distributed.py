@@ -74,3 +74,29 @@ def test_two_processes_on_localhost_train_like_one_process_with_two_devices(tmp_
         "process_0-of-2.json",
         "process_1-of-2.json",
     }
+
+
+def test_smolvla_on_the_fsdp_axis(tiny_shards, shared_dir):
+    """configs/smolvla_so101_sim.py splits smolvla_base's parameters, buffers and optimizer state over
+    8 devices (only the trainable expert has AdamW state), and a tiny SmolVLA trains on an fsdp=8 mesh
+    with the single device's losses."""
+    vlm = shared_dir / "fixtures/parity/smolvla_so101_tiny/vlm"
+    proc = run(
+        [sys.executable, str(HERE / "sharded_smolvla.py"), str(tiny_shards), str(vlm)],
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"},
+    )
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    full = res["full_size"]
+    assert full["devices"] == 8 and full["fsdp"] == 8
+    # smolvla_base is 450.0M with the lm_head SmolVLA never uses (49280 x 960), which is not built;
+    # the frozen state also holds the normalizer's mean/std of state and action (4 x 6)
+    assert full["trainable"] + full["frozen"] == 450_046_176 - 49280 * 960 + 4 * 6
+    assert 95e6 < full["trainable"] < 105e6  # train_expert_only: ~100M (the expert), the VLM frozen
+    assert full["optimizer_floats"] == 2 * full["trainable"]  # AdamW's mu and nu, trainable leaves only
+    assert full["whole_large_leaves"] == []
+    assert full["per_device_bytes"] < 0.13 * full["state_bytes"]  # ~1/8 each (small leaves replicated)
+    assert "bfloat16" in full["frozen_dtypes"]  # the frozen VLM is held in bf16 (precision="bfloat16")
+    tiny = res["tiny"]
+    # the tiny model has few leaves above the 16k-element fsdp threshold (its embeddings are)
+    assert tiny["fsdp8"]["devices"] == 8 and tiny["fsdp8"]["sharded_leaves"] >= 1
+    np.testing.assert_allclose(tiny["fsdp8"]["losses"], tiny["one_device"]["losses"], rtol=2e-5)

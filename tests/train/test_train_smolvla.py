@@ -23,7 +23,7 @@ from jrobot.shards.format import MANIFEST, ShardSet
 
 KEYS = (LANGUAGE_TOKENS_KEY, LANGUAGE_MASK_KEY)
 CONFIG = "configs/smolvla_so101_sim_cpu.py"
-L = 48  # the config's tokenizer_max_length
+L = 16  # the config's tokenizer_max_length
 
 
 @pytest.fixture(scope="module")
