@@ -1,27 +1,43 @@
-"""Success rate vs training time of the demo's camera ACT and the alternatives, against the privileged policy.
+"""Success rate vs training steps of the demos' camera policies and the alternatives, against a baseline.
 
-    python benchmarks/demo_recipes.py --out outputs/recipes                  # records 60 demonstrations
-    python benchmarks/demo_recipes.py --shards outputs/demo/shards --runs camera@1500,3000 privileged@3000
+    python benchmarks/demo_recipes.py --out outputs/recipes                 # records what it needs
+    python benchmarks/demo_recipes.py --shards act=outputs/demo/shards --runs camera@1500,3000 privileged@3000
+    python benchmarks/demo_recipes.py --shards smolvla=outputs/demo_vla/shards --runs vla@1500,3000
 
-Each run trains one recipe for a number of steps (its own cosine schedule over exactly those steps, so
-a point is what a run of that length gives, not a checkpoint halfway through a longer one), exports the
-bundle and evaluates it on the demo's seeded episodes through the real-time runtime; it is the demo's
-own code (`jrobot.demo` stages). The baseline, measured in the same invocation on the same data, is
-the same ACT reading the simulator's exact cube pose instead of the cameras (`privileged`): the ratio
-says how much of what the privileged policy reaches the camera policy reaches. The table and a JSON
-line go to stdout; `OUT/results.json` keeps every run.
+Each run trains one recipe for a number of steps (its own learning-rate schedule over exactly those
+steps, so a point is what a run of that length gives, not a checkpoint halfway through a longer one),
+exports the bundle and evaluates it on the demo's seeded episodes through the real-time runtime; it is
+the demo's own code (`jrobot.demo` stages). A recipe belongs to one demo (`jrobot.demo.DEMOS`), whose
+task is recorded (unless `--shards DEMO=DIR` is given) and whose env evaluates it.
 
-Recipes (all `configs/act_so101_sim_cpu.py` except `privileged`):
+Baselines, measured in the same invocation on the same data and seeds:
+- ACT: the same ACT reading the simulator's exact cube pose instead of the cameras (`privileged`); the
+  ratio says how much of what the privileged policy reaches the camera policy reaches.
+- VLA: the scripted expert that recorded the demonstrations, on the evaluation seeds (the ceiling of
+  imitating it). VLA runs are also evaluated with each episode's instruction naming another cube
+  (`swapped`: success means the newly named cube is in the bin).
+
+Training minutes on this machine are measured; `--cpu-steps-per-s DEMO=R` adds the minutes the same
+steps take on another machine (e.g. the 2-core CPU, where `make demo` runs), so a sweep run on a fast
+machine still gives the success-vs-CPU-minutes curve. The table and a JSON line go to stdout;
+`OUT/results.json` keeps every run.
+
+ACT recipes (`configs/act_so101_sim_cpu.py` unless named):
   camera         the demo's: cnn trunk 16-32-32, 32 spatial-softmax keypoints per camera, both cameras
   camera_shift2  + DrQ random shift of up to 2 pixels in training
   feature_map    the cnn trunk's 12x16 feature map as encoder tokens (LeRobot's ACT layout)
   front_only     the front camera alone
   privileged     `configs/act_so101_sim_cpu_privileged.py`: the cube pose, no camera
+VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
+  vla            the demo's: tiny SmolVLM (64 wide, 4 text layers), both cameras 72x96 padded to 96x96
+  vla_lr3e-4     peak learning rate 3e-4 instead of 1e-3
+  vla_front_only the front camera alone
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,17 +50,29 @@ from common import print_result
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
-PRIVILEGED = REPO / "configs" / "act_so101_sim_cpu_privileged.py"
-RECIPES: dict[str, tuple[Path, dict[str, Any]]] = {
-    "camera": (CAMERA, {}),
-    "camera_shift2": (CAMERA, {"policy.config.random_shift_pixels": 2}),
-    "feature_map": (CAMERA, {"policy.config.image_features": "feature_map"}),
-    "front_only": (CAMERA, {"policy.input_features": ("observation.state", "observation.images.front")}),
-    "privileged": (PRIVILEGED, {}),
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    demo: str  # key of jrobot.demo.DEMOS: the task recorded and the env evaluated
+    config: Path
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+ACT_CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
+VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
+STATE_FRONT = ("observation.state", "observation.images.front")
+RECIPES: dict[str, Recipe] = {
+    "camera": Recipe("act", ACT_CAMERA),
+    "camera_shift2": Recipe("act", ACT_CAMERA, {"policy.config.random_shift_pixels": 2}),
+    "feature_map": Recipe("act", ACT_CAMERA, {"policy.config.image_features": "feature_map"}),
+    "front_only": Recipe("act", ACT_CAMERA, {"policy.input_features": STATE_FRONT}),
+    "privileged": Recipe("act", REPO / "configs" / "act_so101_sim_cpu_privileged.py"),
+    "vla": Recipe("smolvla", VLA),
+    "vla_lr3e-4": Recipe("smolvla", VLA, {"optimizer.lr": 3e-4, "policy.config.optimizer_lr": 3e-4}),
+    "vla_front_only": Recipe("smolvla", VLA, {"policy.input_features": STATE_FRONT}),
 }
 DEFAULT_RUNS = ["privileged@3000", "camera@1000,2000,3000,4000", "camera_shift2@3000"]
-DEFAULT_RUNS += ["feature_map@3000", "front_only@3000"]
+DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@1500,3000"]
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
@@ -57,13 +85,24 @@ def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
     return runs
 
 
-def run_one(name: str, steps: int, shards: Path, out: Path, eval_episodes: int, seed: int) -> dict[str, Any]:
-    from jrobot.demo import stage_eval, stage_export, stage_train
+def parse_pairs(specs: list[str], flag: str, cast) -> dict[str, Any]:
+    from jrobot.demo import DEMOS
+
+    pairs = {}
+    for spec in specs:
+        demo, sep, value = spec.partition("=")
+        if not sep or demo not in DEMOS:
+            raise SystemExit(f"{flag} {spec!r}: expected DEMO=VALUE with DEMO one of {sorted(DEMOS)}")
+        pairs[demo] = cast(value)
+    return pairs
+
+
+def recipe_config(name: str, steps: int):
     from jrobot.train.config_util import load_config_file
 
-    path, overrides = RECIPES[name]
-    config = load_config_file(path)
-    for key, value in overrides.items():
+    recipe = RECIPES[name]
+    config = load_config_file(recipe.config)
+    for key, value in recipe.overrides.items():
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
@@ -71,14 +110,27 @@ def run_one(name: str, steps: int, shards: Path, out: Path, eval_episodes: int, 
         node[leaf] = value
     config.max_train_seconds = 0.0  # the step count decides, not the clock
     config.log_every = max(steps // 4, 1)
+    if "scheduler_decay_steps" in config.policy.config:  # SmolVLA: decay over exactly this run
+        config.policy.config.scheduler_decay_steps = steps
+    return config
+
+
+def run_one(name: str, steps: int, shards: Path, out: Path, eval_episodes: int, seed: int) -> dict[str, Any]:
+    from jrobot.demo import DEMOS, stage_eval, stage_export, stage_train
+
+    recipe = RECIPES[name]
+    env = DEMOS[recipe.demo].env
+    config = recipe_config(name, steps)
     run_dir = out / f"{name}_{steps}"
     t0 = time.perf_counter()
     train = stage_train(config, shards, run_dir / "train", steps)
     train_s = time.perf_counter() - t0
     stage_export(run_dir / "train", run_dir / "bundle")
-    ev = stage_eval(run_dir / "bundle", run_dir / "eval", eval_episodes, 100_000 + seed)
-    return {
+    eval_seed = 100_000 + seed
+    ev = stage_eval(run_dir / "bundle", run_dir / "eval", eval_episodes, eval_seed, env, False, False)
+    result = {
         "recipe": name,
+        "demo": recipe.demo,
         "steps": steps,
         "train_s": round(train_s, 1),
         "steps_per_s": train["steps_per_s"],
@@ -86,55 +138,119 @@ def run_one(name: str, steps: int, shards: Path, out: Path, eval_episodes: int, 
         "success_rate": ev["success_rate"],
         "episodes": ev["episodes"],
     }
+    if "wrong_object_rate" in ev:
+        result["wrong_object_rate"] = ev["wrong_object_rate"]
+        sw = stage_eval(
+            run_dir / "bundle", run_dir / "eval_swapped", eval_episodes, eval_seed, env, True, False
+        )
+        result["swapped_success_rate"] = sw["success_rate"]
+        result["swapped_wrong_object_rate"] = sw.get("wrong_object_rate")
+    return result
+
+
+def expert_success(env_id: str, episodes: int, seed: int) -> float:
+    """The scripted expert on the evaluation seeds (the env's own instruction, no cameras)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import jrobot.sim  # noqa: F401  (registers the envs)
+    from jrobot.sim.expert import PickPlaceExpert
+
+    env = gym.make(env_id, cameras=())
+    ok = 0
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        expert = PickPlaceExpert(env.unwrapped.sim)
+        success = False
+        while True:
+            action = np.asarray(expert.next_action(), np.float32)
+            _, _, terminated, truncated, info = env.step(action)
+            success = success or bool(info.get("is_success", False))
+            if success or terminated or truncated:
+                break
+        ok += success
+    env.close()
+    return ok / episodes
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("outputs/recipes"))
-    p.add_argument("--shards", type=Path, default=None, help="reuse these shards (default: record anew)")
-    p.add_argument("--episodes", type=int, default=60, help="demonstrations to record without --shards")
+    p.add_argument(
+        "--shards", nargs="*", default=[], help="DEMO=DIR: reuse these shards (default: record anew)"
+    )
+    p.add_argument(
+        "--episodes", nargs="*", default=[], help="DEMO=N demonstrations to record (default: the demo's)"
+    )
+    p.add_argument(
+        "--cpu-steps-per-s", nargs="*", default=[], help="DEMO=R: also report minutes at R steps/s"
+    )
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="RECIPE@STEPS[,STEPS...] ...")
     args = p.parse_args()
     runs = parse_runs(args.runs)
+    shards = {k: Path(v) for k, v in parse_pairs(args.shards, "--shards", str).items()}
+    episodes = parse_pairs(args.episodes, "--episodes", int)
+    cpu_rate = parse_pairs(args.cpu_steps_per_s, "--cpu-steps-per-s", float)
     os.environ.setdefault("WANDB_MODE", "disabled")
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     load_avg_start = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
-    shards = args.shards
-    if shards is None:
-        from jrobot.demo import stage_record, stage_shards
 
-        print(f"recording {args.episodes} demonstrations ...", file=sys.stderr)
-        stage_record(args.out / "dataset", args.episodes, args.seed, (96, 128))
-        shards = args.out / "shards"
-        stage_shards(args.out / "dataset", shards, (48, 64))
+    from jrobot.demo import DEMOS, stage_record, stage_shards
+    from jrobot.train.config_util import load_config_file
+
+    for demo in dict.fromkeys(RECIPES[name].demo for name, _ in runs):
+        if demo in shards:
+            continue
+        d = DEMOS[demo]
+        n = episodes.get(demo, d.episodes)
+        size = tuple(int(v) for v in load_config_file(d.config).demo_image_size.split("x"))
+        print(f"recording {n} demonstrations of {d.task} ...", file=sys.stderr, flush=True)
+        stage_record(args.out / f"dataset_{demo}", n, args.seed, (96, 128), d.task, d.episode_time_s)
+        shards[demo] = args.out / f"shards_{demo}"
+        stage_shards(args.out / f"dataset_{demo}", shards[demo], size)
+
     results: list[dict[str, Any]] = []
     for name, steps in runs:
         print(f"== {name} @ {steps} steps", file=sys.stderr, flush=True)
-        results.append(run_one(name, steps, shards, args.out, args.eval_episodes, args.seed))
+        results.append(
+            run_one(name, steps, shards[RECIPES[name].demo], args.out, args.eval_episodes, args.seed)
+        )
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
-    base = [r for r in results if r["recipe"] == "privileged"]
-    base_rate = max((r["success_rate"] for r in base), default=None)
-    print(f"\n{'recipe':<14} {'steps':>6} {'train min':>9} {'steps/s':>8} {'success':>8} {'vs privileged':>14}")
+    baselines: dict[str, float] = {}
+    act_base = [r["success_rate"] for r in results if r["recipe"] == "privileged"]
+    if act_base:
+        baselines["act"] = max(act_base)
+    if any(r["demo"] == "smolvla" for r in results):
+        baselines["smolvla"] = expert_success(DEMOS["smolvla"].env, args.eval_episodes, 100_000 + args.seed)
+    header = f"{'recipe':<15} {'steps':>6} {'train min':>9} {'cpu min':>8} {'steps/s':>8} {'success':>8}"
+    print(f"\n{header} {'wrong obj':>9} {'swapped':>8} {'vs baseline':>12}")
     for r in results:
-        ratio = f"{r['success_rate'] / base_rate:.2f}x" if base_rate else "n/a"
-        r["ratio_vs_privileged"] = r["success_rate"] / base_rate if base_rate else None
+        base = baselines.get(r["demo"])
+        r["ratio_vs_baseline"] = r["success_rate"] / base if base else None
+        if r["demo"] in cpu_rate:
+            r["cpu_minutes"] = round(r["steps"] / cpu_rate[r["demo"]] / 60, 1)
+        cpu_min = f"{r['cpu_minutes']:.1f}" if "cpu_minutes" in r else "-"
+        wrong = f"{r['wrong_object_rate']:.0%}" if "wrong_object_rate" in r else "-"
+        swapped = f"{r['swapped_success_rate']:.0%}" if "swapped_success_rate" in r else "-"
+        ratio = f"{r['ratio_vs_baseline']:.2f}x" if base else "n/a"
         print(
-            f"{r['recipe']:<14} {r['steps']:>6} {r['train_s'] / 60:>9.1f} {r['steps_per_s']:>8.2f} "
-            f"{r['success_rate']:>8.0%} {ratio:>14}"
+            f"{r['recipe']:<15} {r['steps']:>6} {r['train_s'] / 60:>9.1f} {cpu_min:>8} {r['steps_per_s']:>8.2f} "
+            f"{r['success_rate']:>8.0%} {wrong:>9} {swapped:>8} {ratio:>12}"
         )
+    print(f"baselines: {baselines} (act: privileged ACT; smolvla: the scripted expert on the same seeds)")
     print_result(
         {
             "benchmark": "demo_recipes",
-            "shards": str(shards),
+            "shards": {k: str(v) for k, v in shards.items()},
             "eval_episodes": args.eval_episodes,
-            "privileged_success": base_rate,
+            "baselines": baselines,
             "runs": results,
             "load_avg_start": load_avg_start,
         }
