@@ -8,11 +8,14 @@
 The same network as `configs/smolvla_so101_sim.py` (SigLIP-style vision tower, pixel-shuffle connector,
 Llama text layers over [images, instruction, state], flow-matching action expert with interleaved
 cross/self attention) on the CPU-sized SmolVLM folder shipped with jrobot
-(`jrobot.policies.smolvla.tiny_vlm`: 64-wide vision and text, 8x8 patches of 96x96 images, a word-level
+(`jrobot.policies.smolvla.tiny_vlm`: 64-wide vision and text, 8x8 patches of 64x64 images, a word-level
 tokenizer), randomly initialized. Nothing is pretrained, so nothing is frozen: the whole model trains,
 with SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay with warmup) at
 a higher peak rate suited to a small model trained from scratch. The policy reads what a real arm has:
-both cameras, the joint positions and the instruction.
+both cameras (48x64, padded to 64x64), the joint positions and the instruction.
+
+Trained this way the policy does not yet follow the instruction well enough to succeed: see
+`benchmarks/README.md` (demo_recipes.py) for the figures, the diagnosis and what is left to try.
 """
 
 import ml_collections
@@ -24,10 +27,10 @@ from jrobot.policies.smolvla.tiny_vlm import SHIPPED
 def get_config() -> ml_collections.ConfigDict:
     c = smolvla_so101_sim.get_config()
     c.batch_size = 32
-    c.num_steps = 3000
+    c.num_steps = 5000
     c.max_train_seconds = 1200.0
     c.log_every = 250
-    c.demo_image_size = "72x96"  # resolution the VLA demo stores in the shards
+    c.demo_image_size = "48x64"  # resolution the VLA demo stores in the shards
     c.data.num_workers = 0
     c.data.read_threads = 2
     c.data.prefetch = 2
@@ -41,11 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
             "num_vlm_layers": 4,
             "chunk_size": 30,
             "n_action_steps": 20,
-            "resize_imgs_with_padding": (96, 96),
+            "resize_imgs_with_padding": (64, 64),
             "tokenizer_max_length": 16,
             "precision": "float32",
             "scheduler_warmup_steps": 100,
-            "scheduler_decay_steps": 3000,
+            "scheduler_decay_steps": 5000,
             "optimizer_lr": 1e-3,
             "scheduler_decay_lr": 1e-5,
         }

@@ -97,7 +97,7 @@ def write_tiny_vlm(
     folder: str | Path,
     texts: Iterable[str] = (),
     *,
-    image_size: int = 96,
+    image_size: int = 64,
     patch_size: int = 8,
     vision: dict[str, Any] | None = None,
     text: dict[str, Any] | None = None,
