@@ -179,3 +179,54 @@ def test_hub_id_offline_gives_clear_error(tmp_path):
     )
     assert "ERR someone/some-dataset: not a local folder" in out.stdout, out.stderr
     assert "offline (HF_HUB_OFFLINE=1)" in out.stdout
+
+
+def _writable_copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("key", "template"),
+    [
+        ("data_path", "../outside/data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"),
+        (
+            "video_path",
+            "../outside/videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        ),
+    ],
+)
+def test_v21_templates_leading_outside_the_folder_are_refused(tmp_path, v21_dir, key, template):
+    """A crafted info.json whose template climbs out of the dataset: refused, though the files exist there."""
+    ds = _writable_copy(v21_dir, tmp_path / "ds")
+    _writable_copy(v21_dir, tmp_path / "outside")  # the files the template points at are really there
+    info = json.loads((ds / "meta" / "info.json").read_text())
+    info[key] = template
+    (ds / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=rf"info\.json: {key} .*outside the dataset folder"):
+        open_dataset(ds)
+    info[key] = str(tmp_path / "outside" / template.removeprefix("../outside/"))  # absolute
+    (ds / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=rf"{key} .*outside the dataset folder"):
+        open_dataset(ds)
+
+
+def test_v30_video_path_through_a_symlink_out_of_the_folder_is_refused(v30_copy, tmp_path):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(v30_copy / "videos", outside)
+    shutil.rmtree(v30_copy / "videos")
+    (v30_copy / "videos").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DatasetError, match=r"video_path .*outside the dataset folder"):
+        open_dataset(v30_copy)
+
+
+def test_templates_inside_the_folder_still_read(v30_copy):
+    """The check does not refuse a dataset whose files are where its own templates say."""
+    info = json.loads((v30_copy / "meta" / "info.json").read_text())
+    info["video_path"] = (
+        "videos/./{video_key}/chunk-{chunk_index:03d}/../chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    )
+    (v30_copy / "meta" / "info.json").write_text(json.dumps(info))
+    assert open_dataset(v30_copy).num_episodes == 3

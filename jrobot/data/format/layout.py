@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jrobot.data.errors import DatasetError
+
 CODEBASE_VERSION = "v3.0"
 
 INFO_PATH = "meta/info.json"
@@ -58,6 +60,22 @@ def video_path(root: Path, video_key: str, chunk_index: int, file_index: int) ->
     return root / DEFAULT_VIDEO_PATH.format(
         video_key=video_key, chunk_index=chunk_index, file_index=file_index
     )
+
+
+def confined(root: Path, relative: str, what: str) -> Path:
+    """`root / relative`, where `relative` is a path template of the dataset's own metadata filled in.
+
+    Refused unless it stays inside `root` once `..` and symlinks are resolved: a dataset from a stranger
+    (the Hub) must not make a reader, or a converter that copies what it reads into a new dataset, reach
+    files outside its folder. LeRobot follows such templates; jrobot names the key and the path instead.
+    """
+    path = root / relative
+    base, target = root.resolve(), path.resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(base):
+        raise DatasetError(
+            f"{root / INFO_PATH}: {what} leads to {target}, outside the dataset folder {base}; refused"
+        )
+    return path
 
 
 def sorted_parquet_files(directory: Path) -> list[Path]:

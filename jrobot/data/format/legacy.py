@@ -23,6 +23,7 @@ from jrobot.data.format.layout import (
     LEGACY_TASKS_PATH,
     LEGACY_VIDEO_PATH,
     STATS_PATH,
+    confined,
 )
 from jrobot.data.format.meta import DatasetMeta, Episode, VideoSpan
 from jrobot.data.format.stats import Stats, aggregate_stats, from_jsonable, load_stats_json
@@ -127,10 +128,16 @@ def legacy_episode_files(
     chunk = index // legacy_chunks_size(info)
     data_tpl = info.get("data_path") or LEGACY_DATA_PATH
     video_tpl = info.get("video_path") or LEGACY_VIDEO_PATH
-    data_file = root / data_tpl.format(episode_chunk=chunk, episode_index=index)
+    data_file = confined(
+        root, data_tpl.format(episode_chunk=chunk, episode_index=index), f"data_path {data_tpl!r}"
+    )
     videos = {
         key: VideoSpan(
-            root / video_tpl.format(episode_chunk=chunk, video_key=key, episode_index=index),
+            confined(
+                root,
+                video_tpl.format(episode_chunk=chunk, video_key=key, episode_index=index),
+                f"video_path {video_tpl!r} (camera {key!r})",
+            ),
             0.0,
             length / fps,
         )

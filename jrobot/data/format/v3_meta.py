@@ -13,7 +13,7 @@ from typing import Any
 
 from jrobot.data.errors import DatasetError
 from jrobot.data.format.info import info_features, info_fps
-from jrobot.data.format.layout import DATA_DIR, STATS_PATH, TASKS_PATH, sorted_parquet_files
+from jrobot.data.format.layout import DATA_DIR, STATS_PATH, TASKS_PATH, confined, sorted_parquet_files
 from jrobot.data.format.meta import DatasetMeta, Episode, VideoSpan
 from jrobot.data.format.meta_io import load_episode_rows, load_tasks
 from jrobot.data.format.stats import load_stats_json, unflatten_episode_stats
@@ -22,11 +22,12 @@ from jrobot.data.format.stats import load_stats_json, unflatten_episode_stats
 def video_span(root: Path, video_tpl: str, key: str, row: dict[str, Any]) -> VideoSpan:
     """Camera `key`'s file and time span of one meta/episodes row (KeyError/TypeError/ValueError if the
     row lacks or garbles its `videos/<key>/...` columns); shared with the validator."""
-    path = root / video_tpl.format(
+    relative = video_tpl.format(
         video_key=key,
         chunk_index=int(row[f"videos/{key}/chunk_index"]),
         file_index=int(row[f"videos/{key}/file_index"]),
     )
+    path = confined(root, relative, f"video_path {video_tpl!r} (camera {key!r})")
     return VideoSpan(
         path, float(row[f"videos/{key}/from_timestamp"]), float(row[f"videos/{key}/to_timestamp"])
     )
