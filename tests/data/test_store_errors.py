@@ -14,6 +14,7 @@ import pytest
 from store_synth import features, frame, record
 
 from jrobot.data import DatasetError, DatasetWriter, open_dataset
+from jrobot.data.validate.checks import validate_dataset
 from jrobot.features import Feature
 
 H, W = 32, 48
@@ -207,6 +208,10 @@ def test_v21_templates_leading_outside_the_folder_are_refused(tmp_path, v21_dir,
     (ds / "meta" / "info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match=rf"info\.json: {key} .*outside the dataset folder"):
         open_dataset(ds)
+    found = [
+        p for p in validate_dataset(ds) if p.severity == "error" and "outside the dataset folder" in p.message
+    ]
+    assert found and found[0].file.endswith("info.json") and key in found[0].message  # inspect reports it
     info[key] = str(tmp_path / "outside" / template.removeprefix("../outside/"))  # absolute
     (ds / "meta" / "info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match=rf"{key} .*outside the dataset folder"):
@@ -230,3 +235,11 @@ def test_templates_inside_the_folder_still_read(v30_copy):
     )
     (v30_copy / "meta" / "info.json").write_text(json.dumps(info))
     assert open_dataset(v30_copy).num_episodes == 3
+
+
+def test_v30_data_path_outside_the_folder_is_reported_by_the_validator(v30_copy):
+    info = json.loads((v30_copy / "meta" / "info.json").read_text())
+    info["data_path"] = "../outside/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    (v30_copy / "meta" / "info.json").write_text(json.dumps(info))
+    found = [p for p in validate_dataset(v30_copy) if "outside the dataset folder" in p.message]
+    assert found and found[0].severity == "error" and "data_path" in found[0].message

@@ -19,6 +19,7 @@ from jrobot.data.format.layout import (
     LEGACY_EPISODES_STATS_PATH,
     LEGACY_TASKS_PATH,
     TASKS_PATH,
+    confined,
 )
 from jrobot.data.format.legacy import (
     legacy_episode_files,
@@ -144,9 +145,13 @@ def check_v3_episodes(
                 rep.error(path, f"{where} (episode {idx}): invalid video columns for {key!r} ({e})")
         data_file = None
         if tpl_d and r.get("data/chunk_index") is not None and r.get("data/file_index") is not None:
-            data_file = root / tpl_d.format(
+            relative = tpl_d.format(
                 chunk_index=int(r["data/chunk_index"]), file_index=int(r["data/file_index"])
             )
+            try:
+                data_file = confined(root, relative, f"data_path {tpl_d!r}")
+            except DatasetError as e:
+                rep.error(root / INFO_PATH, str(e).removeprefix(f"{root / INFO_PATH}: "))
         stats = unflatten_episode_stats(r)
         episodes.append(
             EpisodeMeta(idx, length, lo, ep_tasks, data_file, videos, stats or None, rep.rel(path))
@@ -211,7 +216,11 @@ def check_v2_episodes(
             rep.error(path, f"episode {idx} listed twice")
         seen.add(idx)
         tasks = list(legacy_episode_tasks(r))
-        data_file, videos = legacy_episode_files(root, info, idx, length, video_keys, fps)
+        try:
+            data_file, videos = legacy_episode_files(root, info, idx, length, video_keys, fps)
+        except DatasetError as e:  # a template leading outside the folder: no file of it is read
+            rep.error(root / INFO_PATH, str(e).removeprefix(f"{root / INFO_PATH}: "))
+            return None
         if not data_file.is_file():
             rep.error(data_file, f"missing (data of episode {idx})")
         if stats_by_ep and idx not in stats_by_ep:
