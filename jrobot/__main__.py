@@ -130,6 +130,13 @@ COMMANDS = (
         "jrobot-run --policy bundles/act --robot.type=so101_follower --robot.port=/dev/ttyACM0",
     ),
     Command(
+        "serve",
+        "jrobot.serve",
+        STAGES[3],
+        "serve a bundle to robots over the network (openpi's protocol)",
+        "jrobot-serve --policy bundles/smolvla --host 0.0.0.0 --token_file token.txt",
+    ),
+    Command(
         "eval",
         "jrobot.eval",
         STAGES[3],

@@ -3,8 +3,9 @@
     policy.json                  what the policy reads and writes (spec), normalisation stats, dataset
                                  features (names of the joints), fps, image preprocessing, training config
     params.safetensors           every model variable, flattened ("model/backbone/conv1/kernel", ...)
-    inference/<variant>.jaxexport  serialized `jax.export` of f(params, observation, rng) -> actions for CPU,
-                                 batch dimension symbolic; variants by image dtype ("uint8" from cameras,
+    inference/<variant>.jaxexport  serialized `jax.export` of f(params, observation, rng) -> actions for CPU
+                                 and CUDA (EXPORT_PLATFORMS; older bundles: CPU only), batch dimension
+                                 symbolic; variants by image dtype ("uint8" from cameras,
                                  "float32" for LeRobot-style [0, 1] inputs) and, for stochastic policies,
                                  "+noise" variants that take the initial noise in the observation
     tokenizer/                   language-conditioned policies only: the `jrobot.language.TaskTokenizer`
@@ -17,9 +18,10 @@ Format versions: 2 (this jrobot) writes the spec's typed sampling fields (`horiz
 policy.json holds (`upgrade_v1_spec`), so existing bundles keep running unchanged. The optional
 "language" entry was added within version 2: bundles without it are policies without language.
 
-Loading a bundle needs jax, numpy and safetensors only (plus `tokenizers` for a language policy; this
-module imports neither flax, transformers nor the training libraries), so a laptop that only drives the
-robot installs no training stack.
+Reading a bundle's description and parameters needs numpy and safetensors only (plus `tokenizers`
+for a language policy); running its inference functions (`jrobot.runtime.policy.read_exported`) needs
+jax. This module imports neither jax, flax, transformers nor the training libraries, so a laptop that
+only drives the robot installs no training stack, and one driven by a policy server not even jax.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ POLICY_JSON = "policy.json"
 PARAMS = "params.safetensors"
 INFERENCE_DIR = "inference"
 TOKENIZER_DIR = "tokenizer"
+# inference functions are lowered for these; the laptop runs "cpu", a policy server "cuda" when it has a GPU
+EXPORT_PLATFORMS = ("cpu", "cuda")
 
 
 class BundleError(ValueError):
@@ -175,19 +179,6 @@ def read_params(bundle: str | Path) -> dict[str, np.ndarray]:
         return load_file(str(p))
     except (SafetensorError, OSError) as e:
         raise BundleError(f"{p}: cannot read parameters ({e})") from e
-
-
-def read_exported(bundle: str | Path, variant: str):
-    """Deserialize one inference variant (jax.export.Exported)."""
-    import jax
-
-    p = Path(bundle) / INFERENCE_DIR / f"{variant}.jaxexport"
-    if not p.is_file():
-        raise BundleError(f"{p}: this bundle has no {variant!r} inference function")
-    try:
-        return jax.export.deserialize(bytearray(p.read_bytes()))
-    except Exception as e:  # deserialization raises assorted errors on corrupt bytes
-        raise BundleError(f"{p}: cannot deserialize the exported function ({e})") from e
 
 
 def read_tokenizer(bundle: str | Path, info: BundleInfo | None = None) -> TaskTokenizer | None:

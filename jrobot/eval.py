@@ -1,6 +1,7 @@
 """`python -m jrobot.eval`: success rate of a policy bundle in the MuJoCo simulation, with videos.
 
     python -m jrobot.eval --policy=bundles/act --env=jrobot/SO101PickPlace-v0 --episodes=50 --out=eval/act
+    python -m jrobot.eval --policy=ws://gpu-box:8000 --episodes=50 --out=eval/served   # a jrobot.serve server
 
 Flags follow `jrobot.run`'s grammar (`--name=value` or `--name value`, dashes or underscores):
 `--seed` (of the first episode, default 100000), `--max_steps`, `--videos=false`,
@@ -29,10 +30,11 @@ import gymnasium as gym
 import numpy as np
 
 from jrobot.bundle import BundleInfo
-from jrobot.cli import Binder, run_tool
+from jrobot.cli import Binder, CliError, run_tool
 from jrobot.features import ACTION_KEY, IMAGE_PREFIX
 from jrobot.runtime.loop import PolicyController, run_episode
-from jrobot.runtime.policy import NEEDS_TASK, BundlePolicy
+from jrobot.runtime.observations import NEEDS_TASK
+from jrobot.runtime.sources import RemoteOptions, open_policy
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.eval")
@@ -186,7 +188,11 @@ def evaluate(
         log.warning("--task ignored: this policy takes no task instruction")
     env = make_env(env_id, info, video_cameras=videos and out is not None)
     controller = PolicyController(
-        policy, mode="sync", n_action_steps=n_action_steps, temporal_ensemble_coeff=temporal_ensemble_coeff
+        policy,
+        mode="sync",
+        n_action_steps=n_action_steps,
+        temporal_ensemble_coeff=temporal_ensemble_coeff,
+        timeout_s=getattr(policy, "timeout_s", None),  # a served policy: give up after its timeout
     )
     names = info.features[ACTION_KEY].flat_names
     out_dir = Path(out) if out is not None else None
@@ -267,7 +273,7 @@ def evaluate(
 class EvalOptions:
     """`python -m jrobot.eval` flags, in the grammar of `jrobot.run` (`--name=value`, `--name value`)."""
 
-    policy: Path  # policy bundle (python -m jrobot.export)
+    policy: str  # policy bundle (python -m jrobot.export), or a jrobot.serve server: ws://HOST:PORT
     out: Path  # output directory (report.json, videos/)
     env: str = "jrobot/SO101PickPlace-v0"
     episodes: int = 50
@@ -279,8 +285,11 @@ class EvalOptions:
     temporal_ensemble_coeff: float | None = None  # ensemble overlapping chunks (e.g. 0.01)
     task: str | None = None  # instruction for a language-conditioned policy (default: the env's own)
     swap_instruction: bool = False  # instruct another object than the scene's target (multi-object envs)
+    token_file: Path | None = None  # the server's shared secret (--policy ws://...)
+    remote: RemoteOptions | None = None  # --remote.timeout_s, --remote.reconnect
 
     def __post_init__(self) -> None:
+        self.policy = str(self.policy)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.no_videos:
@@ -292,21 +301,27 @@ def main(argv: Sequence[str]) -> int:
     args = binder.build(EvalOptions)
     binder.finish()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    policy = BundlePolicy(args.policy)
+    if args.policy.startswith("openpi://"):
+        raise CliError("jrobot.eval needs the policy's bundle description: a bundle folder or ws://HOST:PORT")
+    policy = open_policy(args.policy, remote=args.remote, token_file=args.token_file)
     policy.warmup()
-    report = evaluate(
-        policy,
-        env_id=args.env,
-        episodes=args.episodes,
-        seed=args.seed,
-        out=args.out,
-        videos=args.videos,
-        max_steps=args.max_steps,
-        n_action_steps=args.n_action_steps,
-        temporal_ensemble_coeff=args.temporal_ensemble_coeff,
-        task=args.task,
-        swap_instruction=args.swap_instruction,
-    )
+    try:
+        report = evaluate(
+            policy,
+            env_id=args.env,
+            episodes=args.episodes,
+            seed=args.seed,
+            out=args.out,
+            videos=args.videos,
+            max_steps=args.max_steps,
+            n_action_steps=args.n_action_steps,
+            temporal_ensemble_coeff=args.temporal_ensemble_coeff,
+            task=args.task,
+            swap_instruction=args.swap_instruction,
+        )
+    finally:
+        if hasattr(policy, "close"):
+            policy.close()
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "
         f"({report['wall_s']:.0f} s); report: {args.out / 'report.json'}, videos: {args.out / 'videos'}"

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from jrobot.bundle import (
+    EXPORT_PLATFORMS,
     INFERENCE_DIR,
     PARAMS,
     POLICY_JSON,
@@ -129,7 +130,9 @@ def export_functions(model: nnx.Module, module: PolicyModule) -> dict[str, bytes
             if with_noise:
                 obs["noise"] = jax.ShapeDtypeStruct((b, *spec.noise_shape), jnp.float32)
             with jax.default_matmul_precision("highest"):
-                exported = jax.export.export(jax.jit(infer), platforms=["cpu"])(params_avals, obs, rng_aval)
+                exported = jax.export.export(jax.jit(infer), platforms=EXPORT_PLATFORMS)(
+                    params_avals, obs, rng_aval
+                )
             out[variant_name(image_dtype, with_noise)] = exported.serialize()
     return out
 

@@ -10,6 +10,11 @@
     python -m jrobot.run --policy bundles/diffusion --observations in.npz --out out.npz
     # a language-conditioned policy (VLA) follows an instruction
     python -m jrobot.run --policy bundles/smolvla --robot.type=sim --task "pick the cube"
+    # the policy runs on a GPU machine (python -m jrobot.serve there); the control loop stays here
+    python -m jrobot.run --policy ws://gpu-box:8000 --token_file token.txt --robot.type=so101_follower ...
+    # any openpi policy server (pi0/pi0.5 fine-tuned on SO-101 data), its keys mapped to this robot's
+    python -m jrobot.run --policy openpi://gpu-box:8000 --robot.type=sim --task "pick the cube" \\
+        --remote.obs_map="observation/image=observation.images.front,observation/state=observation.state"
 
 The control loop runs at the bundle's fps; the next chunk is computed on a worker thread so the loop
 never waits for inference (`--mode=sync` waits, as LeRobot's select_action does). Every action is
@@ -18,13 +23,23 @@ clamped to the joint range seen in training (widened by `--safety_margin`), the 
 position and the run stops. Ctrl-C or SIGTERM switch torque off. At the end a latency report gives
 inference and loop-period p50/p99.
 
+A remote policy (`--policy ws://HOST:PORT` for `jrobot.serve`, `openpi://HOST:PORT` for an openpi
+server) is driven by the same loop: the next chunk is requested when the actions left fall to
+`--chunk_threshold` (a fraction of n_action_steps; default: as late as the measured round trip
+allows), each request carries the timestep of its observation, actions for timesteps already executed
+are dropped, and overlapping chunks are merged by `--merge` (latest, average, weighted, ensemble). If
+the server is slow or gone, the arm holds its last safe position (never extrapolated) and the run
+stops after `--remote.timeout_s` with torque off, as on Ctrl-C; `--remote.reconnect=true` reopens a
+dropped connection meanwhile. `--token_file` sends the server's shared secret.
+
 A language-conditioned policy needs `--task`, its instruction; without the flag it follows
 `--dataset.single_task`, else the robot's own task (the simulated arm's), else the run stops with an
 error. Offline, IN.npz may hold `task`, a (B,) string array (one instruction per row; `--task` then
 only fills in when it is absent), and `noise`, the initial noise of a stochastic policy. Policies
 without language ignore the task.
 
-This module needs jax, numpy and the bundle; it does not import flax, grain, optax, orbax or wandb.
+This module needs jax, numpy and the bundle for a local policy (no jax at all for a remote one); it does
+not import flax, grain, optax, orbax or wandb.
 """
 
 from __future__ import annotations
@@ -41,10 +56,13 @@ import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.hw.safety import graceful_stop, torque_safety
+from jrobot.policies.ensemble import MERGE_RULES
 from jrobot.record import DatasetWriterOptions, open_writer
 from jrobot.robot import EpisodicRobot
+from jrobot.runtime.errors import PolicyTimeoutError
 from jrobot.runtime.loop import PolicyController, SafetyLimits, run_episode
-from jrobot.runtime.policy import NEEDS_TASK, BundlePolicy
+from jrobot.runtime.observations import NEEDS_TASK
+from jrobot.runtime.sources import RemoteOptions, is_remote, open_policy
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.run")
@@ -52,7 +70,7 @@ log = logging.getLogger("jrobot.run")
 
 @dataclasses.dataclass
 class RunOptions:
-    policy: Path
+    policy: str  # a bundle folder, or a server: ws://HOST:PORT (jrobot.serve), openpi://HOST:PORT
     task: str | None = None  # the instruction of a language-conditioned policy ("pick the cube")
     observations: Path | None = None  # offline mode: IN.npz
     out: Path | None = None  # offline mode: OUT.npz
@@ -63,29 +81,45 @@ class RunOptions:
     realtime: bool | None = None  # default: paced for real robots, as fast as possible for the sim
     seed: int = 0
     safety_margin: float = 0.1
+    merge: str | None = None  # latest | average | weighted | ensemble (default: the policy's own rule)
+    chunk_threshold: float | None = None  # ask for the next chunk at this fraction of n_action_steps left
+    n_action_steps: int | None = None  # override the policy's (an openpi policy: all of each chunk)
+    token_file: Path | None = None  # a policy server's shared secret
     report: Path | None = None
     dataset: DatasetWriterOptions | None = None  # record the run: record's --dataset.* writer flags
+    remote: RemoteOptions | None = None  # --remote.*: a policy server's connection
 
     def __post_init__(self) -> None:
-        self.policy = Path(self.policy)
+        self.policy = str(self.policy)
         if self.mode not in ("async", "sync"):
             raise ValueError(f"--mode must be async or sync, got {self.mode!r}")
+        if self.merge is not None and self.merge not in MERGE_RULES:
+            raise ValueError(f"--merge must be one of {', '.join(MERGE_RULES)}, got {self.merge!r}")
         if (self.observations is None) != (self.out is None):
             raise ValueError("offline mode needs both --observations IN.npz and --out OUT.npz")
+        self.remote = self.remote or RemoteOptions()
 
 
-def run_offline(
-    policy: BundlePolicy, observations: Path, out: Path, *, task: str | None = None
-) -> dict[str, Any]:
-    """IN.npz (raw observations by feature name, optional `noise`, optional `task` (B,) strings) ->
-    OUT.npz (`action` chunks). `task` is the instruction for every row when IN.npz holds none."""
+def _read_npz(observations: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(observations, allow_pickle=False) as z:
-            obs = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise CliError(f"--observations {observations}: cannot read the npz file ({e})") from e
+
+
+def run_offline(policy: Any, observations: Path, out: Path, *, task: str | None = None) -> dict[str, Any]:
+    """IN.npz (raw observations by feature name, optional `noise`, optional `task` (B,) strings) ->
+    OUT.npz (`action` chunks). `task` is the instruction for every row when IN.npz holds none.
+
+    A bundle or a jrobot server computes the batch at once; an openpi server gets one request per row
+    (openpi policies take unbatched observations), the replies stacked."""
+    obs = _read_npz(observations)
     noise = obs.pop("noise", None)
-    actions = policy.predict(obs, task=task, noise=noise)
+    if hasattr(policy, "predict_rows"):
+        actions = policy.predict_rows(obs, task=task)
+    else:
+        actions = policy.predict(obs, task=task, noise=noise)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, action=actions)
     return {
@@ -95,10 +129,13 @@ def run_offline(
     }
 
 
-def policy_task(policy: BundlePolicy, opts: RunOptions, robot: Any) -> str | None:
+def policy_task(policy: Any, opts: RunOptions, robot: Any) -> str | None:
     """The instruction a language policy follows on a robot: --task, else the recorded
     --dataset.single_task, else the robot's own (the sim's); None for policies without language."""
     if not policy.needs_task:
+        if getattr(policy, "accepts_task", False):  # an openpi server: the prompt goes out when there is one
+            own = opts.dataset.single_task if opts.dataset is not None else None
+            return opts.task or own or getattr(robot, "task", None)
         if opts.task is not None:
             log.warning("--task ignored: this policy takes no task instruction")
         return None
@@ -112,19 +149,29 @@ def policy_task(policy: BundlePolicy, opts: RunOptions, robot: Any) -> str | Non
     return task
 
 
-def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, Any]:
-    info = policy.info
+def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
+    """Drive `robot` with `policy` (a bundle run here, or a remote one) until the run ends."""
     episodic = isinstance(robot, EpisodicRobot)
     realtime = (not episodic) if opts.realtime is None else opts.realtime
-    safety = None
-    stats = info.stats.get("action", {})
-    names = info.features["action"].flat_names
-    if "min" in stats and names:
-        safety = SafetyLimits.from_stats(names, stats, margin=opts.safety_margin)
+    names = policy.action_names
+    fps = int(policy.fps)
+    stats = policy.action_stats
+    safety = SafetyLimits.from_stats(names, stats, margin=opts.safety_margin) if stats is not None else None
     instruction = policy_task(policy, opts, robot)
-    controller = PolicyController(policy, mode=opts.mode, safety=safety, task=instruction)
+    remote = is_remote(opts.policy)
+    controller = PolicyController(
+        policy,
+        mode=opts.mode,
+        safety=safety,
+        task=instruction,
+        merge=opts.merge,
+        chunk_threshold=opts.chunk_threshold,
+        n_action_steps=opts.n_action_steps,
+        timeout_s=opts.remote.timeout_s if remote else None,
+    )
     writer = None
     results = []
+    stopped = None
     try:
         with torque_safety(robot):
             robot.connect()
@@ -132,7 +179,7 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
             if missing:
                 raise CliError(f"the policy's actions {missing} are not joints of this robot ({robot.name})")
             if opts.dataset is not None:
-                writer = open_writer(opts.dataset, robot, info.fps, resume=False)
+                writer = open_writer(opts.dataset, robot, fps, resume=False)
             task = (
                 (opts.dataset.single_task if opts.dataset else None)
                 or instruction
@@ -155,23 +202,27 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
                         own = getattr(robot, "task", None)
                         if own:
                             task = own
-                            if policy.needs_task:
+                            if policy.needs_task or getattr(policy, "accepts_task", False):
                                 controller.task = own
                     controller.reset()
                     policy.seed(opts.seed + ep)
                     max_steps = opts.max_steps
                     if episodic and max_steps is None:
-                        max_steps = int((opts.duration_s or 10.0) * info.fps)
-                    run_episode(
-                        robot,
-                        controller,
-                        fps=info.fps,
-                        max_steps=max_steps,
-                        duration_s=None if episodic else opts.duration_s,
-                        realtime=realtime,
-                        on_step=on_step,
-                        should_stop=(lambda: robot.is_success()) if episodic else None,
-                    )
+                        max_steps = int((opts.duration_s or 10.0) * fps)
+                    try:
+                        run_episode(
+                            robot,
+                            controller,
+                            fps=fps,
+                            max_steps=max_steps,
+                            duration_s=None if episodic else opts.duration_s,
+                            realtime=realtime,
+                            on_step=on_step,
+                            should_stop=(lambda: robot.is_success()) if episodic else None,
+                        )
+                    except PolicyTimeoutError as e:  # the policy server is gone: stop, keep the report
+                        stopped = str(e)
+                        log.error("%s", e)
                     result = {"episode": ep}
                     if episodic:
                         result["success"] = bool(robot.is_success())
@@ -179,13 +230,21 @@ def run_robot(robot: Any, policy: BundlePolicy, opts: RunOptions) -> dict[str, A
                     if writer is not None and writer.episode_length:
                         writer.save_episode()
                     log.info("episode %d: %s", ep, result)
+                    if stopped is not None:
+                        break
     finally:
         controller.close()
         if writer is not None:
             writer.finalize()
     report = {"episodes": results, **controller.stats.report()}
+    server_ms = getattr(policy, "server_infer_ms", None)
+    if server_ms:
+        report["server_infer_ms_p50"] = float(np.percentile(server_ms, 50))
+        report["server_infer_ms_p99"] = float(np.percentile(server_ms, 99))
     if episodic and results:
         report["success_rate"] = float(np.mean([r["success"] for r in results]))
+    if stopped is not None:
+        report["stopped"] = stopped
     return report
 
 
@@ -199,13 +258,17 @@ def main(argv: Sequence[str]) -> int:
 
         robot = robot_from_flags(binder)
     binder.finish()
-    policy = BundlePolicy(opts.policy)
-    if robot is None:
-        summary = run_offline(policy, opts.observations, opts.out, task=opts.task)
-        print(f"wrote {opts.out}: action chunks {summary}")
-        return 0
-    policy.warmup()
-    report = run_robot(robot, policy, opts)
+    policy = open_policy(opts.policy, remote=opts.remote, token_file=opts.token_file, robot=robot)
+    try:
+        if robot is None:
+            summary = run_offline(policy, opts.observations, opts.out, task=opts.task)
+            print(f"wrote {opts.out}: action chunks {summary}")
+            return 0
+        policy.warmup()
+        report = run_robot(robot, policy, opts)
+    finally:
+        if hasattr(policy, "close"):
+            policy.close()
 
     def ms(key: str) -> str:
         return "n/a" if report.get(key) is None else f"{report[key]:.1f} ms"
@@ -215,12 +278,18 @@ def main(argv: Sequence[str]) -> int:
         f"inference p50 {ms('inference_ms_p50')}, p99 {ms('inference_ms_p99')}",
         f"loop period p50 {ms('loop_period_ms_p50')}, p99 {ms('loop_period_ms_p99')}",
         f"overruns {report['overruns']}, stale actions dropped {report['stale_actions_dropped']}",
+        f"ticks without a fresh action {report['ticks_without_fresh_action']}",
     ]
+    if "server_infer_ms_p50" in report:
+        lines.append(f"server inference p50 {ms('server_infer_ms_p50')}, p99 {ms('server_infer_ms_p99')}")
     if "success_rate" in report:
         lines.append(f"success rate {report['success_rate']:.0%} over {len(report['episodes'])} episodes")
     print("latency report: " + "; ".join(lines))
     if opts.report is not None:
         opts.report.write_text(json.dumps(report, indent=2, default=_json_default))
+    if "stopped" in report:
+        print(f"error: {report['stopped']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -185,6 +185,26 @@ def test_runtime_never_imports_the_training_stack():
     )
 
 
+def test_runtime_and_server_never_import_the_training_stack():
+    _check(["jrobot.serve"], ["jrobot.serving"], TRAINING_STACK | {"transformers", "torch"})
+
+
+def test_a_laptop_driving_its_arm_from_a_policy_server_needs_no_jax():
+    # the control loop, the observation builder and the remote clients; BundlePolicy (jax) is separate
+    _check(
+        [
+            "jrobot.runtime.loop",
+            "jrobot.runtime.observations",
+            "jrobot.runtime.errors",
+            "jrobot.serving.client",
+            "jrobot.serving.wire",
+            "jrobot.serving.protocol",
+        ],
+        [],
+        JAX_STACK,
+    )
+
+
 def test_policies_never_import_data_pipeline_or_hardware():
     _check(
         [],

@@ -1,4 +1,5 @@
-"""Turning action chunks into one action per control step: LeRobot's temporal ensembler and action queue.
+"""Turning action chunks into one action per control step: ACT's temporal ensembler, and the schedule of
+chunks by timestep that LeRobot's action queue and its async inference's merge rules are cases of.
 
 numpy only (no jax/flax): the real-time runtime imports this next to an exported inference function.
 
@@ -9,8 +10,6 @@ weights `w_i = exp(-coeff * i)` where i = 0 is the OLDEST prediction (coeff > 0 
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 
@@ -59,34 +58,71 @@ class TemporalEnsembler:
         return action
 
 
-class ActionQueue:
-    """LeRobot's `select_action` queue: run the first `n_action_steps` actions of a chunk, one per call."""
+MERGE_RULES = ("latest", "average", "weighted", "ensemble")
 
-    def __init__(self, n_action_steps: int):
-        if n_action_steps < 1:
-            raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
-        self.n_action_steps = int(n_action_steps)
-        self._queue: deque[np.ndarray] = deque()
 
-    def __len__(self) -> int:
-        return len(self._queue)
+class ActionSchedule:
+    """Actions by control timestep, from chunks that arrive late and overlap (asynchronous inference).
 
-    @property
-    def empty(self) -> bool:
-        return not self._queue
+    A chunk computed from the observation of timestep t holds the actions for t, t+1, ...; by the time it
+    arrives some of those timesteps have been executed and are dropped. Where a new chunk overlaps the
+    actions already scheduled, `merge` decides:
+    - "latest": the new chunk replaces the old actions (what LeRobot's sync queue and `latest_only` do);
+    - "average": the plain mean of every prediction for that timestep (LeRobot's `average`);
+    - "weighted": `(1 - new_weight) * old + new_weight * new`, LeRobot's `weighted_average` with 0.7;
+    - "ensemble": ACT's temporal ensembling, the mean weighted by `exp(-coeff * i)` with i = 0 for the
+      OLDEST prediction of that timestep (the `TemporalEnsembler` rule, for chunks that arrive late).
+    """
+
+    def __init__(self, merge: str = "latest", *, ensemble_coeff: float = 0.01, new_weight: float = 0.7):
+        if merge not in MERGE_RULES:
+            raise ValueError(f"merge must be one of {MERGE_RULES}, got {merge!r}")
+        if not 0.0 < new_weight <= 1.0:
+            raise ValueError(f"new_weight must be in (0, 1], got {new_weight}")
+        self.merge = merge
+        self.coeff = float(ensemble_coeff)
+        self.new_weight = float(new_weight)
+        self.reset()
 
     def reset(self) -> None:
-        self._queue.clear()
+        # timestep -> [weighted sum, weight sum, number of predictions] (value = sum / weight sum)
+        self._slots: dict[int, list] = {}
 
-    def push(self, chunk: np.ndarray) -> None:
-        """Queue `chunk[:, :n_action_steps]` (chunk is (B, T, A) with T >= n_action_steps)."""
-        chunk = np.asarray(chunk)
-        if chunk.ndim != 3 or chunk.shape[1] < self.n_action_steps:
-            raise ValueError(f"expected a (B, >={self.n_action_steps}, A) chunk, got shape {chunk.shape}")
-        self._queue.extend(chunk[:, : self.n_action_steps].transpose(1, 0, 2))
+    def add(self, chunk: np.ndarray, start: int, now: int) -> int:
+        """Schedule `chunk` (n, A), whose row i is for timestep `start + i`; rows before `now` are dropped
+        (their timesteps were executed). Returns how many rows were dropped."""
+        chunk = np.asarray(chunk, np.float64)
+        if chunk.ndim != 2:
+            raise ValueError(f"expected an (n, A) chunk, got shape {chunk.shape}")
+        dropped = 0
+        for i, action in enumerate(chunk):
+            t = start + i
+            if t < now:
+                dropped += 1
+                continue
+            slot = self._slots.get(t)
+            if slot is None or self.merge == "latest":
+                self._slots[t] = [action.copy(), 1.0, 1]
+            elif self.merge == "weighted":
+                value = slot[0] / slot[1]
+                self._slots[t] = [(1 - self.new_weight) * value + self.new_weight * action, 1.0, slot[2] + 1]
+            else:
+                w = 1.0 if self.merge == "average" else float(np.exp(-self.coeff * slot[2]))
+                slot[0] = slot[0] + w * action
+                slot[1] += w
+                slot[2] += 1
+        return dropped
 
-    def pop(self) -> np.ndarray:
-        """The next (B, A) action."""
-        if not self._queue:
-            raise IndexError("action queue is empty: push a new chunk first")
-        return self._queue.popleft()
+    def ahead(self, step: int) -> int:
+        """How many consecutive timesteps from `step` on have an action."""
+        n = 0
+        while step + n in self._slots:
+            n += 1
+        return n
+
+    def pop(self, step: int) -> np.ndarray | None:
+        """The action for `step` (None if none arrived for it); timesteps up to `step` are forgotten."""
+        slot = self._slots.pop(step, None)
+        for t in [t for t in self._slots if t < step]:
+            del self._slots[t]
+        return None if slot is None else slot[0] / slot[1]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,23 @@ import jax
 import numpy as np
 
 from jrobot.bundle import (
+    INFERENCE_DIR,
     BundleError,
     BundleInfo,
-    read_exported,
     read_info,
     read_params,
     read_tokenizer,
     variant_name,
 )
-from jrobot.features import IMAGE_PREFIX, STATE_KEY
-from jrobot.image_transforms import resize_frame
 from jrobot.language import TokenizerError, is_language_mask, language_dtype, language_inputs
 from jrobot.policies.spec import FeatureType
+from jrobot.runtime.observations import (  # noqa: F401  (re-exported: where callers have found them)
+    NEEDS_TASK,
+    TASK_KEY,
+    DescribedByBundle,
+    ObservationBuilder,
+)
 
-TASK_KEY = "task"
-NEEDS_TASK = "this policy needs a task instruction (--task or observation['task'])"
 log = logging.getLogger("jrobot.run")
 
 
@@ -54,13 +55,23 @@ def _to_hwc(x: np.ndarray, key: str) -> np.ndarray:
     raise BundleError(f"{key}: images must be (..., H, W, 3) or (..., 3, H, W), got shape {x.shape}")
 
 
-class BundlePolicy:
+def read_exported(bundle: str | Path, variant: str):
+    """Deserialize one inference variant (jax.export.Exported)."""
+    p = Path(bundle) / INFERENCE_DIR / f"{variant}.jaxexport"
+    if not p.is_file():
+        raise BundleError(f"{p}: this bundle has no {variant!r} inference function")
+    try:
+        return jax.export.deserialize(bytearray(p.read_bytes()))
+    except Exception as e:  # deserialization raises assorted errors on corrupt bytes
+        raise BundleError(f"{p}: cannot deserialize the exported function ({e})") from e
+
+
+class BundlePolicy(DescribedByBundle):
     """A loaded bundle: parameters on the CPU device plus its compiled inference functions."""
 
     def __init__(self, path: str | Path, *, device: jax.Device | None = None):
         self.path = Path(path)
         self.info: BundleInfo = read_info(self.path)
-        self.spec = self.info.spec
         self.device = device or jax.devices("cpu")[0]
         params = read_params(self.path)
         self.params = {k: jax.device_put(v, self.device) for k, v in params.items()}
@@ -82,19 +93,6 @@ class BundlePolicy:
                 "bundle has no tokenizer; re-export it with this jrobot's `python -m jrobot.export`"
             )
         self._warned_task_ignored = False
-
-    @property
-    def needs_task(self) -> bool:
-        """Whether the policy is language-conditioned, i.e. needs a task instruction every call."""
-        return bool(self.spec.language_keys)
-
-    @property
-    def n_obs_steps(self) -> int:
-        return self.spec.n_obs_steps
-
-    @property
-    def n_action_steps(self) -> int:
-        return self.spec.n_action_steps
 
     def seed(self, seed: int) -> None:
         self._key = jax.random.PRNGKey(seed)
@@ -205,12 +203,23 @@ class BundlePolicy:
         """(B, n, A) actions in dataset units. `noise` (B, *spec.noise_shape) makes stochastic policies exact;
         `task` is the instruction of a language policy when `observation["task"]` is absent."""
         obs, image_dtype = self.prepare(observation, task=task)
+        return self.run_prepared(obs, image_dtype, noise=noise, key=key)
+
+    def run_prepared(
+        self,
+        obs: dict[str, np.ndarray],
+        image_dtype: str,
+        *,
+        noise: np.ndarray | None = None,
+        key: jax.Array | None = None,
+    ) -> np.ndarray:
+        """`predict` after `prepare`: a server prepares requests apart and runs several as one batch."""
         if noise is not None:
             noise = np.asarray(noise, np.float32)
             want = self.spec.noise_shape
             if want is not None and tuple(noise.shape[1:]) != want:
                 raise BundleError(f"noise must have shape (B, {want[0]}, {want[1]}), got {noise.shape}")
-            obs["noise"] = noise
+            obs = {**obs, "noise": noise}
         variant = variant_name(image_dtype, noise is not None)
         fn = self._function(variant)
         if key is None:
@@ -232,62 +241,3 @@ class BundlePolicy:
                 dummy[key] = np.ones((batch, *feat.shape), language_dtype(key))
         self.predict(dummy)
         self.latencies_s.clear()
-
-
-class ObservationBuilder:
-    """Robot observation dicts -> the policy's (1, n_obs, ...) input, keeping the observation history.
-
-    `task`, when set, is added to every input as `observation["task"]`: the instruction a language
-    policy follows; it can be changed between steps (the next observation carries the new one).
-    """
-
-    def __init__(self, info: BundleInfo, *, task: str | None = None):
-        self.info = info
-        self.task = task
-        self.spec = info.spec
-        state_feat = info.features.get(STATE_KEY)
-        self.state_names = state_feat.flat_names if state_feat is not None else None
-        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.spec.n_obs_steps)
-
-    def reset(self) -> None:
-        self._history.clear()
-
-    def convert(self, robot_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """One robot observation -> {policy key: array without batch/history axes}."""
-        out: dict[str, np.ndarray] = {}
-        for key, feat in self.spec.input_features.items():
-            if feat.type is FeatureType.VISUAL:
-                cam = key[len(IMAGE_PREFIX) :] if key.startswith(IMAGE_PREFIX) else key
-                img = robot_obs.get(cam, robot_obs.get(key))
-                if img is None:
-                    raise BundleError(f"the robot gives no camera {cam!r}, which the policy needs ({key})")
-                h, w, _ = self.info.image_shapes[key]
-                out[key] = resize_frame(np.asarray(img), (h, w))
-            elif key == STATE_KEY:
-                if STATE_KEY in robot_obs:
-                    out[key] = np.asarray(robot_obs[STATE_KEY], np.float32)
-                else:
-                    names = self.state_names
-                    if names is None:
-                        raise BundleError("policy.json has no state feature names to read the robot's joints")
-                    missing = [n for n in names if n not in robot_obs]
-                    if missing:
-                        raise BundleError(
-                            f"the robot observation lacks {missing} (policy state names {names})"
-                        )
-                    out[key] = np.asarray([robot_obs[n] for n in names], np.float32)
-            elif feat.type is FeatureType.ENV:
-                if key not in robot_obs:
-                    raise BundleError(f"the robot observation lacks {key!r}")
-                out[key] = np.asarray(robot_obs[key], np.float32)
-        return out
-
-    def push(self, robot_obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Add an observation; return the batched (1, n_obs, ...) policy input (history padded by repetition)."""
-        self._history.append(self.convert(robot_obs))
-        while len(self._history) < self.spec.n_obs_steps:
-            self._history.appendleft(self._history[0])
-        out: dict[str, Any] = {k: np.stack([h[k] for h in self._history])[None] for k in self._history[-1]}
-        if self.task is not None:
-            out[TASK_KEY] = self.task
-        return out

@@ -25,29 +25,29 @@ from jrobot.eval import evaluate
 from jrobot.export import language_tokenizer
 from jrobot.language import language_inputs
 from jrobot.policies.base import load_policy_module
-from jrobot.runtime.policy import NEEDS_TASK, TASK_KEY
+from jrobot.runtime.observations import NEEDS_TASK, TASK_KEY, TIMESTEP_KEY, DescribedByBundle
 
 
-class ModelPolicy:
+class ModelPolicy(DescribedByBundle):
     """An in-memory NNX policy behind the BundlePolicy interface."""
 
     def __init__(self, model: Any, features: Mapping[str, Any], fps: int):
-        self.spec = model.spec
+        spec = model.spec
         self.tokenizer = language_tokenizer(model)
-        module = load_policy_module(self.spec.type)
+        module = load_policy_module(spec.type)
         self.info = BundleInfo(
-            spec=self.spec,
+            spec=spec,
             stats=model.normalizer.stats_dict(),
             features=dict(features),
             fps=int(fps),
             robot_type=None,
             image_shapes={
                 k: (f.shape[1], f.shape[2], f.shape[0])
-                for k, f in self.spec.input_features.items()
-                if k in self.spec.image_keys
+                for k, f in spec.input_features.items()
+                if k in spec.image_keys
             },
             variants=[],
-            stochastic=self.spec.stochastic,
+            stochastic=spec.stochastic,
             source={},
             training_config=None,
         )
@@ -64,7 +64,7 @@ class ModelPolicy:
         return self.tokenizer is not None
 
     def predict(self, observation: Mapping[str, Any], *, task: Any = None, **_: Any) -> np.ndarray:
-        obs = {k: v for k, v in observation.items() if k != TASK_KEY}
+        obs = {k: v for k, v in observation.items() if k not in (TASK_KEY, TIMESTEP_KEY)}
         if self.tokenizer is not None:
             tasks = observation.get(TASK_KEY, task)
             if tasks is None:

@@ -1,4 +1,4 @@
-"""Temporal ensembling against its offline definition; the action queue; numpy-only imports."""
+"""Temporal ensembling against its offline definition; the schedule as an action queue; numpy-only imports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jrobot.policies.ensemble import ActionQueue, TemporalEnsembler
+from jrobot.policies.ensemble import ActionSchedule, TemporalEnsembler
 
 
 def offline_ensemble(chunks: np.ndarray, t: int, coeff: float) -> np.ndarray:
@@ -38,16 +38,15 @@ def test_ensembler_checks_shapes():
         ens.update(np.zeros((1, 5, 2)))
 
 
-def test_action_queue():
-    q = ActionQueue(3)
-    chunk = np.arange(2 * 5 * 2, dtype=np.float32).reshape(2, 5, 2)
-    q.push(chunk)
-    assert len(q) == 3
+def test_schedule_in_sync_use_is_lerobots_action_queue():
+    """Refilled only when empty, with the first n_action_steps of a chunk: select_action's queue."""
+    s = ActionSchedule("latest")
+    chunk = np.arange(5 * 2, dtype=np.float64).reshape(5, 2)
+    s.add(chunk[:3], start=0, now=0)
+    assert s.ahead(0) == 3
     for i in range(3):
-        np.testing.assert_array_equal(q.pop(), chunk[:, i])
-    assert q.empty
-    with pytest.raises(IndexError):
-        q.pop()
+        np.testing.assert_array_equal(s.pop(i), chunk[i])
+    assert s.ahead(3) == 0 and s.pop(3) is None
 
 
 def test_runtime_imports_stay_light():

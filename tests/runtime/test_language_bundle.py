@@ -264,7 +264,7 @@ def test_controller_passes_the_current_task_every_step(policy, tokenizer):
         robot_obs = {"s0": 0.0, "s1": 0.0}
         policy.seed(0)
         controller.act(robot_obs, 0.1)
-        controller.queue.reset()  # force a fresh chunk on the next step
+        controller.schedule.reset()  # force a fresh chunk on the next step
         controller.task = TASKS[1]
         assert controller.observations.push(robot_obs)["task"] == TASKS[1]
         seen = []

@@ -1,0 +1,558 @@
+"""Remote inference in the real-time loop: `jrobot.serve` + `RemotePolicy` vs the same policy in the loop.
+
+    .venv/bin/python benchmarks/serve.py                         # ~3 min on 2 cores (150 ticks a run)
+    .venv/bin/python benchmarks/serve.py --steps 300 --out /tmp/serve_bench.json
+    .venv/bin/python benchmarks/serve.py --scenarios act@300,act50@300 --variants async,sync
+    JROBOT_OPENPI_PYTHON=/path/openpi-venv/bin/python .venv/bin/python benchmarks/serve.py
+
+Each scenario is a bundle and an injected inference delay, `NAME@MS`:
+- `act`: the LeRobot ACT parity checkpoint (`act_so101_tiny`: d=64, 2 cameras 96x128, chunk 10,
+  n_action_steps 10), exported with `python -m jrobot.export --from-lerobot`;
+- `vla`: the SmolVLA parity checkpoint (`smolvla_so101_tiny`, 2 cameras 48x64, chunk 8, stochastic,
+  needs a task: the sim's own instruction), exported with `--vlm`;
+- `act50`: the fixture's ACT architecture with chunk 50 / n_action_steps 50, random weights (built by
+  `jrobot.policies.act.build`, timing only): a chunk that outlasts a 300 ms round trip, which the
+  fixture's 10 actions (333 ms at 30 fps) do not (see below).
+`MS` is `python -m jrobot.serve --min_latency_ms`: every server-side inference takes at least that long
+(a stand-in for a bigger model; 0 = the bundle's own CPU time).
+
+For each scenario `python -m jrobot.serve` is started in its own process on 127.0.0.1 and the simulated
+SO-101 (`SimRobot`, pick-and-place, 2 cameras 96x128 rendered each tick) is driven for `--steps` ticks at
+the bundle's 30 fps, paced in real time (`run_episode(..., realtime=True)`) by `PolicyController` with
+timeout_s=`--timeout-s`. Variants (`--variants`):
+- `async`: `PolicyController(RemotePolicy(url), mode="async")`: the next chunk is asked for as late as
+  the measured round trip allows (the default `chunk_threshold=None`);
+- `async_t50`: the same with `chunk_threshold=0.5` (LeRobot's chunk_size_threshold);
+- `sync` (baseline a): the same bundle loaded here (`BundlePolicy`) behind a wrapper whose `predict`
+  sleeps up to the same floor latency, in `mode="sync"`: inference inside the loop, which stalls it;
+- `local_async`: that slowed local policy in `mode="async"` (no network: what the wire costs).
+The server is stopped before the local variants run, so the two never share the 2 cores.
+
+Figures per run, after the first chunk arrived (the first tick, which waits for it, is dropped): loop
+period p50/p99/max and the number of periods over 1.2/fps; ticks without a fresh action (the arm held its
+last position) as a count and a share of those ticks; hold gaps (stretches of such ticks) and the
+longest one (a gap still open when the episode ends is counted too); the request round trip p50/p99 as
+the controller measures it (for a remote policy: observation sent -> actions back); the server's
+inference time p50 (`server_timing.infer_ms`, the delay included); stale actions dropped. Ratios printed
+per scenario: `async remote p99 / sync in-loop p99` (< 1: the loop no longer waits for the model) and
+`p99 / (1.2/fps)` (target <= 1 at 300 ms inference). Target too: no tick without an action once the
+first chunk arrived.
+
+A run the controller stops (`PolicyTimeoutError`: no fresh action for `--timeout-s`; `RemotePolicyError`)
+is reported with the ticks it made and `stopped` set; it is not retried.
+
+How long a chunk must be: a chunk computed from the observation of tick t holds the actions for ticks
+t .. t+n-1 and is absorbed k = ceil(round trip * fps) ticks later; the controller keeps one request in
+flight, so the next chunk comes k ticks after that. The loop never holds only if n >= 2k: at 300 ms
+and 30 fps (k = 10) n >= 20. The fixture ACT's n = 10 arrive entirely stale at 300 ms (every chunk is
+dropped and the arm holds), whatever the threshold or merge rule, hence the `act50` scenario.
+
+openpi (`--openpi-python` or JROBOT_OPENPI_PYTHON, an interpreter with `openpi-client`; its 0.1.2 on PyPI
+also needs `typing_extensions`, which it does not declare): 50 calls of
+openpi-client's own `WebsocketClientPolicy(host, port).infer(obs)` against the first ACT scenario's
+server, one unbatched observation (224x224 uint8 frames, resized by the server, and a (6,) state),
+against jrobot's `RemotePolicy.predict` on the same observation and server in the same run. Skipped when
+no interpreter is given.
+
+LeRobot (`--lerobot-python` or JROBOT_LEROBOT_PYTHON): NOT MEASURED. LeRobot's async inference is two
+gRPC processes, `python -m lerobot.async_inference.policy_server` and
+`python -m lerobot.async_inference.robot_client --robot.type=... --policy_type=act
+--pretrained_name_or_path=... --actions_per_chunk=10 --chunk_size_threshold=0.5
+--aggregate_fn_name=weighted_average`; the client drives a LeRobot `Robot` (a real follower's config)
+and the server has no injected-delay option. Running it on this simulator needs a LeRobot `Robot`
+wrapping jrobot's MuJoCo sim inside the LeRobot venv (which has neither jrobot nor mujoco) and a patched
+policy server for the delay; that is not written, so with an interpreter given the benchmark prints
+that the comparison was not run, and no LeRobot figure is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import print_result
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+PARITY = REPO.parent / "shared" / "fixtures" / "parity"
+ACT_CKPT = PARITY / "act_so101_tiny" / "pretrained_model"
+VLA_CKPT = PARITY / "smolvla_so101_tiny" / "pretrained_model"
+VLA_VLM = PARITY / "smolvla_so101_tiny" / "vlm"
+VARIANTS = ("async", "async_t50", "sync", "local_async")
+DEFAULT_SCENARIOS = "act@0,act@100,act@300,act50@300,vla@0"
+
+
+def pct(x: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(x), q)) if len(x) else None
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+# ---------------------------------------------------------------------------------------------------
+# bundles
+
+
+def export_lerobot(ckpt: Path, out: Path, *extra: str) -> None:
+    if (out / "policy.json").is_file():
+        return
+    print(f"exporting {ckpt} -> {out} ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "jrobot.export", "--from-lerobot", str(ckpt), *extra, "--out", str(out)],
+        check=True, capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
+def build_act50(act_bundle: Path, out: Path) -> None:
+    """The fixture's ACT architecture with chunk 50, random weights, the fixture's features and stats."""
+    if (out / "policy.json").is_file():
+        return
+    print(f"building the chunk-50 ACT (random init) -> {out} ...", flush=True)
+    from jrobot.bundle import read_info
+    from jrobot.export import write_bundle
+    from jrobot.policies import act
+
+    info = read_info(act_bundle)
+    cfg = act.ACTConfig(
+        chunk_size=50, n_action_steps=50, dim_model=64, n_heads=4, dim_feedforward=128,
+        n_encoder_layers=2, n_decoder_layers=1, latent_dim=8, n_vae_encoder_layers=2, dropout=0.0,
+        pretrained_backbone_weights=None,
+    )  # fmt: skip
+    model = act.build(cfg, info.features, info.stats, seed=0, load_pretrained_backbone=False)
+    source = {"benchmark": "benchmarks/serve.py: act_so101_tiny architecture, chunk 50, random init"}
+    write_bundle(model, act, out, features=info.features, fps=info.fps, robot_type=None, source=source)
+
+
+def bundle_for(name: str, work: Path, args: argparse.Namespace) -> Path:
+    if name == "act":
+        path = Path(args.act_bundle) if args.act_bundle else work / "bundle_act"
+        export_lerobot(ACT_CKPT, path)
+    elif name == "vla":
+        path = Path(args.vla_bundle) if args.vla_bundle else work / "bundle_vla"
+        export_lerobot(VLA_CKPT, path, "--vlm", str(VLA_VLM))
+    elif name == "act50":
+        path = work / "bundle_act50"
+        build_act50(bundle_for("act", work, args), path)
+    else:
+        raise SystemExit(f"unknown bundle {name!r}: use act, act50 or vla")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# the server process
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int, lines: list[str], start_s: float):
+        self.proc, self.port, self.lines, self.start_s = proc, port, lines, start_s
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def serving(
+    bundle: Path, min_latency_ms: float, cpus: set[int] | None = None, timeout_s: float = 300.0
+) -> Iterator[Server]:
+    """`python -m jrobot.serve` on `bundle`, listening on a free loopback port; stopped on exit."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable, "-m", "jrobot.serve", f"--policy={bundle}", "--port=0",
+        f"--min_latency_ms={min_latency_ms:g}",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env, preexec_fn=pin
+    )
+    lines: list[str] = []
+    found: list[int] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"^serving .* on ws://[^ ]+:(\d+) ", line)
+            if m and not found:
+                found.append(int(m.group(1)))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(timeout_s) or not found:
+            raise RuntimeError(f"jrobot.serve did not start ({' '.join(cmd)}):\n{''.join(lines[-30:])}")
+        yield Server(proc, found[0], lines, time.perf_counter() - t0)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# policies and runs
+
+
+class FloorLatency:
+    """A local policy whose `predict` takes at least `floor_s` (the same slow model as the server's)."""
+
+    def __init__(self, policy: Any, floor_s: float):
+        self.policy = policy
+        self.floor_s = floor_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def predict(self, observation: Any, **kw: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.policy.predict(observation, **kw)
+        left = self.floor_s - (time.perf_counter() - t0)
+        if left > 0:
+            time.sleep(left)
+        return out
+
+
+def drive(robot: Any, policy: Any, *, mode: str, threshold: float | None, args: argparse.Namespace) -> dict:
+    """One paced episode of `args.steps` ticks; the figures after the first chunk arrived."""
+    from jrobot.runtime.errors import PolicyTimeoutError
+    from jrobot.runtime.loop import PolicyController, run_episode
+    from jrobot.serving.client import RemotePolicyError
+
+    robot.reset(seed=args.seed)
+    task = robot.task if policy.needs_task else None
+    controller = PolicyController(
+        policy, mode=mode, task=task, chunk_threshold=threshold, timeout_s=args.timeout_s
+    )
+    policy.seed(args.seed)
+    fps = int(policy.fps)
+    stopped = None
+    t0 = time.perf_counter()
+    try:
+        run_episode(robot, controller, fps=fps, max_steps=args.steps, realtime=True)
+    except (PolicyTimeoutError, RemotePolicyError) as e:
+        stopped = f"{type(e).__name__}: {e}"
+    wall = time.perf_counter() - t0
+    stats = controller.stats
+    gaps = list(stats.hold_gaps_s)  # run_episode counts a hold still going when the episode ended
+    controller.close()
+    periods = [p * 1000 for p in stats.period_s]  # run_episode leaves out the first tick (the first chunk)
+    target_ms = 1200.0 / fps
+    after_first = max(stats.steps - 1, 1)
+    rt = [s * 1000 for s in stats.inference_s]
+    server_ms = list(getattr(policy, "server_infer_ms", []) or [])
+    out = {
+        "mode": mode,
+        "chunk_threshold": threshold,
+        "steps": stats.steps,
+        "wall_s": wall,
+        "stopped": stopped,
+        "first_tick_ms": stats.period_s[0] * 1000 if stats.period_s else None,
+        "loop_period_ms_p50": pct(periods, 50),
+        "loop_period_ms_p99": pct(periods, 99),
+        "loop_period_ms_max": max(periods) if periods else None,
+        "periods_over_target": int(sum(p > target_ms for p in periods)),
+        "target_ms": target_ms,
+        "p99_over_target": (pct(periods, 99) / target_ms) if periods else None,
+        "ticks_without_fresh_action": stats.starved_ticks,
+        "share_without_fresh_action": stats.starved_ticks / after_first,
+        "hold_gaps": len(gaps),
+        "longest_hold_ms": max(gaps) * 1000 if gaps else 0.0,
+        "requests": len(stats.inference_s),
+        "round_trip_ms_p50": pct(rt, 50),
+        "round_trip_ms_p99": pct(rt, 99),
+        "server_infer_ms_p50": pct(server_ms, 50),
+        "stale_actions_dropped": stats.dropped_actions,
+        "overruns": stats.overruns,
+    }
+    return out
+
+
+def print_run(scenario: str, variant: str, r: dict) -> None:
+    stop = f"; STOPPED: {r['stopped']}" if r["stopped"] else ""
+    print(
+        f"[{scenario}] {variant:11s} {r['steps']} ticks: period p50 {fmt(r['loop_period_ms_p50'])} / p99 "
+        f"{fmt(r['loop_period_ms_p99'])} / max {fmt(r['loop_period_ms_max'])} ms "
+        f"(p99 / 1.2/fps {fmt(r['p99_over_target'], '.2f')}); no fresh action {r['ticks_without_fresh_action']} "
+        f"ticks ({r['share_without_fresh_action']:.1%}), {r['hold_gaps']} hold gaps, longest "
+        f"{r['longest_hold_ms']:.0f} ms; round trip p50 {fmt(r['round_trip_ms_p50'])} / p99 "
+        f"{fmt(r['round_trip_ms_p99'])} ms over {r['requests']} requests; server infer p50 "
+        f"{fmt(r['server_infer_ms_p50'])} ms; stale actions dropped {r['stale_actions_dropped']}{stop}",
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# openpi-client (separate interpreter)
+
+OPENPI_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    from openpi_client import websocket_client_policy
+
+    a = json.loads(sys.argv[1])
+    client = websocket_client_policy.WebsocketClientPolicy(host=a["host"], port=a["port"])
+    meta = client.get_server_metadata()
+    obs = {k: np.load(a["obs"])[k] for k in a["keys"]}
+    for _ in range(a["warmup"]):
+        client.infer(obs)
+    times = []
+    for _ in range(a["calls"]):
+        t0 = time.perf_counter()
+        out = client.infer(obs)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"p50_ms": float(np.percentile(times, 50) * 1e3),
+                      "p99_ms": float(np.percentile(times, 99) * 1e3),
+                      "actions_shape": list(np.asarray(out["actions"]).shape),
+                      "server_policy_type": meta.get("policy_type")}))
+    """
+)
+
+
+def openpi_obs(info: Any) -> dict[str, np.ndarray]:
+    """One unbatched observation as openpi clients send it: 224x224 uint8 frames and a (6,) state."""
+    rng = np.random.default_rng(0)
+    obs = {"observation.state": rng.uniform(-30, 30, (6,)).astype(np.float32)}
+    for key in info.image_shapes:
+        obs[key] = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    return obs
+
+
+def bench_openpi(python: str, server: Server, bundle: Path, work: Path, calls: int) -> dict[str, Any]:
+    from jrobot.bundle import read_info
+    from jrobot.serving.client import RemotePolicy
+
+    obs = openpi_obs(read_info(bundle))
+    np.savez(work / "openpi_obs.npz", **obs)
+    args = {"host": "127.0.0.1", "port": server.port, "obs": str(work / "openpi_obs.npz"),
+            "keys": list(obs), "calls": calls, "warmup": 3}  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(OPENPI_SCRIPT)
+    try:
+        proc = subprocess.run([python, f.name, json.dumps(args)], capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(f.name)
+    out: dict[str, Any] = {"calls": calls}
+    if proc.returncode != 0:
+        print(f"openpi-client run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        out["openpi"] = None
+    else:
+        out["openpi"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the baseline: jrobot's client, the same observation (with a batch axis of 1) and server
+    policy = RemotePolicy(server.url, timeout_s=30)
+    batched = {k: v[None] for k, v in obs.items()}
+    for _ in range(3):
+        policy.predict(batched)
+    policy.latencies_s.clear()
+    for _ in range(calls):
+        policy.predict(batched)
+    policy.close()
+    ms = [s * 1000 for s in policy.latencies_s]
+    out["jrobot"] = {"p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def parse_scenarios(text: str) -> list[tuple[str, float]]:
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, _, ms = item.partition("@")
+        out.append((name, float(ms or 0)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenarios", default=DEFAULT_SCENARIOS, help="comma list of BUNDLE@DELAY_MS")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--steps", type=int, default=150, help="ticks per run (150 = 5 s at 30 fps)")
+    p.add_argument("--timeout-s", type=float, default=5.0, help="PolicyController timeout_s")
+    p.add_argument("--threshold", type=float, default=0.5, help="chunk_threshold of the async_t50 variant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--act-bundle", default=None, help="an exported act_so101_tiny bundle (default: export)")
+    p.add_argument(
+        "--vla-bundle", default=None, help="an exported smolvla_so101_tiny bundle (default: export)"
+    )
+    p.add_argument("--work", type=Path, default=None, help="keep bundles here (default: temp)")
+    p.add_argument("--openpi-calls", type=int, default=50)
+    p.add_argument("--openpi-python", default=os.environ.get("JROBOT_OPENPI_PYTHON"))
+    p.add_argument("--lerobot-python", default=os.environ.get("JROBOT_LEROBOT_PYTHON"))
+    p.add_argument(
+        "--pin",
+        default=None,
+        help="LOOP_CPUS:SERVER_CPUS, e.g. 0:1: pin this process (the loop) and the server to separate cores",
+    )
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    args = p.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variants {bad}; use {', '.join(VARIANTS)}")
+    scenarios = parse_scenarios(args.scenarios)
+    server_cpus = None
+    if args.pin:
+        loop_part, _, server_part = args.pin.partition(":")
+        server_cpus = {int(c) for c in server_part.split(",") if c}
+        os.sched_setaffinity(0, {int(c) for c in loop_part.split(",") if c})
+    tmp = Path(tempfile.mkdtemp(prefix="jrobot-bench-serve-")) if args.work is None else None
+    work = (args.work or tmp).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+
+    from jrobot.sim import gl  # noqa: F401  (decides MUJOCO_GL before mujoco renders)
+    from jrobot.sim.robot import SimRobot, SimRobotConfig
+
+    result: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "steps": args.steps,
+        "timeout_s": args.timeout_s,
+        "pin": args.pin,
+        "cpu": cpu_model(),
+        "load_avg_start": os.getloadavg(),
+        "scenarios": {},
+    }
+    robot = SimRobot(SimRobotConfig(image_size=(96, 128)))
+    robot.connect()
+    robot.get_observation()  # the first render opens the GL context (~1 s): not a loop figure
+    local: dict[Path, Any] = {}
+    openpi_done = False
+    try:
+        for name, delay_ms in scenarios:
+            key = f"{name}@{delay_ms:g}"
+            bundle = bundle_for(name, work, args)
+            runs: dict[str, dict] = {}
+            remote_variants = [v for v in variants if v in ("async", "async_t50")]
+            if remote_variants or (args.openpi_python and not openpi_done and name.startswith("act")):
+                from jrobot.serving.client import RemotePolicy
+
+                with serving(bundle, delay_ms, server_cpus) as server:
+                    print(f"[{key}] server up on {server.url} in {server.start_s:.1f} s", flush=True)
+                    for v in remote_variants:
+                        policy = RemotePolicy(server.url, timeout_s=args.timeout_s)
+                        try:
+                            threshold = args.threshold if v == "async_t50" else None
+                            runs[v] = drive(robot, policy, mode="async", threshold=threshold, args=args)
+                        finally:
+                            policy.close()
+                        print_run(key, v, runs[v])
+                    if args.openpi_python and not openpi_done and name.startswith("act"):
+                        openpi_done = True
+                        o = bench_openpi(args.openpi_python, server, bundle, work, args.openpi_calls)
+                        result["openpi"] = {"scenario": key, **o}
+                        op = o["openpi"]
+                        ratio = op["p50_ms"] / o["jrobot"]["p50_ms"] if op else None
+                        print(
+                            f"[{key}] openpi-client WebsocketClientPolicy.infer round trip p50 "
+                            f"{fmt(op and op['p50_ms'])} / p99 {fmt(op and op['p99_ms'])} ms vs jrobot "
+                            f"RemotePolicy.predict p50 {fmt(o['jrobot']['p50_ms'])} / p99 "
+                            f"{fmt(o['jrobot']['p99_ms'])} ms ({args.openpi_calls} calls, 224x224 frames); "
+                            f"RATIO openpi / jrobot p50: {fmt(ratio, '.2f')}",
+                            flush=True,
+                        )
+            local_variants = [v for v in variants if v in ("sync", "local_async")]
+            if local_variants:
+                from jrobot.runtime.policy import BundlePolicy
+
+                if bundle not in local:
+                    local[bundle] = BundlePolicy(bundle)
+                    local[bundle].warmup()
+                slow = FloorLatency(local[bundle], delay_ms / 1000)
+                for v in local_variants:
+                    mode = "sync" if v == "sync" else "async"
+                    runs[v] = drive(robot, slow, mode=mode, threshold=None, args=args)
+                    print_run(key, v, runs[v])
+            summary: dict[str, Any] = {}
+            a, s = runs.get("async"), runs.get("sync")
+            if a and s and a["loop_period_ms_p99"] and s["loop_period_ms_p99"]:
+                summary["async_p99_over_sync_p99"] = a["loop_period_ms_p99"] / s["loop_period_ms_p99"]
+            print(
+                f"[{key}] RATIO async remote p99 / sync in-loop p99: "
+                f"{fmt(summary.get('async_p99_over_sync_p99'), '.2f')} (< 1: the loop no longer waits)"
+            )
+            if a:
+                ok = a["p99_over_target"] is not None and a["p99_over_target"] <= 1 and not a["stopped"]
+                print(
+                    f"[{key}] RATIO async remote p99 / (1.2/fps = {a['target_ms']:.1f} ms) target: "
+                    f"{fmt(a['p99_over_target'], '.2f')} ({'met' if ok else 'NOT met'}); ticks without a "
+                    f"fresh action after the first chunk: {a['ticks_without_fresh_action']} "
+                    f"({'met' if a['ticks_without_fresh_action'] == 0 and not a['stopped'] else 'NOT met'}: target 0)"
+                )
+            result["scenarios"][key] = {"bundle": str(bundle), "delay_ms": delay_ms, "runs": runs, **summary}
+        if args.lerobot_python:
+            why = (
+                "not run: LeRobot's async inference (lerobot.async_inference policy_server + robot_client) "
+                "drives a LeRobot Robot, and no LeRobot Robot wraps jrobot's simulator; see this script's "
+                "docstring"
+            )
+        else:
+            why = "skipped: no LeRobot environment given (--lerobot-python / JROBOT_LEROBOT_PYTHON)"
+        print(f"LeRobot async inference: {why}")
+        result["lerobot"] = {"skipped": why}
+        if not args.openpi_python:
+            print("openpi-client: skipped: no interpreter given (--openpi-python / JROBOT_OPENPI_PYTHON)")
+            result["openpi"] = {"skipped": "no interpreter given"}
+        print_table(result)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({**result, "load_avg_end": os.getloadavg()}, indent=2))
+        print_result(result)
+    finally:
+        robot.disconnect()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(
+        "\n| scenario | variant | period p50 / p99 ms | p99 / (1.2/fps) | no fresh action | hold gaps "
+        "(longest ms) | round trip p50 / p99 ms | server infer p50 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for key, sc in result["scenarios"].items():
+        for v, r in sc["runs"].items():
+            stop = " (stopped)" if r["stopped"] else ""
+            print(
+                f"| {key} | {v}{stop} | {fmt(r['loop_period_ms_p50'])} / {fmt(r['loop_period_ms_p99'])} | "
+                f"{fmt(r['p99_over_target'], '.2f')} | {r['ticks_without_fresh_action']} / {r['steps'] - 1} "
+                f"({r['share_without_fresh_action']:.0%}) | {r['hold_gaps']} ({r['longest_hold_ms']:.0f}) | "
+                f"{fmt(r['round_trip_ms_p50'])} / {fmt(r['round_trip_ms_p99'])} | "
+                f"{fmt(r['server_infer_ms_p50'])} |"
+            )
+    print()
+
+
+if __name__ == "__main__":
+    main()
