@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jrobot.features import Feature, features_from_json
+from jrobot.paths import inside
 from jrobot.policies.spec import ACTION_KEY, PolicySpec, stats_from_json
 
 if TYPE_CHECKING:
@@ -75,6 +76,18 @@ def variant_name(image_dtype: str, with_noise: bool) -> str:
     return f"{image_dtype}+noise" if with_noise else image_dtype
 
 
+VARIANTS = tuple(variant_name(d, n) for d in ("uint8", "float32") for n in (False, True))
+
+
+def member(bundle: str | Path, relative: str | Path, what: str) -> Path:
+    """A file or folder of the bundle; names leading outside it (`..`, absolute, symlinks) are refused."""
+    bundle = Path(bundle)
+    path = inside(bundle, relative)
+    if path is None:
+        raise BundleError(f"{bundle}: {what} {str(relative)!r} leads outside the bundle folder; refused")
+    return path
+
+
 def _parse_language(d: Any) -> dict[str, Any] | None:
     """policy.json's "language" entry: {"tokenizer_dir": str, "max_length": int}, or None (no language)."""
     if d is None:
@@ -82,6 +95,15 @@ def _parse_language(d: Any) -> dict[str, Any] | None:
     if not isinstance(d, dict) or not isinstance(d.get("tokenizer_dir"), str):
         raise ValueError(f"'language' must be {{'tokenizer_dir': str, 'max_length': int}} or null, got {d!r}")
     return {**d, "tokenizer_dir": d["tokenizer_dir"], "max_length": int(d["max_length"])}
+
+
+def _variants(names: Any) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"'variants' must be a list of names, got {names!r}")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown inference variants {unknown} (known: {list(VARIANTS)})")
+    return list(names)
 
 
 @dataclasses.dataclass
@@ -144,7 +166,7 @@ class BundleInfo:
                 fps=int(d["fps"]),
                 robot_type=d.get("robot_type"),
                 image_shapes={k: tuple(int(x) for x in v) for k, v in d["image_shapes"].items()},
-                variants=list(d["variants"]),
+                variants=_variants(d["variants"]),
                 stochastic=bool(d.get("stochastic", False)),
                 source=dict(d.get("source", {})),
                 training_config=d.get("training_config"),
@@ -156,7 +178,7 @@ class BundleInfo:
 
 def read_info(bundle: str | Path) -> BundleInfo:
     bundle = Path(bundle)
-    p = bundle / POLICY_JSON
+    p = member(bundle, POLICY_JSON, "policy.json")
     if not p.is_file():
         raise BundleError(
             f"{bundle}: no {POLICY_JSON}; is this a bundle written by `python -m jrobot.export`?"
@@ -172,7 +194,7 @@ def read_params(bundle: str | Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    p = Path(bundle) / PARAMS
+    p = member(bundle, PARAMS, "the parameters file")
     if not p.is_file():
         raise BundleError(f"{p}: missing parameters file")
     try:
@@ -192,7 +214,7 @@ def read_tokenizer(bundle: str | Path, info: BundleInfo | None = None) -> TaskTo
     info = read_info(bundle) if info is None else info
     if info.language is None:
         return None
-    folder = bundle / info.language["tokenizer_dir"]
+    folder = member(bundle, info.language["tokenizer_dir"], "language.tokenizer_dir")
     try:
         tok = TaskTokenizer.load(folder)
     except (OSError, TokenizerError) as e:

@@ -29,6 +29,7 @@ from jrobot.bundle import (
     INFERENCE_DIR,
     BundleError,
     BundleInfo,
+    member,
     read_info,
     read_params,
     read_tokenizer,
@@ -57,7 +58,7 @@ def _to_hwc(x: np.ndarray, key: str) -> np.ndarray:
 
 def read_exported(bundle: str | Path, variant: str):
     """Deserialize one inference variant (jax.export.Exported)."""
-    p = Path(bundle) / INFERENCE_DIR / f"{variant}.jaxexport"
+    p = member(bundle, Path(INFERENCE_DIR) / f"{variant}.jaxexport", f"inference variant {variant!r}")
     if not p.is_file():
         raise BundleError(f"{p}: this bundle has no {variant!r} inference function")
     try:

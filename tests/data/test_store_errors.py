@@ -243,3 +243,30 @@ def test_v30_data_path_outside_the_folder_is_reported_by_the_validator(v30_copy)
     (v30_copy / "meta" / "info.json").write_text(json.dumps(info))
     found = [p for p in validate_dataset(v30_copy) if "outside the dataset folder" in p.message]
     assert found and found[0].severity == "error" and "data_path" in found[0].message
+
+
+def _symlink_a_data_file_out(ds: Path, tmp_path: Path) -> Path:
+    (data,) = list((ds / "data").glob("*/*.parquet"))[:1]
+    outside = tmp_path / "elsewhere.parquet"
+    shutil.move(data, outside)
+    data.symlink_to(outside)
+    return data
+
+
+def test_a_data_file_symlinked_out_of_the_folder_is_refused_by_name(v30_copy, tmp_path):
+    """Globbed files (data/*/*.parquet) obey the same rule as templates: no reading through a symlink out."""
+    link = _symlink_a_data_file_out(v30_copy, tmp_path)
+    with pytest.raises(DatasetError, match=rf"{link.name}: a symlink leading outside .*; refused"):
+        open_dataset(v30_copy)
+    found = [p for p in validate_dataset(v30_copy) if "symlink leading outside" in p.message]
+    assert found and found[0].severity == "error"
+
+
+def test_a_video_folder_symlinked_out_is_reported_by_the_validator(v30_copy, tmp_path):
+    (cam,) = [p for p in (v30_copy / "videos").iterdir()][:1]
+    (chunk,) = list(cam.iterdir())[:1]
+    outside = tmp_path / "chunk"
+    shutil.move(chunk, outside)
+    chunk.symlink_to(outside, target_is_directory=True)
+    found = [p for p in validate_dataset(v30_copy) if "outside" in p.message]
+    assert found and all(p.severity == "error" for p in found)

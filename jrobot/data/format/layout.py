@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jrobot.data.errors import DatasetError
+from jrobot.paths import inside
 
 CODEBASE_VERSION = "v3.0"
 
@@ -69,15 +70,27 @@ def confined(root: Path, relative: str, what: str) -> Path:
     (the Hub) must not make a reader, or a converter that copies what it reads into a new dataset, reach
     files outside its folder. LeRobot follows such templates; jrobot names the key and the path instead.
     """
-    path = root / relative
-    base, target = root.resolve(), path.resolve()
-    if Path(relative).is_absolute() or not target.is_relative_to(base):
+    path = inside(root, relative)
+    if path is None:
         raise DatasetError(
-            f"{root / INFO_PATH}: {what} leads to {target}, outside the dataset folder {base}; refused"
+            f"{root / INFO_PATH}: {what} leads to {(root / relative).resolve()}, outside the dataset folder "
+            f"{root.resolve()}; refused"
         )
     return path
 
 
+def glob_inside(directory: Path, pattern: str) -> list[Path]:
+    """The files matching `pattern` under `directory`, sorted by path; a match that is (or lies in) a
+    symlink leading outside `directory` is refused rather than read."""
+    out = []
+    for p in sorted(directory.glob(pattern)):
+        if inside(directory, p.relative_to(directory)) is None:
+            raise DatasetError(f"{p}: a symlink leading outside {directory} (to {p.resolve()}); refused")
+        if p.is_file():
+            out.append(p)
+    return out
+
+
 def sorted_parquet_files(directory: Path) -> list[Path]:
     """The files LeRobot's `load_nested_dataset` concatenates: `<dir>/*/*.parquet`, sorted by path."""
-    return sorted(p for p in directory.glob("*/*.parquet") if p.is_file())
+    return glob_inside(directory, "*/*.parquet")

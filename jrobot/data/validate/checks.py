@@ -60,7 +60,11 @@ def validate_dataset(source: str | os.PathLike[str], *, decode: bool = False) ->
     if version == "v3.0":
         tasks = check_v3_tasks(rep, root, info)
         episodes = check_v3_episodes(rep, root, info, features, tasks)
-        data_files = sorted_parquet_files(root / DATA_DIR)
+        try:
+            data_files = sorted_parquet_files(root / DATA_DIR)
+        except DatasetError as e:  # a data file symlinked out of the dataset: reported, not read
+            rep.error(root / DATA_DIR, str(e))
+            return rep.problems
         if not data_files and int(info.get("total_frames") or 0):
             rep.error(root / DATA_DIR, "no data/*/*.parquet files")
     else:

@@ -20,6 +20,7 @@ from jrobot.data.format.layout import (
     LEGACY_EPISODES_STATS_PATH,
     STATS_PATH,
     VIDEO_DIR,
+    glob_inside,
 )
 from jrobot.data.format.parquet_io import open_parquet
 from jrobot.data.format.stats import STAT_KEYS, load_stats_json
@@ -238,7 +239,12 @@ def check_videos(
                     )
         if version == "v3.0":
             referenced = set(by_file)
-            for p in sorted((root / VIDEO_DIR / key).glob("*/*.mp4")):
+            try:
+                files = glob_inside(root / VIDEO_DIR / key, "*/*.mp4")
+            except DatasetError as e:
+                rep.error(root / VIDEO_DIR / key, str(e))
+                continue
+            for p in files:
                 if p not in referenced:
                     rep.warn(p, f"not referenced by any episode of {key!r}")
 

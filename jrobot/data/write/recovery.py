@@ -36,6 +36,7 @@ from jrobot.data.format.layout import (
     STATS_PATH,
     TASKS_PATH,
     VIDEO_DIR,
+    glob_inside,
     sorted_parquet_files,
 )
 from jrobot.data.format.meta_io import load_episode_rows, load_tasks, rows_table, write_tasks_file
@@ -169,7 +170,7 @@ def recover(root: Path, work: WorkDir) -> Committed:
         for r in rows:
             cf = (int(r[f"videos/{key}/chunk_index"]), int(r[f"videos/{key}/file_index"]))
             ends[cf] = max(ends.get(cf, 0.0), float(r[f"videos/{key}/to_timestamp"]))
-        for path in sorted((root / VIDEO_DIR / key).glob("chunk-*/file-*.mp4")):
+        for path in glob_inside(root / VIDEO_DIR / key, "chunk-*/file-*.mp4"):
             cf = chunk_file_of(path)
             if cf not in ends:
                 work.remove(path)
