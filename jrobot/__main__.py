@@ -59,12 +59,28 @@ COMMANDS = (
         "--teleop.type=so101_leader --teleop.port=/dev/ttyACM1",
     ),
     Command(
+        "find-joint-limits",
+        "jrobot.find_joint_limits",
+        STAGES[0],
+        "the range of each joint and of the gripper position, found by moving the leader",
+        "jrobot-find-joint-limits --robot.type=so101_follower --robot.port=/dev/ttyACM0 "
+        "--teleop.type=so101_leader --teleop.port=/dev/ttyACM1 --teleop_time_s=30",
+    ),
+    Command(
         "record",
         "jrobot.record",
         STAGES[0],
         "record demonstrations into a LeRobot v3.0 dataset",
         "jrobot-record --robot.type=sim --teleop.type=sim_expert --dataset.root=data/sim_pick "
         "--dataset.num_episodes=20",
+    ),
+    Command(
+        "replay",
+        "jrobot.replay",
+        STAGES[0],
+        "send a recorded episode's actions to the arm and measure how it follows",
+        "jrobot-replay --robot.type=so101_follower --robot.port=/dev/ttyACM0 "
+        "--dataset.root=data/pick_cube --dataset.episode=0",
     ),
     Command(
         "virtual-arm",

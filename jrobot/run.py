@@ -18,7 +18,8 @@
 
 The control loop runs at the bundle's fps; the next chunk is computed on a worker thread so the loop
 never waits for inference (`--mode=sync` waits, as LeRobot's select_action does). Every action is
-clamped to the joint range seen in training (widened by `--safety_margin`), the robot's
+clamped to the joint range seen in training (widened by `--safety_margin`) and, with
+`--safety_limits FILE`, to the joint ranges `jrobot.find_joint_limits` wrote there; the robot's
 `max_relative_target` applies, and a non-finite action is never sent: the arm holds its last safe
 position and the run stops. Ctrl-C or SIGTERM switch torque off. At the end a latency report gives
 inference and loop-period p50/p99.
@@ -81,6 +82,7 @@ class RunOptions:
     realtime: bool | None = None  # default: paced for real robots, as fast as possible for the sim
     seed: int = 0
     safety_margin: float = 0.1
+    safety_limits: Path | None = None  # a jrobot.find_joint_limits file: also clamp to its joint ranges
     merge: str | None = None  # latest | average | weighted | ensemble (default: the policy's own rule)
     chunk_threshold: float | None = None  # ask for the next chunk at this fraction of n_action_steps left
     n_action_steps: int | None = None  # override the policy's (an openpi policy: all of each chunk)
@@ -157,6 +159,11 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
     fps = int(policy.fps)
     stats = policy.action_stats
     safety = SafetyLimits.from_stats(names, stats, margin=opts.safety_margin) if stats is not None else None
+    if opts.safety_limits is not None:  # the joint ranges found by jrobot.find_joint_limits narrow the clamp
+        from jrobot.find_joint_limits import narrow_to_joint_limits
+
+        seen = (safety.lower, safety.upper) if safety is not None else ()
+        safety = SafetyLimits(list(names), *narrow_to_joint_limits(opts.safety_limits, names, *seen))
     instruction = policy_task(policy, opts, robot)
     remote = is_remote(opts.policy)
     controller = PolicyController(

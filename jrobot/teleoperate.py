@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,18 +60,30 @@ class TeleopStats:
 
 
 def teleop_loop(
-    teleop: Any, robot: Any, fps: float, duration_s: float | None, display: bool = False
+    teleop: Any,
+    robot: Any,
+    fps: float,
+    duration_s: float | None,
+    display: bool = False,
+    on_step: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
 ) -> TeleopStats:
-    """Run leader -> follower at `fps` until `duration_s` (None: until interrupted)."""
+    """Run leader -> follower at `fps` until `duration_s` (None: until interrupted).
+
+    `on_step(observation, sent)` sees each step's follower observation (read before the action is
+    sent, as LeRobot does) and the action actually sent; `jrobot.find_joint_limits` records its
+    ranges this way.
+    """
     durations: list[float] = []
     pacer = Pacer(fps)
     try:
         with graceful_stop():  # Ctrl-C/SIGTERM end the loop between steps, never mid-packet
             while duration_s is None or pacer.wall_s < duration_s:
                 t0 = time.perf_counter()
-                robot.get_observation()
+                obs = robot.get_observation()
                 action = teleop.get_action()
                 sent = robot.send_action(action)
+                if on_step is not None:
+                    on_step(obs, sent)
                 dt = time.perf_counter() - t0
                 durations.append(dt)
                 if display and sys.stdout.isatty():

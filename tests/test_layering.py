@@ -39,6 +39,8 @@ RECORDING_AND_DATA = [
     "jrobot.calibrate",
     "jrobot.setup_motors",
     "jrobot.teleoperate",
+    "jrobot.replay",
+    "jrobot.find_joint_limits",
     "jrobot.find_cameras",
     "jrobot.find_port",
     "jrobot.policies.spec",

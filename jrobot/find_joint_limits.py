@@ -1,0 +1,393 @@
+"""`python -m jrobot.find_joint_limits`: the range of each joint and of the gripper's position, found by
+moving the leader (`lerobot-find-joint-limits`).
+
+    python -m jrobot.find_joint_limits \\
+        --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black \\
+        --teleop.type=so101_leader --teleop.port=/dev/ttyACM1 --teleop.id=blue \\
+        [--teleop_time_s=30] [--fps=60] [--out=limits.json]
+    # in the simulator (the scripted expert moves the arm)
+    python -m jrobot.find_joint_limits --robot.type=sim --robot.cameras=[] --teleop.type=sim_expert \\
+        --teleop_time_s=10 --out=sim_limits.json
+
+For `--teleop_time_s` seconds the follower follows the leader (the loop of `jrobot.teleoperate`): move
+every joint through the range the arm may use. Each step records the follower's measured joint
+positions and the end-effector position computed from them by MuJoCo forward kinematics of jrobot's
+SO-101 model (`jrobot/sim`): the `tcp` site (the grasp centre between the jaws), in metres, in the
+robot's base frame (origin under the shoulder at table height, x forward, z up). At the end a table
+of the ranges is printed and written as JSON, by default next to the robot's calibration file
+(`<calibration folder>/<robot id>_limits.json`; the simulated arm: `<calibration
+root>/robots/so101_sim/<id>_limits.json`):
+
+    {
+      "format": "jrobot.joint_limits", "version": 1,
+      "robot": {"type": "so101_follower", "name": "so101_follower", "id": "black"},
+      "joints": {"shoulder_pan.pos": {"min": -85.2, "max": 88.0}, ..., "gripper.pos": {...}},
+      "joint_units": "degrees (gripper: 0..100)",
+      "ee_position_m": {"min": [x, y, z], "max": [x, y, z], "site": "tcp", "frame": "base"},
+      "recorded_s": 30.0, "samples": 1800, "stopped_early": false
+    }
+
+Joint values are in the robot's own units, the keys its action keys (`--robot.use_degrees=false`:
+-100..100 instead of degrees). `ee_position_m` is null for a robot whose joints are not the SO-101's.
+Ctrl-C or SIGTERM end the recording early: torque goes off, and the ranges found so far are still
+printed and written (marked `"stopped_early": true`), then the command exits 130 (143).
+
+`load_joint_limits(path, names)` reads the joint ranges back as arrays; `narrow_to_joint_limits` narrows
+a safety clamp's range to them (`jrobot.replay --safety_limits`, `jrobot.run --safety_limits`);
+`load_ee_bounds(path)` reads the end-effector box.
+Nothing here imports jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jrobot.cli import Binder, run_tool
+from jrobot.hw import safety
+from jrobot.hw.safety import torque_safety
+
+USAGE = __doc__ or ""
+log = logging.getLogger("jrobot.find_joint_limits")
+
+FORMAT = "jrobot.joint_limits"
+VERSION = 1
+EE_SITE = "tcp"  # the grasp centre of jrobot/sim/assets/so101.xml's gripper
+
+
+@dataclasses.dataclass
+class FindJointLimitsOptions:
+    teleop_time_s: float = 30.0  # how long to record (LeRobot's name)
+    fps: float | None = None  # default: the robot's own rate (sim), else 60 as teleoperate
+    out: Path | None = None  # default: <calibration folder>/<robot id>_limits.json
+    display_data: bool = False  # live line of the joint values sent (a terminal only)
+
+    def __post_init__(self) -> None:
+        if not self.teleop_time_s > 0:
+            raise ValueError(f"teleop_time_s must be positive, got {self.teleop_time_s}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+
+class EndEffectorFK:
+    """Position (metres, base frame) of the SO-101's `tcp` site from measured joint positions.
+
+    The joint values are the robot's (`"<motor>.pos"`, degrees or -100..100, gripper 0..100), turned
+    into the model's radians as the simulated arm does (`jrobot.sim.units`).
+    """
+
+    def __init__(self, use_degrees: bool = True) -> None:
+        from jrobot.sim.kinematics import ArmKinematics
+        from jrobot.sim.model import load_model
+
+        self.use_degrees = use_degrees
+        self._kin = ArmKinematics(load_model("arm"), site=EE_SITE)
+
+    @staticmethod
+    def supports(joint_names: Sequence[str]) -> bool:
+        from jrobot.features import SO101_JOINT_KEYS
+
+        return set(SO101_JOINT_KEYS) <= set(joint_names)
+
+    def __call__(self, joints: Mapping[str, float]) -> np.ndarray:
+        from jrobot.features import SO101_JOINT_KEYS
+        from jrobot.sim.kinematics import ARM_JOINTS
+        from jrobot.sim.units import lerobot_to_rad
+
+        values = np.array([float(joints[k]) for k in SO101_JOINT_KEYS])
+        q = lerobot_to_rad(values, use_degrees=self.use_degrees)
+        position, _ = self._kin.forward(q[: len(ARM_JOINTS)])
+        return position
+
+
+class RangeRecorder:
+    """Running min/max of each joint (and of the end-effector position) over observations."""
+
+    def __init__(self, names: Sequence[str], fk: EndEffectorFK | None = None) -> None:
+        self.names = list(names)
+        self.fk = fk
+        self.lower = np.full(len(self.names), np.inf)
+        self.upper = np.full(len(self.names), -np.inf)
+        self.ee_lower = np.full(3, np.inf)
+        self.ee_upper = np.full(3, -np.inf)
+        self.samples = 0
+        self.skipped = 0  # observations with a non-finite joint value (never recorded)
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+
+    def update(self, observation: Mapping[str, Any], *_: Any) -> None:
+        values = np.array([float(observation[n]) for n in self.names])
+        if not np.all(np.isfinite(values)):
+            self.skipped += 1
+            return
+        now = time.monotonic()
+        self._t_first = now if self._t_first is None else self._t_first
+        self._t_last = now
+        self.samples += 1
+        np.minimum(self.lower, values, out=self.lower)
+        np.maximum(self.upper, values, out=self.upper)
+        if self.fk is not None:
+            ee = self.fk(observation)
+            np.minimum(self.ee_lower, ee, out=self.ee_lower)
+            np.maximum(self.ee_upper, ee, out=self.ee_upper)
+
+    @property
+    def recorded_s(self) -> float:
+        if self._t_first is None or self._t_last is None:
+            return 0.0
+        return self._t_last - self._t_first
+
+    def result(self, robot: Mapping[str, Any], *, units: str, stopped_early: bool = False) -> dict[str, Any]:
+        """The JSON document of the module docstring (joint values rounded to 1e-4, positions to 1e-5 m)."""
+        if self.samples == 0:
+            raise RuntimeError("no joint positions were recorded: nothing to write")
+        joints = {
+            n: {"min": round(float(lo), 4), "max": round(float(hi), 4)}
+            for n, lo, hi in zip(self.names, self.lower, self.upper, strict=True)
+        }
+        ee = None
+        if self.fk is not None:
+            ee = {
+                "min": [round(float(v), 5) for v in self.ee_lower],
+                "max": [round(float(v), 5) for v in self.ee_upper],
+                "site": EE_SITE,
+                "frame": "base",
+            }
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "robot": dict(robot),
+            "joints": joints,
+            "joint_units": units,
+            "ee_position_m": ee,
+            "recorded_s": round(self.recorded_s, 3),
+            "samples": self.samples,
+            "stopped_early": stopped_early,
+        }
+
+
+def _use_degrees(robot: Any) -> bool:
+    return bool(getattr(getattr(robot, "config", None), "use_degrees", True))
+
+
+def robot_info(robot: Any) -> dict[str, Any]:
+    config = getattr(robot, "config", None)
+    return {
+        "type": getattr(config, "type", None),
+        "name": getattr(robot, "name", type(robot).__name__),
+        "id": getattr(robot, "id", None),
+    }
+
+
+def default_limits_path(robot: Any) -> Path:
+    """`<calibration folder>/<robot id>_limits.json`, next to the robot's calibration file; a robot
+    without one (the simulated arm) uses `<calibration root>/robots/<robot name>/`."""
+    device_id = getattr(robot, "id", None)
+    cal = getattr(robot, "calibration_fpath", None)
+    if cal is not None:
+        return Path(cal).parent / f"{device_id}_limits.json"
+    from jrobot.hw.calibration import ROBOTS, calibration_root
+
+    name = getattr(robot, "name", type(robot).__name__)
+    return calibration_root() / ROBOTS / name / f"{device_id or name}_limits.json"
+
+
+@dataclasses.dataclass
+class LimitsFound:
+    """What `find_joint_limits` found: the limits document, the loop's timing (None when a stop signal
+    ended it early) and that signal's exception (for the command to exit with once the file is saved)."""
+
+    limits: dict[str, Any]
+    loop: Any = None  # jrobot.teleoperate.TeleopStats
+    stop: BaseException | None = None
+
+
+def find_joint_limits(
+    robot: Any, teleop: Any, *, fps: float, teleop_time_s: float, display: bool = False
+) -> LimitsFound:
+    """Connect, teleoperate `robot` from `teleop` for `teleop_time_s` recording the ranges, disconnect
+    (torque off); see the module docstring for the document. A stop signal (Ctrl-C, SIGTERM) ends the
+    recording early: what was found so far comes back with `stopped_early` and the signal in `stop`.
+    """
+    from jrobot.teleoperate import teleop_loop
+
+    names = list(robot.action_features)
+    fk = EndEffectorFK(_use_degrees(robot)) if EndEffectorFK.supports(names) else None
+    if fk is None:
+        log.warning("%s has no SO-101 joints: only the joint ranges are recorded", robot_info(robot)["name"])
+    recorder = RangeRecorder(names, fk)
+    found = LimitsFound({})
+    with torque_safety(teleop, robot):
+        teleop.connect()
+        robot.connect()
+        print(
+            f"Move every joint of the leader through the range the arm may use ({teleop_time_s:g} s; "
+            "Ctrl-C ends early)",
+            flush=True,
+        )
+        try:
+            found.loop = teleop_loop(teleop, robot, fps, teleop_time_s, display, on_step=recorder.update)
+        except (KeyboardInterrupt, SystemExit) as e:
+            if safety.stop_requested() is None or recorder.samples == 0:
+                raise
+            found.stop = e  # keep what was found; torque goes off on leaving the block
+    units = "degrees (gripper: 0..100)" if _use_degrees(robot) else "-100..100 (gripper: 0..100)"
+    found.limits = recorder.result(robot_info(robot), units=units, stopped_early=found.stop is not None)
+    return found
+
+
+def format_table(limits: Mapping[str, Any]) -> str:
+    """The ranges as a text table: one row per joint, then the end-effector position (metres)."""
+    rows = [("joint", "min", "max")]
+    rows += [(n, f"{r['min']:.2f}", f"{r['max']:.2f}") for n, r in limits["joints"].items()]
+    ee = limits.get("ee_position_m")
+    if ee is not None:
+        for i, axis in enumerate("xyz"):
+            rows.append((f"ee {axis} (m)", f"{ee['min'][i]:.4f}", f"{ee['max'][i]:.4f}"))
+    width = max(len(r[0]) for r in rows) + 2
+    return "\n".join(f"{a.ljust(width)}{b:>10}{c:>10}" for a, b, c in rows)
+
+
+def write_limits(path: Path, limits: Mapping[str, Any]) -> None:
+    """Write the document atomically (a crash never leaves half a file where a safety clamp reads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(limits, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no joint limits file there (python -m jrobot.find_joint_limits writes one)"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a joint limits file (invalid JSON: {e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("joints"), dict) or not doc["joints"]:
+        raise ValueError(
+            f'{path}: not a joint limits file (no "joints" object; see jrobot.find_joint_limits)'
+        )
+    if doc.get("format", FORMAT) != FORMAT or int(doc.get("version", VERSION)) > VERSION:
+        raise ValueError(
+            f"{path}: format {doc.get('format')!r} version {doc.get('version')!r} is not "
+            f"{FORMAT!r} <= {VERSION}"
+        )
+    return doc
+
+
+def _bound(path: Path, what: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{path}: {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def load_joint_limits(
+    path: str | os.PathLike[str], names: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, lower, upper) of a joint limits file, as float64 arrays in the order of `names` (default:
+    the file's). A joint of `names` the file lacks, a non-finite bound or min > max is a ValueError
+    naming the file and the joints."""
+    path = Path(path)
+    joints = _read(path)["joints"]
+    if names is None:
+        names = list(joints)
+    missing = [n for n in names if n not in joints]
+    if missing:
+        raise ValueError(f"{path}: no limits for {missing} (the file has {list(joints)})")
+    lower, upper = [], []
+    for n in names:
+        entry = joints[n]
+        if not isinstance(entry, dict):
+            raise ValueError(f'{path}: joint {n!r} must map to {{"min": ..., "max": ...}}, got {entry!r}')
+        lower.append(_bound(path, f"{n}.min", entry.get("min")))
+        upper.append(_bound(path, f"{n}.max", entry.get("max")))
+    lo, hi = np.asarray(lower), np.asarray(upper)
+    bad = [n for n, a, b in zip(names, lo, hi, strict=True) if a > b]
+    if bad:
+        raise ValueError(f"{path}: min > max for {bad}")
+    return list(names), lo, hi
+
+
+def narrow_to_joint_limits(
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A safety clamp's per-joint range (`lower`/`upper` in `names` order, e.g. a policy's or a
+    dataset's action range) narrowed to a joint limits file's ranges; without one, the file's ranges.
+    A joint whose two ranges do not overlap is a ValueError naming it."""
+    _, lo, hi = load_joint_limits(path, names)
+    if lower is not None:
+        lo = np.maximum(np.asarray(lower, np.float64), lo)
+    if upper is not None:
+        hi = np.minimum(np.asarray(upper, np.float64), hi)
+    empty = [n for n, a, b in zip(names, lo, hi, strict=True) if a > b]
+    if empty:
+        raise ValueError(f"{path}: the joint ranges of {empty} do not overlap the action range to clamp to")
+    return lo, hi
+
+
+def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the end-effector position (metres, base frame, the `tcp` site), each (3,)."""
+    path = Path(path)
+    ee = _read(path).get("ee_position_m")
+    if not isinstance(ee, dict):
+        raise ValueError(f"{path}: no end-effector range (ee_position_m) in this file")
+    out = []
+    for key in ("min", "max"):
+        v = ee.get(key)
+        if not isinstance(v, list) or len(v) != 3:
+            raise ValueError(f"{path}: ee_position_m.{key} must be [x, y, z], got {v!r}")
+        out.append(np.array([_bound(path, f"ee_position_m.{key}", x) for x in v]))
+    if np.any(out[0] > out[1]):
+        raise ValueError(f"{path}: ee_position_m min > max")
+    return out[0], out[1]
+
+
+def main(argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from jrobot.devices import robot_from_flags, teleop_from_flags
+
+    binder = Binder.from_argv(argv)
+    robot = robot_from_flags(binder)
+    teleop = teleop_from_flags(binder, robot)
+    opts = binder.build(FindJointLimitsOptions)
+    binder.finish()
+    out = opts.out or default_limits_path(robot)
+    fps = opts.fps or getattr(robot, "fps", None) or 60.0
+    found = find_joint_limits(
+        robot, teleop, fps=float(fps), teleop_time_s=opts.teleop_time_s, display=opts.display_data
+    )
+    limits = found.limits
+    write_limits(out, limits)
+    print(format_table(limits))
+    early = " (stopped early)" if limits["stopped_early"] else ""
+    print(f"{limits['samples']} samples over {limits['recorded_s']:.1f} s{early}; limits written to {out}")
+    if found.loop is not None:
+        loop = found.loop
+        print(
+            f"loop: {loop.achieved_fps:.1f} fps of {fps:g}, p50 {loop.loop_ms_p50:.2f} ms, "
+            f"p99 {loop.loop_ms_p99:.2f} ms, {loop.overruns} overruns"
+        )
+    if found.stop is not None:
+        raise found.stop  # the exit status of a stop signal (130 for Ctrl-C), the file saved
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main, usage=USAGE))
