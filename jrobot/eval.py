@@ -1,18 +1,51 @@
 """`python -m jrobot.eval`: success rate of a policy bundle in the MuJoCo simulation, with videos.
 
     python -m jrobot.eval --policy=bundles/act --env=jrobot/SO101PickPlace-v0 --episodes=50 --out=eval/act
+    python -m jrobot.eval --policy=bundles/act --episodes=50 --num_envs=4 --out=eval/act4   # 4 at a time
     python -m jrobot.eval --policy=ws://gpu-box:8000 --episodes=50 --out=eval/served   # a jrobot.serve server
 
 Flags follow `jrobot.run`'s grammar (`--name=value` or `--name value`, dashes or underscores):
 `--seed` (of the first episode, default 100000), `--max_steps`, `--videos=false`,
 `--n_action_steps`, `--temporal_ensemble_coeff`, `--task` (the instruction of a language-conditioned
-policy; by default the env's own, `info["task"]` at reset, which is what the simulator records with).
+policy; by default the env's own, `info["task"]` at reset, which is what the simulator records with),
+`--num_envs` (episodes run at once, default 1), `--exact` (with `--num_envs`: one policy call per env).
 
 Each episode is seeded (`--seed` + episode number), so two evaluations of the same bundle see the same
 cube placements. The policy runs through the same controller as on the real robot (`jrobot.runtime`),
 in synchronous mode: the simulator's clock advances one control period per action, so results do not
-depend on how fast this machine is. `DIR/report.json` holds `success_rate`, per-episode results and
-timing; `DIR/videos/episode_NNN.mp4` shows the policy's cameras side by side.
+depend on how fast this machine is. `DIR/report.json` holds `success_rate`, its 95% confidence
+interval (`success_ci95`, Wilson's score interval), per-episode results and timing;
+`DIR/videos/episode_NNN.mp4` shows the policy's cameras side by side; `DIR/success_vs_time.png` plots
+the fraction of episodes solved within t seconds of simulated time (an episode counts from the step
+its task's success test first held, `success_step`, at 1/fps s a step), with Wilson's interval as a
+band. Its right end is the success rate; its shape says how fast the policy solves the task, in the
+simulator's time, which neither this machine's speed nor N changes.
+
+Vectorized evaluation (`--num_envs N`): N episodes run at once, each env in its own worker process
+(`jrobot.sim.vector`, which says why not gymnasium's vector envs). A worker runs whole episodes
+through the same loop as N = 1 (`run_episode`, `PolicyController`, safety clamp, video), but its
+policy's `predict` is a request to this process, which holds the policy: when every busy worker has
+asked for a chunk (or finished its episode), the requests are stacked into ONE `policy.predict` call
+(rows in worker order, each language row with its own instruction) and the chunks sent back. A worker
+that finishes an episode is handed the next one; episode i always runs from seed `--seed` + i,
+whichever worker runs it. A served policy (`--policy ws://...`) gets the batch as one request (the
+server's `--max_batch`, 8 by default, bounds N; such rows carry no control timestep). Starting and
+closing the workers costs about 0.7 s of CPU per env (its interpreter, env and renderer). The report
+matches N = 1's episode by episode (timing aside) to this criterion:
+- XLA's CPU kernels round differently for different batch sizes (bitwise the same for the same row
+  anywhere in a batch of one size, not across sizes: the parity ACT's chunks differ by ~1e-5 degrees
+  between batch 1 and 4). The same observations give the same first chunk to 1e-4, and the tests
+  hold N = 1 and N > 1 to the same per-episode outcome (success, steps, success step, wrong object,
+  task) on short episodes. Over long ones the difference grows wherever it flips a camera pixel:
+  over 30 full episodes of the demo's ACT, 10 (N = 4) and 11 (N = 2) ended 1 to 9 steps away from
+  N = 1's, every success agreed (96.7% each). `--exact` makes one policy call per env (batch size 1,
+  as N = 1): bit for bit N = 1's actions and report, at the price of the batching.
+- A stochastic policy (Diffusion, SmolVLA) gets each episode's initial noise from a generator of its
+  own, seeded by the episode's seed (`noise_generator`) and passed as `predict(noise=...)`, for N = 1
+  as for N > 1, so the draws do not depend on which episodes share a call. (A DDPM scheduler still
+  draws its per-step noise from the policy's own key, which is not per row; DDIM and flow matching
+  take all their randomness from the initial noise. A policy that ignores `noise=`, e.g. the trainer's
+  in-memory model, is seeded per episode as before: exact for N = 1 only.)
 """
 
 from __future__ import annotations
@@ -20,9 +53,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +67,33 @@ import numpy as np
 from jrobot.bundle import BundleInfo
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.features import ACTION_KEY, IMAGE_PREFIX
-from jrobot.runtime.loop import PolicyController, run_episode
-from jrobot.runtime.observations import NEEDS_TASK
+from jrobot.runtime.errors import PolicyTimeoutError, PolicyUnavailable
+from jrobot.runtime.loop import LoopStats, PolicyController, run_episode
+from jrobot.runtime.observations import NEEDS_TASK, TASK_KEY, TIMESTEP_KEY, DescribedByBundle
 from jrobot.runtime.sources import RemoteOptions, open_policy
+from jrobot.sim.vector import (  # noqa: F401  (env_reset_options, env_task, other_target: found here too)
+    EpisodeStart,
+    Worker,
+    close_all,
+    env_reset_options,
+    env_task,
+    other_target,
+    start_episode,
+)
 
 USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.eval")
 
+PLOT_NAME = "success_vs_time.png"
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
-def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kwargs: Any) -> gym.Env:
-    """The gym env with the cameras and image size the policy was trained on.
+
+def env_kwargs(info: BundleInfo, *, video_cameras: bool = False) -> dict[str, Any]:
+    """The env's cameras, image size and environment state, as the policy was trained on them.
 
     A policy that reads no camera gets the simulator's default cameras anyway when `video_cameras`, so
     the evaluation videos show what happened.
     """
-    import jrobot.sim  # noqa: F401  (registers the envs)
     from jrobot.sim.simulator import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE
 
     cams = [k[len(IMAGE_PREFIX) :] for k in info.spec.image_keys]
@@ -54,41 +101,47 @@ def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kw
     if not cams and video_cameras:
         cams = list(DEFAULT_CAMERAS)
     env_state = info.spec.env_state_key is not None
-    return gym.make(
-        env_id, cameras=tuple(cams), image_size=tuple(size), environment_state=env_state, **kwargs
-    )
+    return {"cameras": tuple(cams), "image_size": tuple(size), "environment_state": env_state}
 
 
-def env_task(env: gym.Env, reset_info: Mapping[str, Any]) -> str | None:
-    """The env's own instruction for the episode: `info["task"]` (jrobot's envs report it at every
-    step), else an `instruction`/`task_description` attribute; None if the env has none."""
-    task = reset_info.get("task")
-    if isinstance(task, str) and task:
-        return task
-    for attr in ("task_description", "instruction"):
-        value = getattr(env.unwrapped, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
+def make_env(env_id: str, info: BundleInfo, *, video_cameras: bool = False, **kwargs: Any) -> gym.Env:
+    """The gym env with the cameras and image size the policy was trained on (`env_kwargs`)."""
+    import jrobot.sim  # noqa: F401  (registers the envs)
+
+    return gym.make(env_id, **env_kwargs(info, video_cameras=video_cameras), **kwargs)
 
 
-def env_reset_options(env: gym.Env) -> tuple[str, ...]:
-    """The per-episode `reset(options=...)` names the env's task accepts (e.g. "target", "instruction")."""
-    sim = getattr(env.unwrapped, "sim", None)
-    return tuple(getattr(getattr(sim, "task", None), "reset_options", ()))
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a success probability from `successes` of `n` trials (95% by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes; with
+    no trials it is the whole [0, 1].
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def other_target(env: gym.Env, reset_info: Mapping[str, Any], seed: int) -> str:
-    """A target other than the one the episode was set up for, chosen by the seed (for the swap test)."""
-    task = env.unwrapped.sim.task
-    current = reset_info.get("target_color")
-    others = [c for c in getattr(task, "colors", ()) if c != current]
-    if not others or "target" not in env_reset_options(env):
-        raise ValueError(
-            f"{env.spec.id if env.spec else env}: swapping the instruction needs a task with several "
-            "objects to name (e.g. jrobot/SO101PickColor-v0)"
-        )
-    return others[seed % len(others)]
+def noise_generator(episode_seed: int) -> np.random.Generator:
+    """The generator of one episode's policy noise: seeded by the episode alone, whichever env runs it."""
+    return np.random.default_rng([int(episode_seed), 0x6E6F697365])  # a stream apart from the env's
+
+
+def policy_noise_shape(policy: Any) -> tuple[int, ...] | None:
+    """(horizon, A) where the policy is stochastic and takes its initial noise in `predict(noise=...)`."""
+    info = policy.info
+    shape = info.spec.noise_shape
+    if not info.stochastic or shape is None:
+        return None
+    if info.variants and not any(v.endswith("+noise") for v in info.variants):
+        return None  # an exported function that draws its own noise only
+    return tuple(int(d) for d in shape)
 
 
 def _video_writer(path: Path, frame_shape: tuple[int, int], fps: int):
@@ -117,7 +170,8 @@ def _side_by_side(obs: Mapping[str, np.ndarray], keys: list[str]) -> np.ndarray:
 class _EnvRobot:
     """The gym env as the robot `run_episode` drives: one `env.step` per action sent.
 
-    It keeps what the report needs (steps, success at any step, termination) and feeds the video.
+    It keeps what the report needs (steps, success at any step and the first step it held,
+    termination), feeds the video and, when asked, keeps the actions sent.
     """
 
     def __init__(
@@ -128,11 +182,14 @@ class _EnvRobot:
         names: list[str],
         cams: list[str],
         video: Any,
+        actions: list[np.ndarray] | None = None,
     ) -> None:
         self.env, self.obs, self.names, self.cams, self.video = env, obs, names, cams, video
         self.success = bool(info.get("is_success", False))
+        self.success_step: int | None = 0 if self.success else None
         # None where the env does not report it; else whether another object was ever in the bin
         self.wrong_object = bool(info["wrong_object"]) if "wrong_object" in info else None
+        self.actions = actions
         self.steps = 0
         self.done = False
 
@@ -141,11 +198,14 @@ class _EnvRobot:
 
     def send_action(self, action: Mapping[str, float]) -> dict[str, float]:
         vec = np.asarray([action[n] for n in self.names], np.float32)
+        if self.actions is not None:
+            self.actions.append(vec)
         self.obs, _, terminated, truncated, inf = self.env.step(vec)
         self.steps += 1
         if self.video is not None:
             self.video.put(_side_by_side(self.obs, self.cams))
-        self.success = self.success or bool(inf.get("is_success", False))
+        if not self.success and bool(inf.get("is_success", False)):
+            self.success, self.success_step = True, self.steps
         if self.wrong_object is not None:
             self.wrong_object = self.wrong_object or bool(inf.get("wrong_object", False))
         self.done = bool(terminated or truncated)
@@ -153,6 +213,223 @@ class _EnvRobot:
 
     def episode_over(self) -> bool:
         return self.done
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What every episode of an evaluation shares (it travels to the workers, so plain data only)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    seed: int  # of episode 0
+    fps: int
+    names: list[str]
+    language: bool
+    task: str | None
+    swap_instruction: bool
+    max_steps: int | None
+    video_dir: str | None
+    keep_actions: bool
+    noise_shape: tuple[int, ...] | None
+    controller: dict[str, Any]  # n_action_steps, temporal_ensemble_coeff (PolicyController's)
+
+    def make_env(self) -> gym.Env:
+        import jrobot.sim  # noqa: F401  (registers the envs)
+
+        return gym.make(self.env_id, **self.env_kwargs)
+
+
+def _run_one(env: gym.Env, policy: Any, controller: PolicyController, setup: _Setup, index: int) -> dict:
+    """Episode `index` on `env` (reset from seed + index): the loop of N = 1 and of every worker.
+
+    `policy` is the controller's policy (`_Local` or `_Requesting`): `seed` starts its episode."""
+    ep_seed = setup.seed + index
+    started = start_episode(env, EpisodeStart(ep_seed, setup.task, setup.swap_instruction))
+    policy.seed(ep_seed)
+    controller.reset()
+    ep_task = None
+    if setup.language:
+        ep_task = setup.task or started.task
+        if ep_task is None:
+            raise ValueError(f"{NEEDS_TASK}: the env {setup.env_id} gives none, so pass --task")
+        controller.task = ep_task
+    cams = [k for k in env.observation_space.spaces if k.startswith(IMAGE_PREFIX)]
+    writer = None
+    if setup.video_dir is not None and cams:
+        frame = _side_by_side(started.obs, cams)
+        writer = _video_writer(Path(setup.video_dir) / f"episode_{index:03d}.mp4", frame.shape[:2], setup.fps)
+        writer.put(frame)
+    actions: list[np.ndarray] | None = [] if setup.keep_actions else None
+    arm = _EnvRobot(env, started.obs, started.info, setup.names, cams, writer, actions)
+    limit = setup.max_steps or env.spec.max_episode_steps or 300
+    t_ep = time.perf_counter()
+    run_episode(arm, controller, fps=setup.fps, max_steps=limit, realtime=False, should_stop=arm.episode_over)
+    if writer is not None:
+        writer.finish()
+    result = {
+        "episode": index,
+        "seed": ep_seed,
+        "success": arm.success,
+        "steps": arm.steps,
+        "success_step": arm.success_step,
+        "wall_s": round(time.perf_counter() - t_ep, 3),
+        "video": f"videos/episode_{index:03d}.mp4" if writer is not None else None,
+        **({"task": ep_task} if setup.language else {}),
+        **({"wrong_object": arm.wrong_object} if arm.wrong_object is not None else {}),
+    }
+    if actions is not None:
+        result["actions"] = np.stack(actions) if actions else np.zeros((0, len(setup.names)), np.float32)
+    return result
+
+
+class _Batcher:
+    """The one place the policy is called: one `policy.predict` on the stacked observations of the
+    episodes that asked for a chunk, each with its own noise; the calls' times for the report.
+
+    `timeout_s`: retry a policy that is unavailable for now (a served one, reconnecting) up to this
+    long, as the controller does for one robot; None lets `PolicyUnavailable` through (to that
+    controller, N = 1). `exact`: one call per row instead (batch size 1, whatever N).
+    """
+
+    def __init__(self, policy: Any, *, timeout_s: float | None = None, exact: bool = False) -> None:
+        self.policy = policy
+        self.timeout_s = timeout_s
+        self.exact = exact
+        self.times_s: list[float] = []
+        self.rows: list[int] = []
+
+    def predict(self, inputs: list[dict[str, Any]], noise: list[np.ndarray] | None) -> list[np.ndarray]:
+        if self.exact and len(inputs) > 1:
+            rows = [[z] for z in noise] if noise is not None else [None] * len(inputs)
+            return [self.predict([x], z)[0] for x, z in zip(inputs, rows, strict=True)]
+        if len(inputs) == 1:  # what the controller sends for one robot, as it is
+            obs = inputs[0]
+        else:
+            obs = {
+                k: np.concatenate([x[k] for x in inputs])
+                for k in inputs[0]
+                if k not in (TASK_KEY, TIMESTEP_KEY)
+            }
+            if TASK_KEY in inputs[0]:
+                obs[TASK_KEY] = [x[TASK_KEY] for x in inputs]
+        kwargs = {"noise": np.stack(noise)} if noise is not None else {}
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        while True:
+            t0 = time.perf_counter()
+            try:
+                out = np.asarray(self.policy.predict(obs, **kwargs))
+                break
+            except PolicyUnavailable as e:
+                if deadline is None:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise PolicyTimeoutError(f"the policy did not answer ({e}); stopping") from e
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.times_s.append(time.perf_counter() - t0)
+        self.rows.append(len(inputs))
+        if out.ndim != 3 or out.shape[0] != len(inputs):
+            raise RuntimeError(
+                f"the policy answered actions of shape {out.shape} for {len(inputs)} observations"
+            )
+        return [out[i : i + 1] for i in range(len(inputs))]
+
+
+class _Local:
+    """The policy as the controller of an in-process episode sees it (N = 1): the policy itself, with
+    each episode's noise drawn here and the call made (and timed) by the batcher."""
+
+    def __init__(self, policy: Any, batcher: _Batcher, noise_shape: tuple[int, ...] | None) -> None:
+        self._policy, self._batcher, self._noise_shape = policy, batcher, noise_shape
+        self._noise: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:  # action_names, observation_builder, ...
+        return getattr(self._policy, name)
+
+    def seed(self, seed: int) -> None:
+        self._policy.seed(seed)  # a served policy also starts a new episode (its timesteps from 0)
+        self._noise = noise_generator(seed) if self._noise_shape is not None else None
+
+    def predict(self, observation: Mapping[str, Any], **_: Any) -> np.ndarray:
+        noise = None
+        if self._noise is not None:
+            noise = [self._noise.standard_normal(self._noise_shape, dtype=np.float32)]
+        return self._batcher.predict([dict(observation)], noise)[0]
+
+
+class _Closing(Exception):
+    """The caller closes the worker while it waits for a chunk."""
+
+
+class _Requesting(DescribedByBundle):
+    """The policy as a worker's controller sees it: the bundle's description, and `predict` a request
+    to the process that holds the policy (with this episode's noise), answered with its chunk."""
+
+    def __init__(self, conn: Any, info: BundleInfo, noise_shape: tuple[int, ...] | None) -> None:
+        self.conn, self.info, self._noise_shape = conn, info, noise_shape
+        self._noise: np.random.Generator | None = None
+
+    def seed(self, seed: int) -> None:
+        self._noise = noise_generator(seed) if self._noise_shape is not None else None
+
+    def predict(self, observation: Mapping[str, Any], **_: Any) -> np.ndarray:
+        obs = {k: v for k, v in observation.items() if k != TIMESTEP_KEY}
+        noise = None
+        if self._noise is not None:
+            noise = self._noise.standard_normal(self._noise_shape, dtype=np.float32)
+        self.conn.send(("predict", obs, noise))
+        chunk = self.conn.recv()
+        if chunk is None:
+            raise _Closing
+        return chunk
+
+
+def _episode_worker(conn: Any, setup: _Setup, info: dict[str, Any]) -> None:
+    """A worker of `evaluate(num_envs > 1)` (`jrobot.sim.vector.Worker`): for each episode index it is
+    sent, the episode (sending ("predict", observation, noise) and waiting for the chunk whenever its
+    controller needs one), then ("done", result); `None` ends it."""
+    policy = _Requesting(conn, BundleInfo.from_json(info, path=Path("<jrobot.eval>")), setup.noise_shape)
+    controller = PolicyController(policy, mode="sync", **setup.controller)
+    env = setup.make_env()
+    try:
+        while (index := conn.recv()) is not None:
+            conn.send(("done", _run_one(env, policy, controller, setup, index)))
+    except _Closing:
+        pass
+    finally:
+        env.close()
+
+
+def plot_success_vs_time(
+    results: Sequence[Mapping[str, Any]], path: str | Path, *, fps: int, max_steps: int, title: str = ""
+) -> Path:
+    """The fraction of episodes solved within t seconds of simulated time (a success's first step / fps),
+    with Wilson's 95% interval at each t as a band; its right end is the success rate."""
+    from matplotlib.figure import Figure
+
+    n = len(results)
+    steps = np.arange(max_steps + 1)
+    first = np.sort(
+        [r["success_step"] for r in results if r["success"] and r.get("success_step") is not None]
+    )
+    solved = np.searchsorted(first, steps, side="right")
+    band = np.array([wilson_interval(int(k), n) for k in solved]) if n else np.zeros((len(steps), 2))
+    t = steps / fps
+    fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.fill_between(t, band[:, 0], band[:, 1], step="post", alpha=0.25, label="95% interval (Wilson)")
+    ax.step(t, solved / max(n, 1), where="post", label=f"solved by then (of {n} episodes)")
+    ax.set_xlim(0, t[-1] if len(t) > 1 else 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("simulated time since reset (s)")
+    ax.set_ylabel("fraction of episodes solved")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * fps, lambda k: k / fps))
+    top.set_xlabel("control steps")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.savefig(path)
+    return Path(path)
 
 
 def evaluate(
@@ -168,6 +445,9 @@ def evaluate(
     temporal_ensemble_coeff: float | None = None,
     task: str | None = None,
     swap_instruction: bool = False,
+    num_envs: int = 1,
+    exact: bool = False,
+    on_action: Callable[[int, int, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Roll `policy` (a BundlePolicy or anything with .info/.spec/.predict) out for `episodes` episodes.
 
@@ -177,96 +457,169 @@ def evaluate(
     reset a second time on the same layout with another object as the target (and the instruction
     naming it): does the policy follow the instruction, or the habits of the scene? Episodes report
     `wrong_object` where the env does (another object ended in the bin).
+
+    `num_envs`: episodes run at once, each env in a worker process, with one batched policy call for
+    the episodes that need a chunk (see the module docstring); 1 runs the env in this process.
+    `exact`: one policy call per env instead (batch size 1, as N = 1): bit for bit N = 1's actions.
+    `on_action(episode, step, action)` sees every action sent to an env (joint targets, float32); with
+    num_envs > 1 once the episode has ended, in step order.
     """
     if swap_instruction and task is not None:
         raise ValueError(
             "swap_instruction and task are exclusive: the swap chooses each episode's instruction"
         )
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     info: BundleInfo = policy.info
     language = bool(info.spec.language_keys)
     if task is not None and not language:
         log.warning("--task ignored: this policy takes no task instruction")
-    env = make_env(env_id, info, video_cameras=videos and out is not None)
-    controller = PolicyController(
-        policy,
-        mode="sync",
-        n_action_steps=n_action_steps,
-        temporal_ensemble_coeff=temporal_ensemble_coeff,
-        timeout_s=getattr(policy, "timeout_s", None),  # a served policy: give up after its timeout
-    )
-    names = info.features[ACTION_KEY].flat_names
     out_dir = Path(out) if out is not None else None
+    video_dir = out_dir / "videos" if out_dir is not None and videos else None
     if out_dir is not None:
         (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    cams = [k for k in env.observation_space.spaces if k.startswith(IMAGE_PREFIX)]
-    results = []
+    setup = _Setup(
+        env_id=env_id,
+        env_kwargs=env_kwargs(info, video_cameras=videos and out is not None),
+        seed=seed,
+        fps=info.fps,
+        names=list(info.features[ACTION_KEY].flat_names),
+        language=language,
+        task=task,
+        swap_instruction=swap_instruction,
+        max_steps=max_steps,
+        video_dir=str(video_dir) if video_dir is not None else None,
+        keep_actions=on_action is not None,
+        noise_shape=policy_noise_shape(policy),
+        controller={"n_action_steps": n_action_steps, "temporal_ensemble_coeff": temporal_ensemble_coeff},
+    )
+    n_envs = max(1, min(num_envs, episodes))
     t_start = time.perf_counter()
-    try:
-        for ep in range(episodes):
-            ep_seed = seed + ep
-            options = {"instruction": task} if task and "instruction" in env_reset_options(env) else None
-            obs, inf = env.reset(seed=ep_seed, options=options)
-            if swap_instruction:
-                obs, inf = env.reset(seed=ep_seed, options={"target": other_target(env, inf, ep_seed)})
-            policy.seed(ep_seed)
-            controller.reset()
-            ep_task = None
-            if language:
-                ep_task = task or env_task(env, inf)
-                if ep_task is None:
-                    raise ValueError(f"{NEEDS_TASK}: the env {env_id} gives none, so pass --task")
-                controller.task = ep_task
-            writer = None
-            if out_dir is not None and videos and cams:
-                frame = _side_by_side(obs, cams)
-                writer = _video_writer(
-                    out_dir / "videos" / f"episode_{ep:03d}.mp4", frame.shape[:2], info.fps
-                )
-                writer.put(frame)
-            arm = _EnvRobot(env, obs, inf, names, cams, writer)
-            limit = max_steps or env.spec.max_episode_steps or 300
-            t_ep = time.perf_counter()
-            run_episode(
-                arm, controller, fps=info.fps, max_steps=limit, realtime=False, should_stop=arm.episode_over
-            )
-            success, steps = arm.success, arm.steps
-            if writer is not None:
-                writer.finish()
-            results.append(
-                {
-                    "episode": ep,
-                    "seed": ep_seed,
-                    "success": success,
-                    "steps": steps,
-                    "wall_s": round(time.perf_counter() - t_ep, 3),
-                    "video": f"videos/episode_{ep:03d}.mp4" if writer is not None else None,
-                    **({"task": ep_task} if language else {}),
-                    **({"wrong_object": arm.wrong_object} if arm.wrong_object is not None else {}),
-                }
-            )
-            log.info(
-                "episode %d (seed %d): %s in %d steps", ep, ep_seed, "success" if success else "fail", steps
-            )
-    finally:
-        controller.close()
-        env.close()
+    if n_envs == 1:
+        batcher = _Batcher(policy)
+        results = _evaluate_here(policy, setup, episodes, batcher, on_action)
+    else:
+        # a served policy: retry while it is unavailable, up to its timeout (the controller's rule)
+        batcher = _Batcher(policy, timeout_s=getattr(policy, "timeout_s", None), exact=exact)
+        results = _evaluate_in_workers(policy, setup, episodes, n_envs, batcher, on_action)
+    wall_s = time.perf_counter() - t_start
+    k = sum(bool(r["success"]) for r in results)
+    lo, hi = wilson_interval(k, len(results))
+    latency = LoopStats(inference_s=list(batcher.times_s), steps=sum(r["steps"] for r in results)).report()
+    latency["inference_rows"] = int(sum(batcher.rows))
+    latency["batch_size_mean"] = round(float(np.mean(batcher.rows)), 3) if batcher.rows else None
     report = {
         "env": env_id,
         "episodes": results,
         "num_episodes": len(results),
-        "success_rate": float(np.mean([r["success"] for r in results])) if results else 0.0,
+        "success_rate": k / len(results) if results else 0.0,
+        "success_ci95": [round(lo, 4), round(hi, 4)],
+        "successes": k,
         **(
             {"wrong_object_rate": float(np.mean([r["wrong_object"] for r in results]))}
             if results and all("wrong_object" in r for r in results)
             else {}
         ),
         **({"swap_instruction": True} if swap_instruction else {}),
-        "wall_s": round(time.perf_counter() - t_start, 2),
-        "latency": controller.stats.report(),
+        "num_envs": n_envs,
+        **({"exact": True} if exact and n_envs > 1 else {}),
+        "wall_s": round(wall_s, 2),
+        "episodes_per_minute": round(60.0 * len(results) / wall_s, 2) if wall_s > 0 else None,
+        "latency": latency,
     }
     if out_dir is not None:
+        if results:
+            import jrobot.sim  # noqa: F401  (registers the envs: their time limits)
+
+            limit = max_steps or gym.spec(env_id).max_episode_steps or max(r["steps"] for r in results)
+            rate = f"{report['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%})"
+            try:
+                plot_success_vs_time(
+                    results, out_dir / PLOT_NAME, fps=info.fps, max_steps=limit,
+                    title=f"{env_id}: {k}/{len(results)} solved, {rate}",
+                )  # fmt: skip
+                report["plot"] = PLOT_NAME
+            except ImportError as e:  # matplotlib is a dependency; a broken install costs the plot only
+                log.warning("no %s: %s", PLOT_NAME, e)
         (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _finished(result: dict[str, Any], on_action: Callable[[int, int, np.ndarray], None] | None) -> dict:
+    actions = result.pop("actions", None)
+    if on_action is not None and actions is not None:
+        for step, action in enumerate(actions):
+            on_action(result["episode"], step, action)
+    log.info(
+        "episode %d (seed %d): %s in %d steps",
+        result["episode"], result["seed"], "success" if result["success"] else "fail", result["steps"],
+    )  # fmt: skip
+    return result
+
+
+def _evaluate_here(
+    policy: Any, setup: _Setup, episodes: int, batcher: _Batcher, on_action: Callable | None
+) -> list[dict[str, Any]]:
+    """N = 1: the env in this process, one episode after the other."""
+    local = _Local(policy, batcher, setup.noise_shape)
+    controller = PolicyController(
+        local,
+        mode="sync",
+        timeout_s=getattr(policy, "timeout_s", None),  # a served policy: give up after its timeout
+        **setup.controller,
+    )
+    env = setup.make_env()
+    try:
+        return [_finished(_run_one(env, local, controller, setup, i), on_action) for i in range(episodes)]
+    finally:
+        controller.close()
+        env.close()
+
+
+def _evaluate_in_workers(
+    policy: Any, setup: _Setup, episodes: int, n_envs: int, batcher: _Batcher, on_action: Callable | None
+) -> list[dict[str, Any]]:
+    """N > 1: each env in a worker; the chunks the busy workers ask for, one batched call at a time."""
+    if setup.env_kwargs.get("cameras"):  # decide the GL platform once, for every worker (jrobot.sim.gl)
+        from jrobot.sim.gl import gl_backend
+
+        gl_backend()
+    kwargs = {"setup": setup, "info": policy.info.to_json()}
+    workers: list[Worker] = []
+    try:
+        for i in range(n_envs):
+            workers.append(Worker("jrobot.eval:_episode_worker", kwargs, name=f"env worker {i}"))
+        todo = deque(range(episodes))
+        busy: dict[int, int] = {}  # worker -> the episode it runs
+        for w in range(n_envs):
+            busy[w] = todo.popleft()
+            workers[w].send(busy[w])
+        done: dict[int, dict[str, Any]] = {}
+        while busy:
+            # one round: every busy worker asks for a chunk (a worker that finishes its episode is given
+            # the next one, and asks too), then one call answers them all, rows in worker order
+            asks: dict[int, tuple[dict[str, Any], np.ndarray | None]] = {}
+            while waiting := [w for w in sorted(busy) if w not in asks]:
+                for w in waiting:
+                    kind, *payload = workers[w].recv()
+                    if kind == "predict":
+                        asks[w] = (payload[0], payload[1])
+                        continue
+                    result = _finished(payload[0], on_action)
+                    done[result["episode"]] = result
+                    del busy[w]
+                    if todo:
+                        busy[w] = todo.popleft()
+                        workers[w].send(busy[w])
+            if asks:
+                order = sorted(asks)
+                noise = [asks[w][1] for w in order] if setup.noise_shape is not None else None
+                chunks = batcher.predict([asks[w][0] for w in order], noise)
+                for w, chunk in zip(order, chunks, strict=True):
+                    workers[w].send(chunk)
+        return [done[i] for i in sorted(done)]
+    finally:
+        close_all(workers)
 
 
 @dataclasses.dataclass
@@ -274,7 +627,7 @@ class EvalOptions:
     """`python -m jrobot.eval` flags, in the grammar of `jrobot.run` (`--name=value`, `--name value`)."""
 
     policy: str  # policy bundle (python -m jrobot.export), or a jrobot.serve server: ws://HOST:PORT
-    out: Path  # output directory (report.json, videos/)
+    out: Path  # output directory (report.json, success_vs_time.png, videos/)
     env: str = "jrobot/SO101PickPlace-v0"
     episodes: int = 50
     seed: int = 100_000  # seed of the first episode (then +1 each)
@@ -285,6 +638,8 @@ class EvalOptions:
     temporal_ensemble_coeff: float | None = None  # ensemble overlapping chunks (e.g. 0.01)
     task: str | None = None  # instruction for a language-conditioned policy (default: the env's own)
     swap_instruction: bool = False  # instruct another object than the scene's target (multi-object envs)
+    num_envs: int = 1  # episodes run at once (each env in a worker process; batched policy calls)
+    exact: bool = False  # with num_envs > 1: one policy call per env, bit for bit num_envs=1's actions
     token_file: Path | None = None  # the server's shared secret (--policy ws://...)
     remote: RemoteOptions | None = None  # --remote.timeout_s, --remote.reconnect
 
@@ -292,6 +647,8 @@ class EvalOptions:
         self.policy = str(self.policy)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.no_videos:
             self.videos = False
 
@@ -305,6 +662,9 @@ def main(argv: Sequence[str]) -> int:
         raise CliError("jrobot.eval needs the policy's bundle description: a bundle folder or ws://HOST:PORT")
     policy = open_policy(args.policy, remote=args.remote, token_file=args.token_file)
     policy.warmup()
+    batch = min(args.num_envs, args.episodes)
+    if batch > 1 and not args.exact:
+        policy.warmup(batch=batch)  # the batch of every env (smaller ones compile when first met)
     try:
         report = evaluate(
             policy,
@@ -318,16 +678,23 @@ def main(argv: Sequence[str]) -> int:
             temporal_ensemble_coeff=args.temporal_ensemble_coeff,
             task=args.task,
             swap_instruction=args.swap_instruction,
+            num_envs=args.num_envs,
+            exact=args.exact,
         )
     finally:
         if hasattr(policy, "close"):
             policy.close()
+    lo, hi = report["success_ci95"]
+    n = report["num_envs"]
     print(
         f"success rate {report['success_rate']:.1%} over {report['num_episodes']} episodes "
-        f"({report['wall_s']:.0f} s); report: {args.out / 'report.json'}, videos: {args.out / 'videos'}"
+        f"(95% CI {lo:.1%}-{hi:.1%}; {report['wall_s']:.0f} s, {n} env{'s' if n > 1 else ''}); "
+        f"report: {args.out / 'report.json'}, videos: {args.out / 'videos'}"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    from jrobot import eval as _by_name  # its own name, so what it sends to its workers unpickles there
+
+    sys.exit(run_tool(_by_name.main, usage=USAGE))
