@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo demo-vla test test-slow test-all lint format bench clean
+.PHONY: demo demo-vla test test-slow test-all lint format bench clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -33,6 +33,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff check --fix jrobot data_tools tests benchmarks configs
 	$(PY) -m ruff format jrobot data_tools tests benchmarks configs
+
+# coverage-guided fuzzing (atheris/libFuzzer) of every parser of untrusted input, SECONDS each (fuzz/README.md)
+SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e ".[fuzz]"
+	$(PY) -m fuzz.run --seconds $(SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

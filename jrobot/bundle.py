@@ -147,6 +147,8 @@ class BundleInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], *, path: Path) -> BundleInfo:
+        if not isinstance(d, dict):
+            raise BundleError(f"{path}: not a jrobot policy bundle (policy.json holds no JSON object)")
         if d.get("format") != FORMAT_NAME:
             raise BundleError(f"{path}: not a jrobot policy bundle (format={d.get('format')!r})")
         version = d.get("version")
@@ -172,8 +174,8 @@ class BundleInfo:
                 training_config=d.get("training_config"),
                 language=_parse_language(d.get("language")),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{path}: malformed policy.json ({e})") from e
+        except (LookupError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise BundleError(f"{path}: malformed policy.json ({type(e).__name__}: {e})") from e
 
 
 def read_info(bundle: str | Path) -> BundleInfo:
@@ -184,9 +186,9 @@ def read_info(bundle: str | Path) -> BundleInfo:
             f"{bundle}: no {POLICY_JSON}; is this a bundle written by `python -m jrobot.export`?"
         )
     try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{p}: corrupt JSON ({e})") from e
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise BundleError(f"{p}: corrupt JSON ({type(e).__name__}: {str(e)[:200]})") from e
     return BundleInfo.from_json(raw, path=p)
 
 
@@ -199,8 +201,9 @@ def read_params(bundle: str | Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{p}: missing parameters file")
     try:
         return load_file(str(p))
-    except (SafetensorError, OSError) as e:
-        raise BundleError(f"{p}: cannot read parameters ({e})") from e
+    except (SafetensorError, OSError, AttributeError, TypeError, KeyError, ValueError) as e:
+        # AttributeError: a dtype numpy lacks (float8), as safetensors.numpy raises it
+        raise BundleError(f"{p}: cannot read parameters ({type(e).__name__}: {e})") from e
 
 
 def read_tokenizer(bundle: str | Path, info: BundleInfo | None = None) -> TaskTokenizer | None:

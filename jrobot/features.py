@@ -106,7 +106,7 @@ class Feature:
         try:
             dtype = str(d["dtype"])
             shape = tuple(int(s) for s in d["shape"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # (OverflowError: int(inf))
             raise ValueError(
                 f"feature {key!r}: needs 'dtype' and an integer 'shape' list, got {dict(d)!r}"
             ) from e

@@ -145,10 +145,10 @@ def load_calibration(
     """Read a LeRobot calibration file; with `motor_ids`, also check the motor names and ids match."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CalibrationError(f"cannot read calibration file {path}: {e}") from e
-    except json.JSONDecodeError as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise CalibrationError(f"calibration file {path} is not valid JSON: {e}") from e
     cal = parse_calibration(data, source=path)
     if motor_ids is not None:

@@ -11,12 +11,16 @@ says what was wrong, never an exception from deep inside numpy.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgpack
 import numpy as np
 
-ALLOWED_KINDS = frozenset("biuf")  # bool, int, uint, float: no object, void, complex, str, datetime
+ALLOWED_KINDS = frozenset("biuf")
+_DTYPE = re.compile(
+    r"[<>|=]?[biuf][1248]"
+)  # dtype.str of bool, int, uint and float arrays  # bool, int, uint, float: no object, void, complex, str, datetime
 MAX_DIMS = 8
 
 
@@ -29,9 +33,11 @@ def _dtype(value: Any, where: str) -> np.dtype:
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         raise WireError(f"{where}: dtype must be a string like '<f4', got {type(value).__name__}")
+    if not _DTYPE.fullmatch(value):  # np.dtype() parses far more (comma strings, via ast): not for peers
+        raise WireError(f"{where}: dtype {value[:32]!r} is not allowed (only bool, int, uint and float)")
     try:
         dt = np.dtype(value)
-    except TypeError as e:
+    except (TypeError, ValueError, SyntaxError) as e:
         raise WireError(f"{where}: unknown dtype {value!r}") from e
     if dt.kind not in ALLOWED_KINDS or dt.hasobject or dt.fields is not None:
         raise WireError(f"{where}: dtype {value!r} is not allowed (only bool, int, uint and float)")

@@ -7,6 +7,7 @@ The dict is kept as plain JSON data (what LeRobot writes and reads); `Feature` o
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def read_info_json(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # (nested too deep)
         raise DatasetError(f"{path}: unreadable or invalid JSON ({e})") from e
     if not isinstance(info, dict):
         raise DatasetError(f"{path}: expected a JSON object, got {type(info).__name__}")
@@ -100,7 +101,7 @@ def load_info(root: Path) -> dict[str, Any]:
     if problems:
         raise DatasetError(f"{path}: {problems[0]}")
     fps = info["fps"]
-    if not isinstance(fps, int | float) or fps <= 0:
+    if not isinstance(fps, int | float) or not 0 < fps < math.inf:  # (JSON allows NaN and Infinity)
         raise DatasetError(f"{path}: 'fps' must be a positive number, got {fps!r}")
     for key in ("total_episodes", "total_frames"):
         value = info.get(key, 0)

@@ -6,7 +6,10 @@ agree on names without importing each other. Values mirror LeRobot 0.4.4 (`lerob
 
 from __future__ import annotations
 
+import re
+import string
 from pathlib import Path
+from typing import Any
 
 from jrobot.data.errors import DatasetError
 from jrobot.paths import inside
@@ -63,6 +66,42 @@ def video_path(root: Path, video_key: str, chunk_index: int, file_index: int) ->
     )
 
 
+# `{name}` or `{name:03d}`-style fields only: no attribute or index lookups, no conversions, no widths
+# beyond two digits (a template's `{episode_index:999999999}` would build a 1 GB path)
+_TEMPLATE_SPEC = re.compile(r"0?[0-9]{0,2}d?")
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+
+
+def fill_template(root: Path, key: str, template: Any, **fields: Any) -> str:
+    """info.json's path template `key` (`data_path`, `video_path`) with `fields` filled in.
+
+    The template is the dataset's, so a stranger's: anything but a string of `{field}` /
+    `{field:0Nd}` placeholders naming `fields`, or a result that is no usable relative path, is
+    refused with a DatasetError naming the key and the template. (`confined` then checks where the
+    path leads.)
+    """
+    where = f"{root / INFO_PATH}: {key} {repr(template)[:200]}"
+    if not isinstance(template, str):
+        raise DatasetError(f"{where} must be a string")
+    try:
+        for _, name, spec, conversion in string.Formatter().parse(template):
+            if name is not None and (
+                name not in fields or conversion is not None or not _TEMPLATE_SPEC.fullmatch(spec or "")
+            ):
+                raise DatasetError(
+                    f"{where}: only {{field}} or {{field:0Nd}} placeholders of {sorted(fields)} are allowed"
+                )
+        relative = template.format(**fields)
+        parts = [part.encode() for part in relative.split("/")]  # (UnicodeEncodeError: a lone surrogate)
+    except (ValueError, TypeError) as e:  # unbalanced braces, a 'd' format for a string field
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"{where}: not a usable path template ({e})") from e
+    if "\x00" in relative or any(len(part) > NAME_MAX for part in parts):
+        raise DatasetError(f"{where}: gives the unusable path {relative[:300]!r}")
+    return relative
+
+
 def confined(root: Path, relative: str, what: str) -> Path:
     """`root / relative`, where `relative` is a path template of the dataset's own metadata filled in.
 
@@ -70,7 +109,10 @@ def confined(root: Path, relative: str, what: str) -> Path:
     (the Hub) must not make a reader, or a converter that copies what it reads into a new dataset, reach
     files outside its folder. LeRobot follows such templates; jrobot names the key and the path instead.
     """
-    path = inside(root, relative)
+    try:
+        path = inside(root, relative)
+    except (ValueError, OSError) as e:  # a NUL byte, a name too long for the file system
+        raise DatasetError(f"{root / INFO_PATH}: {what} gives the unusable path {relative!r} ({e})") from e
     if path is None:
         raise DatasetError(
             f"{root / INFO_PATH}: {what} leads to {(root / relative).resolve()}, outside the dataset folder "

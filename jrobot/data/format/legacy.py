@@ -24,6 +24,7 @@ from jrobot.data.format.layout import (
     LEGACY_VIDEO_PATH,
     STATS_PATH,
     confined,
+    fill_template,
 )
 from jrobot.data.format.meta import DatasetMeta, Episode, VideoSpan
 from jrobot.data.format.stats import Stats, aggregate_stats, from_jsonable, load_stats_json
@@ -39,19 +40,22 @@ def parse_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         raise DatasetError(f"missing {path}")
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"line {n}: invalid JSON ({e})")
-                continue
-            if not isinstance(obj, dict):
-                problems.append(f"line {n}: expected a JSON object")
-                continue
-            rows.append(obj)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [], [f"not UTF-8 text ({e})"]
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
+            problems.append(f"line {n}: invalid JSON ({e})")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {n}: expected a JSON object")
+            continue
+        rows.append(obj)
     return rows, problems
 
 
@@ -118,7 +122,13 @@ def legacy_chunks_size(info: dict[str, Any]) -> int:
 def legacy_episode_tasks(row: dict[str, Any]) -> tuple[str, ...]:
     """An episodes.jsonl row's tasks (a list, or one string in some v2.0 ports)."""
     tasks = row.get("tasks") or []
-    return (tasks,) if isinstance(tasks, str) else tuple(str(t) for t in tasks)
+    if isinstance(tasks, str):
+        return (tasks,)
+    if not isinstance(tasks, list):
+        raise DatasetError(
+            f"episode {row.get('episode_index')}: 'tasks' must be a list of strings, got {tasks!r}"
+        )
+    return tuple(str(t) for t in tasks)
 
 
 def legacy_episode_files(
@@ -129,13 +139,17 @@ def legacy_episode_files(
     data_tpl = info.get("data_path") or LEGACY_DATA_PATH
     video_tpl = info.get("video_path") or LEGACY_VIDEO_PATH
     data_file = confined(
-        root, data_tpl.format(episode_chunk=chunk, episode_index=index), f"data_path {data_tpl!r}"
+        root,
+        fill_template(root, "data_path", data_tpl, episode_chunk=chunk, episode_index=index),
+        f"data_path {data_tpl!r}",
     )
     videos = {
         key: VideoSpan(
             confined(
                 root,
-                video_tpl.format(episode_chunk=chunk, video_key=key, episode_index=index),
+                fill_template(
+                    root, "video_path", video_tpl, episode_chunk=chunk, video_key=key, episode_index=index
+                ),
                 f"video_path {video_tpl!r} (camera {key!r})",
             ),
             0.0,
@@ -150,7 +164,13 @@ def load_v2_meta(root: Path, info: dict[str, Any]) -> DatasetMeta:
     version = str(info["codebase_version"])
     features = info_features(info)
     fps = info_fps(info)
-    rows = sorted(read_jsonl(root / LEGACY_EPISODES_PATH), key=lambda r: int(r["episode_index"]))
+    rows = []
+    for r in read_jsonl(root / LEGACY_EPISODES_PATH):
+        try:
+            rows.append((int(r["episode_index"]), int(r["length"]), r))
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # (NaN, inf, text)
+            raise DatasetError(f"{root / LEGACY_EPISODES_PATH}: bad row {str(r)[:200]} ({e!r})") from e
+    rows.sort(key=lambda row: row[0])
     n_eps = int(info.get("total_episodes", len(rows)))
     if len(rows) < n_eps:
         raise DatasetError(
@@ -160,16 +180,18 @@ def load_v2_meta(root: Path, info: dict[str, Any]) -> DatasetMeta:
     video_keys = [k for k, f in features.items() if f.is_video]
     episodes, data_files = [], []
     start = 0
-    for r in rows:
-        try:
-            idx, length = int(r["episode_index"]), int(r["length"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{root / LEGACY_EPISODES_PATH}: bad row {r} ({e})") from e
+    for idx, length, r in rows:
+        if length < 0:
+            raise DatasetError(f"{root / LEGACY_EPISODES_PATH}: episode {idx} has length {length}")
         data_file, videos = legacy_episode_files(root, info, idx, length, video_keys, fps)
         if not data_file.is_file():
             raise DatasetError(f"missing data file for episode {idx}: {data_file}")
         data_files.append(data_file)
-        episodes.append(Episode(idx, length, legacy_episode_tasks(r), start, start + length, videos))
+        try:
+            tasks_of = legacy_episode_tasks(r)
+        except DatasetError as e:
+            raise DatasetError(f"{root / LEGACY_EPISODES_PATH}: {e}") from e
+        episodes.append(Episode(idx, length, tasks_of, start, start + length, videos))
         start += length
     n_frames = int(info.get("total_frames", start))
     if n_frames != start:
@@ -184,7 +206,12 @@ def load_v2_meta(root: Path, info: dict[str, Any]) -> DatasetMeta:
         if missing:
             raise DatasetError(f"{root / LEGACY_EPISODES_STATS_PATH}: no stats for episode(s) {missing[:10]}")
         ep_stats_list = [by_ep[e.index] for e in episodes]
-        stats = aggregate_stats(ep_stats_list) if ep_stats_list else None
+        try:
+            stats = aggregate_stats(ep_stats_list) if ep_stats_list else None
+        except (KeyError, TypeError, ValueError, IndexError) as e:  # a stat missing, shapes that differ
+            raise DatasetError(
+                f"{root / LEGACY_EPISODES_STATS_PATH}: statistics do not aggregate ({e!r})"
+            ) from e
     else:
         stats = load_stats_json(root / STATS_PATH)
     return DatasetMeta(

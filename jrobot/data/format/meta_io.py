@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from jrobot.data.errors import DatasetError
 from jrobot.data.format.layout import EPISODES_DIR, TASKS_PATH, sorted_parquet_files
-from jrobot.data.format.parquet_io import read_table
+from jrobot.data.format.parquet_io import column_values, read_table, table_rows
 from jrobot.data.format.stats import Stats, flatten_episode_stats
 
 
@@ -36,12 +36,12 @@ def load_tasks(root: Path) -> list[str]:
     if "task_index" not in names:
         raise DatasetError(f"{path}: no 'task_index' column (columns: {names})")
     if "__index_level_0__" in names:
-        texts = table.column("__index_level_0__").to_pylist()
+        texts = column_values(table, "__index_level_0__", path)
     elif "task" in names:
-        texts = table.column("task").to_pylist()
+        texts = column_values(table, "task", path)
     else:
         raise DatasetError(f"{path}: the task text is neither the pandas index nor a 'task' column")
-    indices = table.column("task_index").to_pylist()
+    indices = column_values(table, "task_index", path)
     out: list[str | None] = [None] * len(indices)
     for i, t in zip(indices, texts, strict=True):
         if not isinstance(i, int) or not 0 <= i < len(indices) or out[i] is not None:
@@ -102,5 +102,5 @@ def load_episode_rows(root: Path, *, with_stats: bool = True) -> list[tuple[Path
         table = read_table(path)
         if not with_stats:
             table = table.select([c for c in table.schema.names if not c.startswith("stats/")])
-        out.append((path, table.to_pylist()))
+        out.append((path, table_rows(table, path)))
     return out

@@ -290,7 +290,7 @@ def load_stats_json(path: Path) -> dict[str, Stats] | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DatasetError(f"{path}: unreadable statistics ({e})") from e
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object of per-feature statistics")
@@ -302,11 +302,14 @@ def flatten_episode_stats(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict
     return {f"stats/{feat}/{k}": np.asarray(v).tolist() for feat, fs in stats.items() for k, v in fs.items()}
 
 
-def unflatten_episode_stats(row: Mapping[str, Any]) -> dict[str, Stats]:
+def unflatten_episode_stats(row: Mapping[str, Any], *, source: str = "episode row") -> dict[str, Stats]:
     out: dict[str, Stats] = {}
     for col, value in row.items():
         if not col.startswith("stats/") or value is None:
             continue
         feat, _, stat = col[len("stats/") :].rpartition("/")
-        out.setdefault(feat, {})[stat] = np.asarray(value)
+        try:
+            out.setdefault(feat, {})[stat] = np.asarray(value)
+        except (TypeError, ValueError) as e:  # ragged nested lists
+            raise DatasetError(f"{source}: malformed statistics column {col!r} ({e})") from e
     return out

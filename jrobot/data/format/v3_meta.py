@@ -13,7 +13,14 @@ from typing import Any
 
 from jrobot.data.errors import DatasetError
 from jrobot.data.format.info import info_features, info_fps
-from jrobot.data.format.layout import DATA_DIR, STATS_PATH, TASKS_PATH, confined, sorted_parquet_files
+from jrobot.data.format.layout import (
+    DATA_DIR,
+    STATS_PATH,
+    TASKS_PATH,
+    confined,
+    fill_template,
+    sorted_parquet_files,
+)
 from jrobot.data.format.meta import DatasetMeta, Episode, VideoSpan
 from jrobot.data.format.meta_io import load_episode_rows, load_tasks
 from jrobot.data.format.stats import load_stats_json, unflatten_episode_stats
@@ -22,7 +29,10 @@ from jrobot.data.format.stats import load_stats_json, unflatten_episode_stats
 def video_span(root: Path, video_tpl: str, key: str, row: dict[str, Any]) -> VideoSpan:
     """Camera `key`'s file and time span of one meta/episodes row (KeyError/TypeError/ValueError if the
     row lacks or garbles its `videos/<key>/...` columns); shared with the validator."""
-    relative = video_tpl.format(
+    relative = fill_template(
+        root,
+        "video_path",
+        video_tpl,
         video_key=key,
         chunk_index=int(row[f"videos/{key}/chunk_index"]),
         file_index=int(row[f"videos/{key}/file_index"]),
@@ -58,7 +68,7 @@ def load_v3_meta(root: Path, info: dict[str, Any]) -> DatasetMeta:
         try:
             idx, length = int(r["episode_index"]), int(r["length"])
             lo, hi = int(r["dataset_from_index"]), int(r["dataset_to_index"])
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # (NaN, inf, text)
             raise DatasetError(f"{where}: missing or invalid column {e}") from e
         if idx != i:
             raise DatasetError(f"{where}: episode_index is {idx}; rows must be episodes 0..N-1 in order")
@@ -71,14 +81,21 @@ def load_v3_meta(root: Path, info: dict[str, Any]) -> DatasetMeta:
         for key in video_keys:
             try:
                 videos[key] = video_span(root, video_tpl, key, r)
-            except (KeyError, TypeError) as e:
-                raise DatasetError(f"{where}: missing video column {e}") from e
-        episodes.append(Episode(idx, length, tuple(r.get("tasks") or ()), lo, hi, videos))
+            except DatasetError:
+                raise
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
+                raise DatasetError(f"{where}: missing or invalid video column {e}") from e
+        tasks_of = r.get("tasks") or []
+        if not isinstance(tasks_of, list):
+            raise DatasetError(f"{where}: 'tasks' must be a list of task strings, got {tasks_of!r}")
+        episodes.append(Episode(idx, length, tuple(str(t) for t in tasks_of), lo, hi, videos))
     if expected_from != n_frames:
         raise DatasetError(
             f"{root}: meta/episodes covers {expected_from} frames but meta/info.json says {n_frames}"
         )
-    ep_stats = [unflatten_episode_stats(r) for r in rows]
+    ep_stats = [
+        unflatten_episode_stats(r, source=f"{root}/meta/episodes row {i}") for i, r in enumerate(rows)
+    ]
     return DatasetMeta(
         root=root,
         info=info,

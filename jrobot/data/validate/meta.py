@@ -215,7 +215,11 @@ def check_v2_episodes(
         if idx in seen:
             rep.error(path, f"episode {idx} listed twice")
         seen.add(idx)
-        tasks = list(legacy_episode_tasks(r))
+        try:
+            tasks = list(legacy_episode_tasks(r))
+        except DatasetError as e:  # 'tasks' neither a list nor a string
+            rep.error(path, f"line {n}: {e}")
+            tasks = []
         try:
             data_file, videos = legacy_episode_files(root, info, idx, length, video_keys, fps)
         except DatasetError as e:  # a template leading outside the folder: no file of it is read

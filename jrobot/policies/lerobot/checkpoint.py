@@ -14,16 +14,18 @@ The folder may be the `pretrained_model` directory itself or a training checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jrobot.paths import inside
 from jrobot.policies.spec import (
     ACTION_KEY,
     ENV_STATE_KEY,
@@ -92,18 +94,36 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
     )
 
 
+@contextlib.contextmanager
+def naming_file(path: Path) -> Iterator[None]:
+    """What a stranger's file provokes in the code that reads it (a value of the wrong type, an absurd
+    one) as ValueError naming the file: this reader's error for a bad checkpoint."""
+    try:
+        yield
+    except (ValueError, TypeError, LookupError, AttributeError, OverflowError) as e:
+        if type(e) is ValueError and str(path) in str(e):
+            raise
+        detail = str(e) if type(e) is ValueError else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path}: {detail}") from e
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # (nested too deep)
         raise ValueError(f"{path}: invalid JSON ({e})") from e
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+def load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file; a corrupt one raises ValueError naming it."""
     import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy: bf16 checkpoints load as such)
     from safetensors.numpy import load_file
 
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as e:  # a name a processor file gave that is too long for the file system
+        raise ValueError(f"{path}: unusable path ({e.strerror})") from e
+    if not exists:
         raise FileNotFoundError(f"{path} does not exist")
     try:
         return dict(load_file(str(path)))
@@ -152,16 +172,17 @@ def read_config(
         raise ValueError(f"{path}: no 'type' key; pass the policy type explicitly")
     if expected_type is not None and ptype != expected_type:
         raise ValueError(f"{path}: this is a {ptype!r} policy, not {expected_type!r}")
-    if "input_features" in cfg:
-        inputs = features_from_json(cfg["input_features"], where=f"{path}:input_features")
-        outputs = features_from_json(cfg.get("output_features", {}), where=f"{path}:output_features")
-        mapping = parse_normalization_mapping(
-            cfg.get("normalization_mapping", {}), where=f"{path}:normalization_mapping"
-        )
-    elif "input_shapes" in cfg:
-        inputs, outputs, mapping = _features_from_old_config(cfg, path)
-    else:
-        raise ValueError(f"{path}: neither 'input_features' nor 'input_shapes' present")
+    with naming_file(path):
+        if "input_features" in cfg:
+            inputs = features_from_json(cfg["input_features"], where=f"{path}:input_features")
+            outputs = features_from_json(cfg.get("output_features", {}), where=f"{path}:output_features")
+            mapping = parse_normalization_mapping(
+                cfg.get("normalization_mapping", {}), where=f"{path}:normalization_mapping"
+            )
+        elif "input_shapes" in cfg:
+            inputs, outputs, mapping = _features_from_old_config(cfg, path)
+        else:
+            raise ValueError(f"{path}: neither 'input_features' nor 'input_shapes' present")
     if ACTION_KEY not in outputs:
         raise ValueError(f"{path}: output features {sorted(outputs)} lack {ACTION_KEY!r}")
     return str(ptype), cfg, inputs, outputs, mapping
@@ -182,10 +203,25 @@ def _processor_step(folder: Path, file: str, registry_name: str) -> tuple[dict |
     if not path.is_file():
         return None, None
     pipeline = _read_json(path)
-    for step in pipeline.get("steps", []):
+    steps = pipeline.get("steps", []) if isinstance(pipeline, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise ValueError(f"{path}: expected {{'steps': [{{'registry_name': ..., 'config': {{...}}}}, ...]}}")
+    for step in steps:
         if step.get("registry_name") == registry_name:
-            state_file = step.get("state_file")
-            return step.get("config", {}), (folder / state_file) if state_file else None
+            config, state_file = step.get("config", {}), step.get("state_file")
+            if not isinstance(config, dict) or not isinstance(state_file, str | None):
+                raise ValueError(
+                    f"{path}: step {registry_name!r} needs a 'config' object and a 'state_file' name"
+                )
+            if not state_file:
+                return config, None
+            try:
+                state_path = inside(folder, state_file)  # the checkpoint's own file, never one outside it
+            except (ValueError, OSError) as e:  # a NUL byte, a name too long
+                raise ValueError(f"{path}: unusable state_file {state_file!r} ({e})") from e
+            if state_path is None:
+                raise ValueError(f"{path}: state_file {state_file!r} leads outside {folder}; refused")
+            return config, state_path
     return None, None
 
 
@@ -200,9 +236,9 @@ def read_processor_stats(
         return None, None, 1e-8, notes
     stats: dict[str, dict[str, np.ndarray]] = {}
     if pre_file is not None:
-        stats.update(_split_flat_stats(_load_safetensors(pre_file), str(pre_file)))
+        stats.update(_split_flat_stats(load_safetensors(pre_file), str(pre_file)))
     if post_file is not None:
-        post = _split_flat_stats(_load_safetensors(post_file), str(post_file))
+        post = _split_flat_stats(load_safetensors(post_file), str(post_file))
         for key, d in post.items():
             if key in stats and any(
                 s in stats[key] and not np.array_equal(stats[key][s], v) for s, v in d.items()
@@ -213,8 +249,13 @@ def read_processor_stats(
                 )
             stats.setdefault(key, {}).update(d)
     cfg = pre_cfg if pre_cfg is not None else post_cfg
-    eps = float(cfg.get("eps", 1e-8))
-    return stats, cfg.get("norm_map"), eps, notes
+    where = folder / (PREPROCESSOR_FILE if pre_cfg is not None else POSTPROCESSOR_FILE)
+    eps, norm_map = cfg.get("eps", 1e-8), cfg.get("norm_map")
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
+        raise ValueError(f"{where}: the normalizer's eps must be a small non-negative number, got {eps!r}")
+    if norm_map is not None and not isinstance(norm_map, dict):
+        raise ValueError(f"{where}: the normalizer's norm_map must be an object, got {norm_map!r}")
+    return stats, norm_map, float(eps), notes
 
 
 def extract_legacy_stats(
@@ -259,7 +300,7 @@ def read_lerobot_checkpoint(
     """Read config, weights and stats of a LeRobot policy folder (see the module docstring for layouts)."""
     folder = resolve_checkpoint_dir(path)
     ptype, cfg, inputs, outputs, mapping = read_config(folder, expected_type)
-    sd = _load_safetensors(folder / WEIGHTS_FILE)
+    sd = load_safetensors(folder / WEIGHTS_FILE)
     stats, norm_map, eps, notes = read_processor_stats(folder)
     legacy_stats, sd, legacy_notes = extract_legacy_stats(sd, {**inputs, **outputs})
     notes += legacy_notes

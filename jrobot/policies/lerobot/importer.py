@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 from flax import nnx
 
-from jrobot.policies.base import ImportedPolicy, load_policy_module
+from jrobot.policies.base import ImportedPolicy, PolicyModule, load_policy_module
 from jrobot.policies.lerobot.checkpoint import (
+    CONFIG_FILE,
     LeRobotCheckpoint,
+    naming_file,
     read_config,
     read_lerobot_checkpoint,
     resolve_checkpoint_dir,
@@ -34,16 +37,23 @@ def import_lerobot(path: Any, **options: Any) -> ImportedPolicy:
     import inspect
 
     folder = resolve_checkpoint_dir(path)
-    policy_type = read_config(folder)[0]
-    importer = load_policy_module(policy_type).from_lerobot
+    module = checkpoint_policy_module(folder)
+    importer = module.from_lerobot
     options = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(importer).parameters
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise ValueError(
-            f"{folder}: a {policy_type!r} checkpoint takes no {unknown} option (VLA checkpoints do)"
+            f"{folder}: a {module.POLICY_TYPE!r} checkpoint takes no {unknown} option (VLA checkpoints do)"
         )
     return importer(folder, **options)
+
+
+def checkpoint_policy_module(folder: Path) -> PolicyModule:
+    """The jrobot policy module for the policy type a LeRobot folder's config.json names."""
+    policy_type = read_config(folder)[0]
+    with naming_file(folder / CONFIG_FILE):  # a type jrobot has no policy for
+        return load_policy_module(policy_type)
 
 
 def build_from_lerobot(
@@ -68,15 +78,17 @@ def build_from_lerobot(
     `ignore`: regular expressions of state_dict keys the policy has no use for (reported, not loaded).
     """
     ckpt = read_lerobot_checkpoint(path, expected_type=policy_type)
-    config, notes = config_cls.from_lerobot(ckpt.config)
-    config = dataclasses.replace(
-        config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
-    )
+    with naming_file(ckpt.path / CONFIG_FILE):  # a hyperparameter of the wrong type or out of range
+        config, notes = config_cls.from_lerobot(ckpt.config)
+        config = dataclasses.replace(
+            config, normalization_mapping={k: v.value for k, v in ckpt.normalization_mapping.items()}
+        )
     extra: dict[str, Any] = {}
     if configure is not None:
         config, extra, more = configure(config, ckpt)
         notes += more
-    spec = make_spec(config, ckpt.input_features, ckpt.output_features)
+    with naming_file(ckpt.path / CONFIG_FILE):  # features the policy cannot read
+        spec = make_spec(config, ckpt.input_features, ckpt.output_features)
     used = [k for k in (spec.state_key, spec.env_state_key, *spec.image_keys) if k] + [ACTION_KEY]
     for k in used:
         mode = spec.norm_mode(k)

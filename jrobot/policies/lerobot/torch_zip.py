@@ -12,13 +12,21 @@ safetensors once with torch.
 from __future__ import annotations
 
 import collections
+import io
+import math
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# how much larger than its stored bytes a member or a tensor may become once read (zip bombs, stride-0
+# views of a tiny storage): torch stores members uncompressed and state dicts hold their own storages
+MAX_EXPANSION = 64
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64),
@@ -54,7 +62,15 @@ def _rebuild_tensor_v2(
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    storage_offset = int(storage_offset)
+    if len(size) != len(stride) or min((storage_offset, *size, *stride)) < 0:
+        # negative strides or offsets would make as_strided read memory outside the storage
+        raise pickle.UnpicklingError(
+            f"tensor of size {size} / stride {stride} at {storage_offset} is invalid"
+        )
     if not size:
+        if storage_offset >= storage.size:
+            raise pickle.UnpicklingError(f"scalar at {storage_offset} overruns its storage ({storage.size})")
         return np.array(storage[storage_offset], dtype=storage.dtype)
     itemsize = storage.dtype.itemsize
     needed = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
@@ -64,6 +80,10 @@ def _rebuild_tensor_v2(
         raise pickle.UnpicklingError(
             f"tensor of size {size} / stride {stride} overruns its storage ({storage.size})"
         )
+    if math.prod(size) > max(
+        MAX_EXPANSION * storage.size, 1 << 16
+    ):  # stride-0 views of a tiny storage, copied below
+        raise pickle.UnpicklingError(f"tensor of size {size} is {MAX_EXPANSION}x larger than its storage")
     view = np.lib.stride_tricks.as_strided(
         storage[storage_offset:], shape=size, strides=tuple(s * itemsize for s in stride), writeable=False
     )
@@ -107,7 +127,7 @@ class _SafeUnpickler(pickle.Unpickler):
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"{self._source}: unsupported storage type {storage_type!r}")
         dtype = storage_type.dtype
-        raw = self._zf.read(f"{self._prefix}data/{key}")
+        raw = _read_member(self._zf, f"{self._prefix}data/{key}", self._source)
         if self._byteorder == "big":
             dtype = dtype.newbyteorder(">")
         arr = np.frombuffer(raw, dtype=dtype)
@@ -118,6 +138,19 @@ class _SafeUnpickler(pickle.Unpickler):
         return arr.astype(arr.dtype.newbyteorder("=")) if self._byteorder == "big" else arr
 
 
+def _read_member(zf: zipfile.ZipFile, name: str, source: str) -> bytes:
+    """A zip member's bytes; refused unpacked when it would expand far beyond the whole archive (a zip
+    bomb: torch stores its members uncompressed, so a real checkpoint's members never do)."""
+    info = zf.getinfo(name)
+    if info.flag_bits & 0x1:  # (zipfile would raise RuntimeError asking for a password)
+        raise ValueError(f"{source}: member {name!r} is encrypted; torch never writes that")
+    if info.file_size > MAX_EXPANSION * max(info.compress_size, 1) + 1024:
+        raise ValueError(
+            f"{source}: member {name!r} claims {info.file_size} bytes packed in {info.compress_size}; refused"
+        )
+    return zf.read(info)
+
+
 def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """State dict (name -> numpy array) from a torch zip checkpoint; nested {"state_dict": ...} unwrapped."""
     p = Path(path)
@@ -126,16 +159,28 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{p} is not a torch zip checkpoint (legacy pre-1.6 format or not a torch file); convert it to "
             ".safetensors once with torch (safetensors.torch.save_file(torch.load(f), out))"
         )
-    with zipfile.ZipFile(p) as zf:
-        pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
-        if len(pkls) != 1:
-            raise ValueError(f"{p}: expected exactly one data.pkl in the zip, found {pkls}")
-        prefix = pkls[0][: -len("data.pkl")]
-        byteorder = "little"
-        if f"{prefix}byteorder" in zf.namelist():
-            byteorder = zf.read(f"{prefix}byteorder").decode().strip()
-        with zf.open(pkls[0]) as f:
-            obj = _SafeUnpickler(f, zf, prefix, byteorder, str(p)).load()
+    try:
+        with zipfile.ZipFile(p) as zf:
+            pkls = [n for n in zf.namelist() if n.endswith("data.pkl")]
+            if len(pkls) != 1:
+                raise ValueError(f"{p}: expected exactly one data.pkl in the zip, found {pkls[:10]}")
+            prefix = pkls[0][: -len("data.pkl")]
+            byteorder = "little"
+            if f"{prefix}byteorder" in zf.namelist():
+                byteorder = _read_member(zf, f"{prefix}byteorder", str(p)).decode("ascii").strip()
+            pkl = io.BytesIO(_read_member(zf, pkls[0], str(p)))
+            obj = _SafeUnpickler(pkl, zf, prefix, byteorder, str(p)).load()
+    except pickle.UnpicklingError as e:  # refused: a global, a tensor outside its storage, bad opcodes
+        if str(p) in str(e):
+            raise
+        raise pickle.UnpicklingError(f"{p}: {e}") from e
+    except ValueError as e:
+        if type(e) is ValueError and str(p) in str(e):
+            raise
+        raise ValueError(f"{p}: corrupt torch zip checkpoint ({type(e).__name__}: {e})") from e
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, LookupError, TypeError, AttributeError,
+            OverflowError, NotImplementedError, RecursionError, struct.error) as e:  # fmt: skip
+        raise ValueError(f"{p}: corrupt torch zip checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

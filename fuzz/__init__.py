@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz harnesses (atheris) for jrobot's parsers of untrusted input; see README.md."""
