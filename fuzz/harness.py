@@ -137,7 +137,7 @@ def build_dataset(root: Path, version: str) -> None:
     """The LeRobot fixtures' metadata files (from the seed corpus), both the v3.0 and the v2.1 ones.
 
     Which loader runs is decided by info.json's `codebase_version`, so a fuzzed info.json reaches both;
-    the data files are empty placeholders (the metadata loaders only check that they exist).
+    the data files are empty stand-ins (the metadata loaders only check that they exist).
     """
     put(root, "meta/info.json", seed("meta_info", f"{V30 if version == 'v3.0' else V21}.json"))
     put(root, "meta/tasks.parquet", seed("meta_tasks", f"{V30}.parquet"))

@@ -76,7 +76,7 @@ def fill_template(root: Path, key: str, template: Any, **fields: Any) -> str:
     """info.json's path template `key` (`data_path`, `video_path`) with `fields` filled in.
 
     The template is the dataset's, so a stranger's: anything but a string of `{field}` /
-    `{field:0Nd}` placeholders naming `fields`, or a result that is no usable relative path, is
+    `{field:0Nd}` format fields naming `fields`, or a result that is no usable relative path, is
     refused with a DatasetError naming the key and the template. (`confined` then checks where the
     path leads.)
     """
@@ -89,7 +89,7 @@ def fill_template(root: Path, key: str, template: Any, **fields: Any) -> str:
                 name not in fields or conversion is not None or not _TEMPLATE_SPEC.fullmatch(spec or "")
             ):
                 raise DatasetError(
-                    f"{where}: only {{field}} or {{field:0Nd}} placeholders of {sorted(fields)} are allowed"
+                    f"{where}: only {{field}} or {{field:0Nd}} format fields of {sorted(fields)} are allowed"
                 )
         relative = template.format(**fields)
         parts = [part.encode() for part in relative.split("/")]  # (UnicodeEncodeError: a lone surrogate)
