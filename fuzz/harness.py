@@ -47,6 +47,7 @@ HARNESSES = (
     "lerobot_safetensors",
     "torch_zip",
     "wire",
+    "tokenizer",
 )
 
 

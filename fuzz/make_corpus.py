@@ -252,6 +252,37 @@ def wire_seeds() -> None:
         _write("wire", name, encode(message))
 
 
+def tokenizer_seeds() -> None:
+    """A small byte-level BPE tokenizer with a chat-like template (the shape of SmolVLM2's, trained
+    here on a few instructions) and the word-level one of jrobot's tiny test VLM, saved as a bundle
+    saves them. The settings carry no hash, so a changed tokenizer.json still reaches the parser."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from jrobot.language import SETTINGS_JSON, TOKENIZER_JSON, TaskTokenizer
+    from jrobot.policies.smolvla.tiny_vlm import vocabulary, word_tokenizer
+
+    texts = ["pick up the red cube", "put the blue block in the bin", "drop the green cube into the box"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<pad>", "<|im_start|>"])
+    bpe.train_from_iterator(texts * 4, trainer=trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", bpe.token_to_id("<|im_start|>"))]
+    )
+    tokenizers = {
+        "bpe": TaskTokenizer(bpe.to_str(), max_length=24, pad_token="<pad>"),
+        "word": TaskTokenizer(word_tokenizer(vocabulary(texts)).to_str(), max_length=12, pad_id=0),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, tok in tokenizers.items():
+            folder = tok.save(Path(tmp) / name)
+            settings = json.loads((folder / SETTINGS_JSON).read_text())
+            del settings["tokenizer_sha256"]
+            _write("tokenizer", f"{name}_0.bin", b"\x00" + (folder / TOKENIZER_JSON).read_bytes())
+            _write("tokenizer", f"{name}_1.bin", b"\x01" + json.dumps(settings, indent=2).encode())
+
+
 JSON_HARNESSES = (
     "meta_info",
     "meta_stats",
@@ -373,6 +404,7 @@ def main() -> None:
     bundle_seeds(fixtures / "parity")
     torch_zip_seeds()
     wire_seeds()
+    tokenizer_seeds()
     dictionaries()
     total = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())
     for harness in HARNESSES:

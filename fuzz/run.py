@@ -36,6 +36,7 @@ DICTS = {
     "bundle_params": "safetensors.dict",
     "lerobot_safetensors": "safetensors.dict",
     "wire": "msgpack.dict",
+    "tokenizer": "json.dict",
 }
 
 

@@ -8,6 +8,7 @@ a `Feature` is exactly the entry LeRobot writes under `features` in `meta/info.j
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,11 @@ ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
 
 VISUAL_DTYPES = ("video", "image")
+# Bounds on what a dataset may claim, checked before anything is allocated: 8K video fits with room,
+# a lying header that asks for a gigapixel frame (or a terabyte state vector) does not.
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_VECTOR_ELEMENTS = 1 << 24
 # Columns every LeRobot dataset carries after the user's features, in this order.
 DEFAULT_FEATURE_NAMES: tuple[str, ...] = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
@@ -112,7 +118,27 @@ class Feature:
             ) from e
         info = d.get("info", d.get("video_info"))
         extra = {k: v for k, v in d.items() if k not in ("dtype", "shape", "names", "info", "video_info")}
-        return cls(dtype=dtype, shape=shape, names=d.get("names"), info=info, extra=extra)
+        feature = cls(dtype=dtype, shape=shape, names=d.get("names"), info=info, extra=extra)
+        feature.check_size(key)
+        return feature
+
+    def check_size(self, key: str = "?") -> None:
+        """Refuse shapes no real feature has, so that a lying file cannot make a reader allocate them."""
+        if any(s < 0 for s in self.shape):
+            raise ValueError(f"feature {key!r}: negative size in shape {list(self.shape)}")
+        if self.is_visual:
+            if len(self.shape) != 3:
+                raise ValueError(f"feature {key!r}: an image shape has 3 sizes, got {list(self.shape)}")
+            h, w, _ = self.hwc_shape
+            if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE and h * w <= MAX_IMAGE_PIXELS):
+                raise ValueError(
+                    f"feature {key!r}: image size {h}x{w} is beyond what a camera gives "
+                    f"(at most {MAX_IMAGE_SIDE} a side and {MAX_IMAGE_PIXELS} pixels)"
+                )
+        elif math.prod(self.shape) > MAX_VECTOR_ELEMENTS:
+            raise ValueError(
+                f"feature {key!r}: shape {list(self.shape)} holds more than {MAX_VECTOR_ELEMENTS} values a frame"
+            )
 
 
 def default_features() -> dict[str, Feature]:

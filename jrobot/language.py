@@ -33,6 +33,8 @@ from typing import Any, Literal
 import numpy as np
 from tokenizers import Tokenizer
 
+from jrobot.paths import inside
+
 LANGUAGE_TOKENS_KEY = "observation.language.tokens"
 LANGUAGE_MASK_KEY = "observation.language.attention_mask"
 
@@ -49,6 +51,17 @@ PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
 class TokenizerError(ValueError):
     """A tokenizer folder is unusable, or a task cannot be tokenized (the message says which and why)."""
+
+
+# Far beyond any VLA's prompt (SmolVLA: 48), and a bound on the (B, max_length) arrays a settings
+# file can make `encode` allocate.
+MAX_LENGTH_LIMIT = 1 << 16
+
+
+def _tokenizers_failed(e: BaseException) -> bool:
+    """Whether `e` is the tokenizers library refusing its input: a Python exception, or a Rust panic
+    (pyo3's PanicException derives from BaseException so that `except Exception` does not see it)."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
 
 
 def is_language_mask(key: str) -> bool:
@@ -100,8 +113,8 @@ def _token_content(value: Any) -> str | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        d = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # (ValueError: JSON and UTF-8 errors)
         raise TokenizerError(f"{path}: cannot read JSON ({e})") from e
     if not isinstance(d, dict):
         raise TokenizerError(f"{path}: expected a JSON object, got {type(d).__name__}")
@@ -135,20 +148,37 @@ class TaskTokenizer:
         raw = tokenizer_json.encode() if isinstance(tokenizer_json, str) else bytes(tokenizer_json)
         self._source = str(source)
         try:
-            tok = Tokenizer.from_str(raw.decode())
-        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            tok = Tokenizer.from_str(raw.decode("utf-8"))
+        except BaseException as e:  # tokenizers raises a bare Exception on a bad file, or panics
+            if not _tokenizers_failed(e):
+                raise
             raise TokenizerError(f"{self._source}: cannot parse {TOKENIZER_JSON} ({e})") from e
+        if isinstance(max_length, bool) or not isinstance(max_length, int | np.integer):
+            raise TokenizerError(f"{self._source}: max_length must be an integer, got {max_length!r}")
         max_length = int(max_length)
-        if max_length < 1:
-            raise TokenizerError(f"{self._source}: max_length must be >= 1, got {max_length}")
+        if not 1 <= max_length <= MAX_LENGTH_LIMIT:
+            raise TokenizerError(
+                f"{self._source}: max_length must be in [1, {MAX_LENGTH_LIMIT}], got {max_length}"
+            )
         if padding not in PADDING_MODES:
-            raise TokenizerError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+            raise TokenizerError(f"{self._source}: padding must be one of {PADDING_MODES}, got {padding!r}")
+        if pad_token is not None and not isinstance(pad_token, str):
+            raise TokenizerError(f"{self._source}: the pad token must be a string, got {pad_token!r}")
         if pad_id is None and pad_token is not None:
             pad_id = tok.token_to_id(pad_token)
             if pad_id is None:
                 raise TokenizerError(
                     f"{self._source}: the pad token {pad_token!r} is not in the tokenizer's vocabulary"
                 )
+        vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        if pad_id is not None and (
+            isinstance(pad_id, bool)
+            or not isinstance(pad_id, int | np.integer)
+            or not 0 <= pad_id < vocab_size
+        ):
+            raise TokenizerError(
+                f"{self._source}: pad id {pad_id!r} is not a token id of this vocabulary (0..{vocab_size - 1})"
+            )
         # The batch is padded here (numpy), so the tokenizer must not pad on its own; truncation is
         # the tokenizer's, which keeps room for the special tokens its post-processor adds, as HF does.
         tok.no_padding()
@@ -219,11 +249,24 @@ class TaskTokenizer:
                 f"{settings_path}: not a {SETTINGS_FORMAT} v{SETTINGS_VERSION} settings file "
                 f"(format={s.get('format')!r}, version={s.get('version')!r})"
             )
+        names = s.get("extra_files", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TokenizerError(
+                f"{settings_path}: 'extra_files' must be a list of file names, got {names!r}"
+            )
         try:
-            extra = {n: (folder / n).read_bytes() for n in s.get("extra_files", [])}
+            files = {}
+            for n in names:  # side files of this folder only: a name leading out of it is never read
+                p = inside(folder, n)
+                if p is None or p.parent.resolve() != folder.resolve():
+                    raise TokenizerError(
+                        f"{settings_path}: extra file {n!r} is not a file of {folder}; refused"
+                    )
+                files[n] = p
+            extra = {n: p.read_bytes() for n, p in files.items()}
             tok = cls(
                 path.read_bytes(),
-                max_length=int(s["max_length"]),
+                max_length=s["max_length"],
                 padding=s["padding"],
                 pad_token=s.get("pad_token"),
                 pad_id=s.get("pad_id"),
@@ -231,7 +274,7 @@ class TaskTokenizer:
                 extra_files=extra,
                 source=str(folder),
             )
-        except (KeyError, TypeError, OSError) as e:
+        except (KeyError, TypeError, OSError, UnicodeError) as e:
             raise TokenizerError(f"{settings_path}: malformed or incomplete ({e!r})") from e
         if tok.content_hash != s.get("tokenizer_sha256", tok.content_hash):
             raise TokenizerError(f"{path}: content does not match the hash in {SETTINGS_JSON}")
@@ -337,7 +380,9 @@ class TaskTokenizer:
                 raise TokenizerError(f"task {i} is not a string: {type(t).__name__} {t!r}")
         try:  # one by one: batches are a few tasks, and encode_batch's thread pool does not survive fork
             encodings = [self._tok.encode(self.prompt(t), add_special_tokens=True) for t in batch]
-        except Exception as e:  # e.g. max_length shorter than the special tokens the template adds
+        except BaseException as e:  # e.g. max_length shorter than the special tokens the template adds
+            if not _tokenizers_failed(e):
+                raise
             raise TokenizerError(f"{self._source}: cannot tokenize the tasks ({e})") from e
         lengths = [len(e.ids) for e in encodings]
         width = self._max_length if mode == "max_length" else min(max(lengths), self._max_length)

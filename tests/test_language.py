@@ -218,6 +218,35 @@ def test_corrupt_tokenizer_json_names_the_folder(tmp_path):
         TaskTokenizer.from_dir(tmp_path, max_length=8)
 
 
+def test_a_saved_folder_cannot_reach_outside_itself_or_claim_absurd_settings(tmp_path):
+    """A bundle's tokenizer folder comes from strangers: its settings name side files (copied into the
+    next bundle a user exports) and sizes; names leading out of the folder and absurd sizes are refused."""
+    folder = _word_folder(tmp_path / "t", config={"pad_token": "<pad>"})
+    saved = TaskTokenizer.from_dir(folder, max_length=8).save(tmp_path / "saved")
+    (tmp_path / "secret.txt").write_text("not yours")
+    settings = json.loads((saved / SETTINGS_JSON).read_text())
+
+    def load_with(**changes):
+        (saved / SETTINGS_JSON).write_text(json.dumps({**settings, **changes}))
+        return TaskTokenizer.load(saved)
+
+    assert load_with() is not None
+    for name in ("../secret.txt", str(tmp_path / "secret.txt"), "", "sub/../../secret.txt"):
+        with pytest.raises(TokenizerError, match=re.escape(f"extra file {name!r} is not a file of {saved}")):
+            load_with(extra_files=[name])
+    with pytest.raises(TokenizerError, match="'extra_files' must be a list of file names"):
+        load_with(extra_files="tokenizer_config.json")
+    with pytest.raises(TokenizerError, match=r"max_length must be in \[1, 65536\], got 1000000000000"):
+        load_with(max_length=10**12)
+    with pytest.raises(TokenizerError, match="max_length must be an integer, got '8'"):
+        load_with(max_length="8")
+    with pytest.raises(TokenizerError, match=r"pad id 99 is not a token id of this vocabulary \(0..8\)"):
+        load_with(pad_id=99)
+    (saved / SETTINGS_JSON).write_bytes(b"\xff")
+    with pytest.raises(TokenizerError, match=re.escape(f"{saved / SETTINGS_JSON}: cannot read JSON")):
+        TaskTokenizer.load(saved)
+
+
 def test_bad_tasks(tok, vlm):
     with pytest.raises(TokenizerError, match=r"task 1 is not a string: int 7"):
         tok.encode(["pick the cube", 7])
@@ -231,7 +260,7 @@ def test_bad_tasks(tok, vlm):
         tok.encode("pick", padding="right")
     with pytest.raises(TokenizerError, match="padding must be one of"):
         TaskTokenizer.from_dir(vlm, max_length=8, padding="do_not_pad")
-    with pytest.raises(TokenizerError, match="max_length must be >= 1"):
+    with pytest.raises(TokenizerError, match=r"max_length must be in \[1, 65536\], got 0"):
         TaskTokenizer.from_dir(vlm, max_length=0)
 
 

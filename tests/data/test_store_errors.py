@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -270,3 +271,113 @@ def test_a_video_folder_symlinked_out_is_reported_by_the_validator(v30_copy, tmp
     chunk.symlink_to(outside, target_is_directory=True)
     found = [p for p in validate_dataset(v30_copy) if "outside" in p.message]
     assert found and all(p.severity == "error" for p in found)
+
+
+def _image_rows_by_path(root: Path, pngs: list[bytes], name_of_row) -> None:
+    """Rewrite the data file's front-camera column so each row names its PNG by path (no bytes), as
+    a dataset whose images were never embedded does; the PNGs are written where `name_of_row` says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (data_file,) = sorted((root / "data").rglob("*.parquet"))
+    table = pq.read_table(data_file)
+    key = "observation.images.front"
+    out = []
+    for i, png in enumerate(pngs):
+        name, target = name_of_row(i, data_file.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+        out.append({"bytes": None, "path": name})
+    table = table.set_column(
+        table.schema.get_field_index(key), key, pa.array(out, table.schema.field(key).type)
+    )
+    pq.write_table(table, data_file)
+
+
+def test_images_stored_by_path_are_read_inside_the_dataset_only(tmp_path):
+    root = tmp_path / "ds"
+    with DatasetWriter.create(root, fps=30, features=features(H, W, dtype="image"), durable=False) as w:
+        record(w, 0, 4, "t", H, W)
+    embedded = open_dataset(root)
+    expected = [embedded[i]["observation.images.front"] for i in range(4)]
+    import pyarrow.parquet as pq
+
+    (data_file,) = sorted((root / "data").rglob("*.parquet"))
+    pngs = [row["bytes"] for row in pq.read_table(data_file).column("observation.images.front").to_pylist()]
+
+    _image_rows_by_path(root, pngs, lambda i, folder: (f"frames/{i}.png", folder / "frames" / f"{i}.png"))
+    ds = open_dataset(root)
+    for i in range(4):
+        assert np.array_equal(ds[i]["observation.images.front"], expected[i])
+
+    outside = tmp_path / "outside"
+    _image_rows_by_path(root, pngs, lambda i, folder: (f"../../../outside/{i}.png", outside / f"{i}.png"))
+    with pytest.raises(
+        DatasetError, match=r"row 0 column 'observation.images.front': image path .*outside/0\.png"
+    ):
+        open_dataset(root)[0]
+    _image_rows_by_path(root, pngs, lambda i, folder: (str(outside / f"{i}.png"), outside / f"{i}.png"))
+    with pytest.raises(DatasetError, match="leads outside the dataset folder"):
+        open_dataset(root)[1]
+    (root / "data" / "chunk-000" / "link").symlink_to(outside, target_is_directory=True)
+    _image_rows_by_path(root, pngs, lambda i, folder: (f"link/{i}.png", outside / f"{i}.png"))
+    with pytest.raises(DatasetError, match="leads outside the dataset folder"):
+        open_dataset(root)[2]
+
+
+def _set_feature_shape(root: Path, key: str, shape: list[int]) -> None:
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["features"][key]["shape"] = shape
+    info_path.write_text(json.dumps(info, indent=4))
+
+
+@pytest.mark.parametrize(
+    ("key", "shape", "message"),
+    [
+        (
+            "observation.images.front",
+            [100_000, 100_000, 3],
+            r"image size 100000x100000 is beyond what a camera",
+        ),
+        ("observation.images.front", [96, 128], r"an image shape has 3 sizes, got \[96, 128\]"),
+        ("observation.images.front", [-96, 128, 3], r"negative size in shape \[-96, 128, 3\]"),
+        ("observation.state", [1 << 20, 1 << 10], r"holds more than 16777216 values a frame"),
+    ],
+)
+def test_a_feature_claiming_absurd_sizes_is_refused_before_anything_is_read(v30_copy, key, shape, message):
+    _set_feature_shape(v30_copy, key, shape)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(v30_copy)
+    assert any(re.search(message, str(p)) for p in validate_dataset(v30_copy)), validate_dataset(v30_copy)
+
+
+def test_a_video_of_another_size_than_its_feature_is_refused(v30_copy):
+    _set_feature_shape(v30_copy, "observation.images.front", [48, 64, 3])
+    ds = open_dataset(v30_copy)
+    message = (
+        r"observation\.images\.front/chunk-000/file-000\.mp4: its header gives 96x128 frames but its feature"
+    )
+    with pytest.raises(DatasetError, match=message + r" in meta/info.json says 48x64"):
+        ds[0]
+    with pytest.raises(DatasetError, match=message):
+        next(ds.iter_camera(0, "observation.images.front"))
+
+
+def test_a_video_stream_of_absurd_size_is_refused_before_decoding(tmp_path):
+    """ffmpeg accepts frames up to ~16k a side; a file that asks for such frames is refused by its header."""
+    import av
+
+    from jrobot.data.video.decode import VideoFile
+
+    path = tmp_path / "wide.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 17_000, 2, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((2, 17_000, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{path}: its header gives the video stream the absurd size 2x17000")
+    ):
+        VideoFile(path)

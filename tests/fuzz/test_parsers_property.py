@@ -405,6 +405,19 @@ def test_jsonl_mutations(data):
     run("meta_v2_jsonl", data)
 
 
+@st.composite
+def mutated_tokenizer_file(draw: st.DrawFn) -> bytes:
+    """tokenizer: tokenizer.json or the settings (the first byte), its JSON with values replaced."""
+    data = draw(st.sampled_from(SEEDS["tokenizer"]))
+    return data[:1] + draw(mutated_json_doc(json.loads(data[1:]))).encode("utf-8", "surrogatepass")
+
+
+@budget(150)
+@given(data=mutated_tokenizer_file())
+def test_tokenizer_mutations(data):
+    run("tokenizer", data)
+
+
 # -- parquet tables with columns retyped, cells changed, columns dropped or renamed ----------------
 
 # the fixture's files (meta_tasks' other seed is the dictionary bomb, 3 GB once read)

@@ -20,10 +20,14 @@ from jrobot.data.format.arrow_schema import to_numpy
 from jrobot.data.format.images import decode_image
 from jrobot.data.format.parquet_io import open_parquet
 from jrobot.features import Feature
+from jrobot.paths import inside
 
 
 class FrameTable:
-    def __init__(self, files: Sequence[Path], features: Mapping[str, Feature], total_frames: int) -> None:
+    def __init__(
+        self, files: Sequence[Path], features: Mapping[str, Feature], total_frames: int, root: Path
+    ) -> None:
+        self.root = root  # an image stored by path (not embedded) must lie inside the dataset folder
         self.features = dict(features)
         self.total_frames = total_frames
         self.lowdim_keys = [k for k, f in features.items() if not f.is_visual]
@@ -118,12 +122,23 @@ class FrameTable:
                 self._rg_cache.move_to_end(cache_key)
         value = arr[local - rg_starts[rg]].as_py()
         data = value.get("bytes") if isinstance(value, dict) else value
+        where = f"{path} row {local} column {key!r}"
         if data is None and isinstance(value, dict) and value.get("path"):  # image stored beside the file
-            p = Path(value["path"])
-            p = p if p.is_absolute() else path.parent / p
-            if p.is_file():
-                data = p.read_bytes()
-        return data, f"{path} row {local} column {key!r}"
+            data = self._image_file(str(value["path"]), path.parent, where)
+        return data, where
+
+    def _image_file(self, name: str, folder: Path, where: str) -> bytes | None:
+        """The bytes of an image a row names by path (relative to its parquet file's folder), if the
+        file is there; a name leading outside the dataset folder is refused, never read."""
+        try:
+            p = None if Path(name).is_absolute() else inside(self.root, folder.relative_to(self.root) / name)
+        except (ValueError, OSError) as e:  # a NUL byte, a name too long for the file system
+            raise DatasetError(f"{where}: unusable image path {name[:300]!r} ({e})") from e
+        if p is None:
+            raise DatasetError(
+                f"{where}: image path {name[:300]!r} leads outside the dataset folder {self.root}; refused"
+            )
+        return p.read_bytes() if p.is_file() else None
 
     def images(self, key: str, rows: Sequence[int]) -> list[np.ndarray]:
         """Decoded HWC uint8 images of an `image` feature at the given global rows."""

@@ -68,7 +68,7 @@ class Dataset:
     ) -> None:
         self.meta = meta
         self.tolerance_s = float(tolerance_s)
-        self._table = FrameTable(meta.data_files, meta.features, meta.total_frames)
+        self._table = FrameTable(meta.data_files, meta.features, meta.total_frames, meta.root)
         self._episode_of_row = episode_of_rows(meta.episodes)
         self._check_rows()
         self._pool = VideoPool(max_open_videos, threads=decoder_threads)
@@ -217,7 +217,7 @@ class Dataset:
 
     def _frames(self, ep: Episode, key: str, rows: Sequence[int]) -> list[np.ndarray]:
         if self.meta.features[key].is_video:
-            vf = self._pool.get(ep.videos[key].path)
+            vf = self._pool.get(ep.videos[key].path, self.meta.features[key].hwc_shape[:2])
             return vf.frames_at(self._video_times(ep, key, rows), self.tolerance_s)
         return self._table.images(key, rows)
 
@@ -269,7 +269,7 @@ class Dataset:
             return
         rows = range(ep.dataset_from_index, ep.dataset_to_index)
         times = self._video_times(ep, key, rows)
-        vf = VideoFile(ep.videos[key].path, threads=decoder_threads, cache_frames=8)
+        vf = VideoFile(ep.videos[key].path, size=feat.hwc_shape[:2], threads=decoder_threads, cache_frames=8)
         try:
             regular = all(abs(t - (times[0] + k / self.fps)) <= self.tolerance_s for k, t in enumerate(times))
             if regular:

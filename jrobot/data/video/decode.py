@@ -25,6 +25,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from jrobot.data.errors import DatasetError, FrameTimestampError
+from jrobot.features import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
 DEFAULT_TOLERANCE_S = 1e-4
 
@@ -49,8 +50,18 @@ class _Cached:
 class VideoFile:
     """One open mp4: seek-to-keyframe random access with a cache of recently decoded frames."""
 
-    def __init__(self, path: Path, *, cache_frames: int = 48, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        size: tuple[int, int] | None = None,
+        cache_frames: int = 48,
+        threads: int = 1,
+    ) -> None:
+        """`size`: the (height, width) the dataset's metadata promises; a stream of another size (or of
+        an absurd one) is refused when opened, before a frame is decoded."""
         self.path = Path(path)
+        self._size = size
         self._threads = threads
         self._open()
         self.time_base: Fraction = self._stream.time_base
@@ -75,9 +86,33 @@ class VideoFile:
             self._container.close()
             raise DatasetError(f"{self.path}: truncated or corrupt video (no video stream found)")
         self._stream = self._container.streams.video[0]
+        try:
+            self._check_size(self._stream.height, self._stream.width, "its header")
+        except DatasetError:
+            self._container.close()
+            raise
         self._stream.thread_type = "AUTO" if self._threads != 1 else "SLICE"
         self._stream.thread_count = self._threads
         self._closed = False
+
+    def _check_size(self, h: int, w: int, what: str) -> None:
+        if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE and h * w <= MAX_IMAGE_PIXELS):
+            raise DatasetError(f"{self.path}: {what} gives the video stream the absurd size {h}x{w}; refused")
+        expected = self._size if self._size is not None else (self._stream.height, self._stream.width)
+        if (h, w) != tuple(expected):
+            whose = (
+                "its feature in meta/info.json says" if self._size is not None else "the stream header says"
+            )
+            raise DatasetError(
+                f"{self.path}: {what} gives {h}x{w} frames but {whose} {expected[0]}x{expected[1]}"
+            )
+
+    def _checked(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """A decoded frame, if it has the stream's size (a mid-stream size change is refused)."""
+        if (frame.height, frame.width) != (self._stream.height, self._stream.width):
+            t = float(frame.pts * self.time_base) if frame.pts is not None else float("nan")
+            self._check_size(frame.height, frame.width, f"the frame at {t:.6f} s")
+        return frame
 
     @property
     def height(self) -> int:
@@ -124,7 +159,7 @@ class VideoFile:
         if pts is None:
             raise DatasetError(f"{self.path}: decoded a frame without a timestamp")
         self._last_pts = pts
-        self._cache[pts] = _Cached(frame)
+        self._cache[pts] = _Cached(self._checked(frame))
         self._cache.move_to_end(pts)
         while len(self._cache) > self._cache_frames:
             self._cache.popitem(last=False)
@@ -221,7 +256,7 @@ class VideoFile:
                     f"(next frame at {float(pts * self.time_base):.6f} s)"
                 )
             self._last_pts = pts
-            yield self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+            yield self._reformatter.reformat(self._checked(frame), format="rgb24").to_ndarray()
 
 
 class VideoPool:
@@ -235,14 +270,15 @@ class VideoPool:
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> VideoFile:
+    def get(self, path: Path, size: tuple[int, int] | None = None) -> VideoFile:
+        """The open file at `path` (`size`: the (height, width) its metadata promises)."""
         with self._lock:
             if self._pid != os.getpid():
                 self._files = collections.OrderedDict()  # inherited handles belong to the parent
                 self._pid = os.getpid()
             vf = self._files.get(path)
             if vf is None:
-                vf = VideoFile(path, cache_frames=self.cache_frames, threads=self.threads)
+                vf = VideoFile(path, size=size, cache_frames=self.cache_frames, threads=self.threads)
                 self._files[path] = vf
                 while len(self._files) > self.max_open:
                     _, old = self._files.popitem(last=False)
