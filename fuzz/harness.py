@@ -48,6 +48,8 @@ HARNESSES = (
     "torch_zip",
     "wire",
     "tokenizer",
+    "data_parquet",
+    "video",
 )
 
 
@@ -151,6 +153,27 @@ def build_dataset(root: Path, version: str) -> None:
     put(root, "data/chunk-000/file-000.parquet", b"")
     for episode in range(3):
         put(root, f"data/chunk-000/episode_{episode:06d}.parquet", b"")
+
+
+DATA_FILE = "data/chunk-000/file-000.parquet"
+FRONT_VIDEO = "videos/observation.images.front/chunk-000/file-000.mp4"
+WRIST_VIDEO = "videos/observation.images.wrist/chunk-000/file-000.mp4"
+
+
+def build_full_dataset(root: Path) -> None:
+    """The whole v3.0 fixture dataset (metadata, data file, both cameras' videos) from the seed corpus."""
+    put(root, "meta/info.json", seed("meta_info", f"{V30}.json"))
+    put(root, "meta/tasks.parquet", seed("meta_tasks", f"{V30}.parquet"))
+    put(root, "meta/episodes/chunk-000/file-000.parquet", seed("meta_episodes", f"{V30}.parquet"))
+    put(root, "meta/stats.json", seed("meta_stats", f"{V30}.json"))
+    put(root, DATA_FILE, seed("data_parquet", f"{V30}.parquet"))
+    put(root, FRONT_VIDEO, seed("video", f"{V30}_front.mp4"))
+    put(root, WRIST_VIDEO, seed("video", f"{V30}_wrist.mp4"))
+
+
+def full_dataset_root(harness: str) -> Path:
+    """Harness `harness`'s own copy of the whole v3.0 fixture dataset, built on first use."""
+    return scratch(harness, build_full_dataset)
 
 
 def dataset_root(harness: str, version: str) -> Path:

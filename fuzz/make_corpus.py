@@ -27,7 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from fuzz.harness import CORPUS_DIR, FUZZ_DIR, HARNESSES, V2_JSONL_FILES, V21, V30
+from fuzz.harness import (
+    CORPUS_DIR,
+    DATA_FILE,
+    FRONT_VIDEO,
+    FUZZ_DIR,
+    HARNESSES,
+    V2_JSONL_FILES,
+    V21,
+    V30,
+    WRIST_VIDEO,
+)
 
 REPO = FUZZ_DIR.parent
 DEFAULT_SHARED = Path(os.environ.get("JROBOT_SHARED", REPO.parent / "shared"))
@@ -61,6 +71,9 @@ def dataset_seeds(lerobot: Path) -> None:
     _write("meta_tasks", f"{V30}.parquet", (v30 / "meta/tasks.parquet").read_bytes())
     _write("meta_tasks", "dictionary_bomb.parquet", dictionary_bomb())
     _write("meta_stats", f"{V30}.json", (v30 / "meta/stats.json").read_bytes())
+    _write("data_parquet", f"{V30}.parquet", (v30 / DATA_FILE).read_bytes())
+    _write("video", f"{V30}_front.mp4", (v30 / FRONT_VIDEO).read_bytes())
+    _write("video", f"{V30}_wrist.mp4", (v30 / WRIST_VIDEO).read_bytes())
     for i, relative in enumerate(V2_JSONL_FILES):
         _write("meta_v2_jsonl", f"{V21}_{i}.bin", bytes([i]) + (v21 / relative).read_bytes())
 

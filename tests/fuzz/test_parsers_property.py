@@ -56,7 +56,7 @@ JSON_HARNESSES = (
     "lerobot_config",
     "lerobot_processor",
 )
-PARQUET_HARNESSES = ("meta_episodes", "meta_tasks")
+PARQUET_HARNESSES = ("meta_episodes", "meta_tasks", "data_parquet")
 SAFETENSORS_HARNESSES = ("bundle_params", "lerobot_safetensors")
 
 
@@ -129,6 +129,25 @@ def _parquet(**columns: list) -> bytes:
     return out.getvalue()
 
 
+def _data_file(column: str, row: int, value: Any) -> bytes:
+    """The fixture's data file with one cell of `column` replaced (None: a null)."""
+    table = pq.read_table(io.BytesIO(harness.seed("data_parquet", f"{harness.V30}.parquet")))
+    values = table.column(column).to_pylist()
+    values[row] = value
+    table = table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+    )
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def _codec_renamed(video: bytes) -> bytes:
+    """The mp4 with its sample entry's codec renamed to one ffmpeg has no decoder for."""
+    at = video.index(b"av01", 100)  # the stsd entry (the first "av01" is a brand in ftyp)
+    return video[:at] + b"zzzz" + video[at + 4 :]
+
+
 # Inputs the fuzzing found crashing before the fixes (one per crash class; fuzz/README.md lists them).
 REGRESSIONS = {
     "info_template_single_brace": ("meta_info", _info(data_path="data/{episode_index}}.parquet")),
@@ -185,6 +204,9 @@ REGRESSIONS = {
         harness.seed("lerobot_safetensors", "act_so101_tiny_header_only.safetensors"),
     ),
     "torch_zip_not_a_zip_body": ("torch_zip", b"PK\x05\x06" + bytes(18)),
+    "data_null_timestamp": ("data_parquet", _data_file("timestamp", 3, None)),
+    "data_task_index_beyond_tasks": ("data_parquet", _data_file("task_index", 5, 7)),
+    "video_unknown_codec": ("video", _codec_renamed(harness.seed("video", f"{harness.V30}_front.mp4"))),
     "torch_zip_encrypted_member": ("torch_zip", _encrypted(harness.seed("torch_zip", "one_tensor.pth"))),
 }
 

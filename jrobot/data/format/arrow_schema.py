@@ -128,12 +128,17 @@ def to_numpy(column: pa.ChunkedArray | pa.Array, feat: Feature) -> np.ndarray:
         or pa.types.is_large_list(values.type)
     ):
         values = values.flatten()
+    nulls = column.null_count + (values.null_count if values is not column else 0)
+    if nulls:
+        raise ValueError(f"{nulls} null values where numbers are expected")
     flat = values.to_numpy(zero_copy_only=False)
     if shape == (1,):
         if flat.size != n:
             raise ValueError(f"expected one value per row, got {flat.size} values for {n} rows")
-        return flat.astype(dtype, copy=False).reshape(n)
-    expected = n * int(np.prod(shape))
-    if flat.size != expected:
+    elif flat.size != n * int(np.prod(shape)):
         raise ValueError(f"expected {n} rows of shape {shape}, got {flat.size} values")
-    return flat.astype(dtype, copy=False).reshape((n, *shape))
+    try:
+        flat = flat.astype(dtype, copy=False)
+    except (TypeError, ValueError, OverflowError) as e:  # text, bytes or nested values in a number column
+        raise ValueError(f"{values.type} values are not {dtype} numbers ({e})") from e
+    return flat.reshape(n) if shape == (1,) else flat.reshape((n, *shape))

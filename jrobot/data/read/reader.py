@@ -110,6 +110,15 @@ class Dataset:
                     f"{root}/data: row {r} belongs to episode {int(self._table.columns['episode_index'][r])} "
                     f"but the episode metadata puts it in episode {int(expected[r])}"
                 )
+        if "task_index" in self._table.columns:
+            task_index = self._table.columns["task_index"]
+            wrong = np.nonzero((task_index < 0) | (task_index >= len(self.meta.tasks)))[0]
+            if wrong.size:
+                r = int(wrong[0])
+                raise DatasetError(
+                    f"{root}/data: row {r} has task_index {int(task_index[r])} but meta/tasks holds "
+                    f"{len(self.meta.tasks)} tasks"
+                )
 
     # -- metadata ---------------------------------------------------------------------------------
 
@@ -246,14 +255,16 @@ class Dataset:
             rows = queries[key].tolist() if key in queries else [idx]
             frames = self._frames(ep, key, rows)
             item[key] = np.stack(frames) if key in queries else frames[0]
-        task_index = int(self._table.columns["task_index"][idx]) if "task_index" in self._table.columns else 0
-        try:
-            item["task"] = self.meta.tasks[task_index]
-        except IndexError:
-            raise DatasetError(
-                f"{self.root}: row {idx} has task_index {task_index} but there are {len(self.meta.tasks)} tasks"
-            ) from None
+        item["task"] = self._task_of_row(idx)
         return item
+
+    def _task_of_row(self, row: int) -> str:
+        """The row's task (task_index is checked against meta/tasks when the dataset opens); a dataset
+        without a task_index column has its first task everywhere, or none."""
+        task_col = self._table.columns.get("task_index")
+        if task_col is not None:
+            return self.meta.tasks[int(task_col[row])]
+        return self.meta.tasks[0] if self.meta.tasks else ""
 
     # -- sequential access ------------------------------------------------------------------------
 
@@ -296,13 +307,12 @@ class Dataset:
             if k in self.camera_keys
         }
         cols = {k: self._table.columns[k] for k in lowdim}
-        task_col = self._table.columns.get("task_index")
         try:
             for r in range(ep.dataset_from_index, ep.dataset_to_index):
                 item: dict[str, Any] = {k: c[r] for k, c in cols.items()}
                 for k, it in cams.items():
                     item[k] = next(it)
-                item["task"] = self.meta.tasks[int(task_col[r])] if task_col is not None else ""
+                item["task"] = self._task_of_row(r)
                 yield item
         finally:
             for it in cams.values():

@@ -20,6 +20,7 @@ from jrobot.data.format.layout import INFO_PATH
 from jrobot.data.read.hub import resolve_dataset
 from jrobot.data.read.reader import Dataset, open_dataset
 from jrobot.data.validate import is_valid, validate_dataset
+from jrobot.data.video.container import open_video
 from jrobot.features import features_from_json
 
 
@@ -32,8 +33,8 @@ def _feature_rows(features: dict[str, Any]) -> list[dict[str, Any]]:
 
 def camera_info(path: Path, max_packets: int = 600) -> dict[str, Any]:
     """Codec, size, pixel format, frame rate and keyframe spacing of an mp4 (demuxes a few packets)."""
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
+    c, s = open_video(path)
+    with c:
         keyframes, n = [], 0
         for pkt in c.demux(s):
             if pkt.pts is None and pkt.dts is None:
@@ -99,7 +100,7 @@ def _describe_open(ds: Dataset) -> dict[str, Any]:
             entry["files"] = len(files)
             try:
                 entry.update(camera_info(files[0]))
-            except (av.error.FFmpegError, IndexError, OSError) as e:
+            except (av.error.FFmpegError, DatasetError, IndexError, OSError) as e:
                 entry["error"] = f"{files[0]}: {e}"
         elif f.dtype == "image":
             entry["codec"] = "png (in parquet)"

@@ -25,7 +25,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from jrobot.data.errors import DatasetError, FrameTimestampError
-from jrobot.features import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from jrobot.data.video.container import open_video, sane_frame_size
 
 DEFAULT_TOLERANCE_S = 1e-4
 
@@ -78,14 +78,7 @@ class VideoFile:
     def _open(self) -> None:
         if not self.path.is_file():
             raise DatasetError(f"missing video file: {self.path}")
-        try:
-            self._container = av.open(str(self.path))
-        except av.error.FFmpegError as e:
-            raise DatasetError(f"{self.path}: truncated or corrupt video ({e})") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise DatasetError(f"{self.path}: truncated or corrupt video (no video stream found)")
-        self._stream = self._container.streams.video[0]
+        self._container, self._stream = open_video(self.path)
         try:
             self._check_size(self._stream.height, self._stream.width, "its header")
         except DatasetError:
@@ -96,7 +89,7 @@ class VideoFile:
         self._closed = False
 
     def _check_size(self, h: int, w: int, what: str) -> None:
-        if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE and h * w <= MAX_IMAGE_PIXELS):
+        if not sane_frame_size(h, w):
             raise DatasetError(f"{self.path}: {what} gives the video stream the absurd size {h}x{w}; refused")
         expected = self._size if self._size is not None else (self._stream.height, self._stream.width)
         if (h, w) != tuple(expected):

@@ -26,6 +26,7 @@ import numpy as np
 
 from jrobot.data.errors import DatasetError
 from jrobot.data.format.stats import frame_channel_counts
+from jrobot.data.video.container import open_video
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +271,9 @@ class CameraEncoder:
 
 def probe_video_info(path: Path) -> dict[str, Any]:
     """The `info` dict LeRobot stores per video feature (`get_video_info`), keys in its order."""
+    c, s = open_video(path)
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DatasetError(f"{path}: no video stream")
-            s = c.streams.video[0]
+        with c:
             pix_fmt = s.codec_context.pix_fmt or "yuv420p"
             info: dict[str, Any] = {
                 "video.height": s.height,
@@ -319,9 +318,9 @@ class Segment:
 
 def video_duration_s(path: Path) -> float:
     """LeRobot's `get_video_duration_in_s`: stream duration, falling back to the container's."""
+    c, s = open_video(path)
     try:
-        with av.open(str(path)) as c:
-            s = c.streams.video[0]
+        with c:
             if s.duration is not None:
                 return float(s.duration * s.time_base)
             return float(c.duration / av.time_base)
@@ -355,14 +354,8 @@ def concat_videos(
         offset = 0  # output ticks
         last_dts: int | None = None
         for i, path in enumerate(inputs):
-            try:
-                inp = av.open(str(path))
-            except av.error.FFmpegError as e:
-                raise DatasetError(f"{path}: not a readable video ({e})") from e
+            inp, ist = open_video(path)
             with inp:
-                if not inp.streams.video:
-                    raise DatasetError(f"{path}: no video stream")
-                ist = inp.streams.video[0]
                 in_tb = ist.time_base
                 if ost is None:
                     ost = out.add_stream_from_template(template=ist, opaque=True)

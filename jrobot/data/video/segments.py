@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 
 from jrobot.data.errors import DatasetError
+from jrobot.data.video.container import open_video
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +79,9 @@ class SegmentProbe:
 
 def stream_key(path: Path) -> StreamKey:
     """The codec parameters of a file's first video stream."""
+    c, s = open_video(path)
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DatasetError(f"{path}: no video stream")
-            s = c.streams.video[0]
+        with c:
             cc = s.codec_context
             return StreamKey(
                 codec=s.codec.canonical_name if s.codec else str(cc.name),
@@ -116,9 +115,9 @@ def probe_segment(path: Path, from_s: float, to_s: float, fps: float, expected_f
     first_pts: int | None = None
     first_key = False
     order_ok = True
+    c, s = open_video(path)
     try:
-        with av.open(str(path)) as c:
-            s = c.streams.video[0]
+        with c:
             if lo > 0:
                 c.seek(int(lo), stream=s, backward=True, any_frame=False)
             for pkt in c.demux(s):
@@ -157,11 +156,9 @@ def probe_segment(path: Path, from_s: float, to_s: float, fps: float, expected_f
 
 def count_frames(path: Path) -> list[int]:
     """Every packet's pts (stream ticks) in a file, sorted; demux only. For validation."""
+    c, s = open_video(path)
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DatasetError(f"{path}: no video stream")
-            s = c.streams.video[0]
+        with c:
             out = [
                 (p.pts if p.pts is not None else p.dts)
                 for p in c.demux(s)
