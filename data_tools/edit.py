@@ -33,6 +33,7 @@ from jrobot.cli import Binder, commands_usage, exactly_one, flag, positional, ru
 from jrobot.data import edit
 from jrobot.data.errors import DatasetError
 from jrobot.data.read.reader import open_dataset
+from jrobot.features import folder_name_problem
 
 
 def parse_episode_list(text: str) -> list[int]:
@@ -183,6 +184,10 @@ def run(command: str, args: _Common) -> list[str]:
                 k: parse_episode_list(v)
                 for k, v in parse_pairs(args.splits or [], "--splits", commas=False).items()
             }
+        for name in splits:  # each split is a folder of --out, never a path leading elsewhere
+            why = folder_name_problem(name)
+            if why is not None:
+                raise DatasetError(f"--splits: split name {why}")
         outputs = {name: Path(args.out) / name for name in splits}
         reports = edit.split_dataset(args.dataset, outputs, splits, **kw)
         return [f"{name}: episodes {splits[name]}\n{r.summary()}" for name, r in reports.items()]

@@ -39,6 +39,19 @@ MAX_VECTOR_ELEMENTS = 1 << 24
 DEFAULT_FEATURE_NAMES: tuple[str, ...] = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
 
+def folder_name_problem(name: object) -> str | None:
+    """Why `name` cannot be one folder's name (None when it can). A camera's key names its video
+    folder (`videos/<key>/...`), so a key from a stranger's dataset such as `a/../../x` would make
+    the writer of a converted or edited copy write outside it."""
+    if not isinstance(name, str) or not name:
+        return f"{name!r} is not a non-empty string"
+    if name in (".", "..") or any(c in name for c in "/\\\x00"):
+        return f"{name!r} is not a plain folder name (no '/', '\\', NUL, '.' or '..')"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return f"{name[:60]!r}... is longer than a folder name may be (255 bytes)"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
     """One feature as LeRobot describes it: dtype, shape and optional names/info.

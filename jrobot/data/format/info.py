@@ -24,7 +24,13 @@ from jrobot.data.format.layout import (
     DEFAULT_VIDEO_PATH,
     INFO_PATH,
 )
-from jrobot.features import DEFAULT_FEATURE_NAMES, Feature, default_features, features_from_json
+from jrobot.features import (
+    DEFAULT_FEATURE_NAMES,
+    Feature,
+    default_features,
+    features_from_json,
+    folder_name_problem,
+)
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 
@@ -128,9 +134,15 @@ def parse_info_features(raw: Mapping[str, Any]) -> tuple[dict[str, Feature], lis
             problems.append(f"feature {key!r}: expected an object, got {spec!r}")
             continue
         try:
-            out[key] = Feature.from_json(spec, key=key)
+            feature = Feature.from_json(spec, key=key)
         except ValueError as e:
             problems.append(str(e))
+            continue
+        why = folder_name_problem(key) if feature.is_visual else None
+        if why is not None:
+            problems.append(f"camera feature {why} (its key names its video folder)")
+            continue
+        out[key] = feature
     return out, problems
 
 
@@ -154,6 +166,9 @@ def validate_feature_specs(features: Mapping[str, Feature]) -> None:
             )
         if "/" in key:
             raise DatasetError(f"feature name {key!r} must not contain '/' (LeRobot's flattening separator)")
+        why = folder_name_problem(key) if feat.is_visual else None
+        if why is not None:
+            raise DatasetError(f"camera feature {why} (its key names its video folder)")
         if key in DEFAULT_FEATURE_NAMES:
             raise DatasetError(f"feature {key!r} is a bookkeeping column the store adds itself; remove it")
         if key in ("task", "size"):

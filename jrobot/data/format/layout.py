@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jrobot.data.errors import DatasetError
+from jrobot.features import folder_name_problem
 from jrobot.paths import inside
 
 CODEBASE_VERSION = "v3.0"
@@ -61,6 +62,9 @@ def episodes_path(root: Path, chunk_index: int, file_index: int) -> Path:
 
 
 def video_path(root: Path, video_key: str, chunk_index: int, file_index: int) -> Path:
+    why = folder_name_problem(video_key)
+    if why is not None:  # (the readers and the writer refuse such keys before; this is where files go)
+        raise DatasetError(f"{root}: camera feature {why} (its key names its video folder)")
     return root / DEFAULT_VIDEO_PATH.format(
         video_key=video_key, chunk_index=chunk_index, file_index=file_index
     )
