@@ -50,6 +50,7 @@ HARNESSES = (
     "tokenizer",
     "data_parquet",
     "video",
+    "rlds_metadata",
 )
 
 

@@ -296,6 +296,21 @@ def tokenizer_seeds() -> None:
             _write("tokenizer", f"{name}_1.bin", b"\x01" + json.dumps(settings, indent=2).encode())
 
 
+def rlds_seeds() -> None:
+    """features.json and dataset_info.json of a tiny RLDS dataset written by tensorflow-datasets (the
+    writer of tests/data_tools/rlds_helpers.py), with a nested action dict in one variant."""
+    spec = importlib.util.spec_from_file_location("_rlds_helpers", REPO / "tests/data_tools/rlds_helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant, kwargs in (("", {}), ("action_dict_", {"action_dict": True})):
+            root = helpers.write_rlds(Path(tmp) / variant.strip("_") / "d", **kwargs)
+            for i, name in enumerate(("features.json", "dataset_info.json")):
+                _write(
+                    "rlds_metadata", f"tiny_open_x_{variant}{i}.bin", bytes([i]) + (root / name).read_bytes()
+                )
+
+
 JSON_HARNESSES = (
     "meta_info",
     "meta_stats",
@@ -418,6 +433,7 @@ def main() -> None:
     torch_zip_seeds()
     wire_seeds()
     tokenizer_seeds()
+    rlds_seeds()
     dictionaries()
     total = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())
     for harness in HARNESSES:

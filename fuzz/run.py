@@ -37,6 +37,7 @@ DICTS = {
     "lerobot_safetensors": "safetensors.dict",
     "wire": "msgpack.dict",
     "tokenizer": "json.dict",
+    "rlds_metadata": "json.dict",
 }
 
 

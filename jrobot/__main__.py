@@ -104,6 +104,20 @@ COMMANDS = (
         "jrobot-convert-lerobot lerobot/some_dataset --out data/converted",
     ),
     Command(
+        "convert-rlds",
+        "data_tools.convert_rlds",
+        STAGES[1],
+        "an RLDS / Open X-Embodiment dataset (TFDS folder) -> a LeRobot v3.0 one",
+        "jrobot-convert-rlds ~/tensorflow_datasets/bridge/0.1.0 --out data/bridge --fps 5",
+    ),
+    Command(
+        "export-tfds",
+        "data_tools.export_tfds",
+        STAGES[1],
+        "a LeRobot dataset -> an RLDS TFDS dataset (ArrayRecord) for Octo/openpi pipelines",
+        "jrobot-export-tfds data/pick_cube --out data/pick_cube_rlds",
+    ),
+    Command(
         "edit",
         "data_tools.edit",
         STAGES[1],

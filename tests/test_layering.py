@@ -49,6 +49,8 @@ RECORDING_AND_DATA = [
     "data_tools.inspect",
     "data_tools.edit",
     "data_tools.convert_lerobot",
+    "data_tools.convert_rlds",
+    "data_tools.export_tfds",
     "data_tools.view",
     "data_tools.build_shards",
 ]

@@ -75,3 +75,24 @@ def test_explore_notebook_runs(tmp_path, shared_dir, name):
         assert "uint8 overflow" in out  # the notebook points out LeRobot 0.4.4's image std
     else:
         assert "image stats look plausible" in out
+
+
+def test_convert_rlds_notebook_runs_end_to_end(tmp_path):
+    from rlds_helpers import write_rlds
+
+    src = write_rlds(tmp_path / "rlds")
+    out = tmp_path / "out"
+    nb = run_notebook(
+        NOTEBOOKS / "convert_rlds_dataset.ipynb",
+        {"RLDS_DIR": str(src), "OUT_DIR": str(out), "VIDEO": False},
+        tmp_path,
+        output=tmp_path / "executed.ipynb",
+    )
+    ds = open_dataset(out)
+    assert (ds.num_episodes, ds.num_frames) == (3, 12)
+    assert validate_dataset(out) == []
+    assert _images(nb) >= 1  # a frame of each camera, next to its RLDS step
+    text = _stdout(nb)
+    assert any(line.startswith("wrote ") for line in text.splitlines()), text
+    assert "validation: 0 problem(s)" in text
+    assert "observation.images.wrist_image" in text and "<- observation/wrist/image" in text

@@ -428,16 +428,20 @@ def test_jsonl_mutations(data):
 
 
 @st.composite
-def mutated_tokenizer_file(draw: st.DrawFn) -> bytes:
-    """tokenizer: tokenizer.json or the settings (the first byte), its JSON with values replaced."""
-    data = draw(st.sampled_from(SEEDS["tokenizer"]))
+def mutated_prefixed_json(draw: st.DrawFn, name: str) -> bytes:
+    """A harness whose first byte picks the file (tokenizer, rlds_metadata): its JSON, values replaced."""
+    data = draw(st.sampled_from(SEEDS[name]))
     return data[:1] + draw(mutated_json_doc(json.loads(data[1:]))).encode("utf-8", "surrogatepass")
 
 
-@budget(150)
-@given(data=mutated_tokenizer_file())
-def test_tokenizer_mutations(data):
-    run("tokenizer", data)
+@pytest.mark.parametrize("name", ["tokenizer", "rlds_metadata"])
+def test_prefixed_json_mutations(name):
+    @budget(150)
+    @given(data=mutated_prefixed_json(name))
+    def check(data):
+        run(name, data)
+
+    check()
 
 
 # -- parquet tables with columns retyped, cells changed, columns dropped or renamed ----------------
