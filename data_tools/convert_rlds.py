@@ -45,7 +45,9 @@ class ConvertRldsOptions:
     )
     state_keys: list[str] | None = flag(None, help="observation.state: paths under observation, concatenated")
     action_keys: list[str] | None = flag(None, help="action: paths under action, concatenated (default: all)")
-    bgr_keys: list[str] | None = flag(None, help="cameras stored BGR (as some Open-X datasets are): turned to RGB")
+    bgr_keys: list[str] | None = flag(
+        None, help="cameras stored BGR (as some Open-X datasets are): turned to RGB"
+    )
     fps: float | None = flag(None, help="frame rate, when the dataset's metadata has none")
     resolution: str = flag("source", help="HxW to resize every camera to, or 'source'")
     video: bool = flag(True, help="cameras as video (true) or lossless PNG images in the data files (false)")
