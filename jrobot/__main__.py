@@ -118,6 +118,13 @@ COMMANDS = (
         "jrobot-export-tfds data/pick_cube --out data/pick_cube_rlds",
     ),
     Command(
+        "push-dataset",
+        "data_tools.push_dataset",
+        STAGES[1],
+        "upload a dataset to the Hugging Face Hub as LeRobot does (card, v3.0 tag)",
+        "jrobot-push-dataset data/pick_cube --repo_id me/pick_cube",
+    ),
+    Command(
         "edit",
         "data_tools.edit",
         STAGES[1],

@@ -4,6 +4,11 @@
     python -m jrobot.export --workdir runs/act --step 20000 --out bundles/act_20k
     python -m jrobot.export --from-lerobot path/to/pretrained_model --out bundles/lerobot_act [--fps 30]
     python -m jrobot.export --from-lerobot smolvla/pretrained_model [--vlm VLM_DIR] --out bundles/smolvla
+    python -m jrobot.export --from-lerobot lerobot/smolvla_base --out bundles/smolvla     # a Hub model id
+    python -m jrobot.export --workdir runs/act --out bundles/act --push_to_hub me/act_so101 [--hub_dataset me/pick]
+
+With --push_to_hub the bundle is also uploaded as a model repo with a model card (its features, how to
+run it, the bundle's eval.json when present); `--policy hf://me/act_so101[@REV]` then runs or serves it.
 
 The bundle (see `jrobot.bundle`) holds the parameters and a serialized `jax.export` of the inference
 function, traced here with the policy's model code, so `python -m jrobot.run` needs neither flax nor the
@@ -40,7 +45,7 @@ from jrobot.bundle import (
     BundleInfo,
     variant_name,
 )
-from jrobot.cli import Binder, exactly_one, flag, run_tool, usage
+from jrobot.cli import Binder, CliError, exactly_one, flag, run_tool, usage
 from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
 from jrobot.language import TaskTokenizer, language_dtype
 from jrobot.policies.base import PolicyModule, load_policy_module
@@ -269,7 +274,9 @@ class ExportOptions:
     workdir: str | None = flag(
         None, help="training run directory (python -m jrobot.train --workdir)", metavar="DIR"
     )
-    from_lerobot: str | None = flag(None, help="LeRobot pretrained_model folder", metavar="DIR")
+    from_lerobot: str | None = flag(
+        None, help="LeRobot pretrained_model folder, or a Hugging Face Hub model id", metavar="DIR|ID"
+    )
     step: int | None = flag(None, help="checkpoint step (default: latest)")
     no_ema: bool = flag(False, help="export the raw parameters even if an EMA exists")
     fps: int | None = flag(None, help="control rate for LeRobot checkpoints (default 30)")
@@ -280,6 +287,13 @@ class ExportOptions:
     )
     precision: str | None = flag(
         None, help="VLA checkpoints: float32 (default) or bfloat16 (LeRobot's mixed bf16/fp32)"
+    )
+    push_to_hub: str | None = flag(
+        None, help="also upload the bundle as this Hub model repo", metavar="USER/REPO"
+    )
+    private: bool = flag(False, help="with --push_to_hub: a private repo")
+    hub_dataset: str | None = flag(
+        None, help="with --push_to_hub: the Hub dataset it was trained on, for the card"
     )
 
 
@@ -313,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from jrobot.policies.lerobot.importer import import_lerobot
 
-        path = Path(args.from_lerobot)
+        path = _lerobot_checkpoint(args.from_lerobot)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the importer's notes are printed once, below
             imported = import_lerobot(path, vlm=args.vlm, precision=args.precision)
@@ -330,7 +344,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             source={"lerobot_checkpoint": str(path.absolute())},
         )
     print(f"wrote {args.out}: {info.spec.type} policy, variants {info.variants}")
+    if args.push_to_hub:
+        from jrobot.hub import HubError, push_bundle
+
+        try:
+            url = push_bundle(args.out, args.push_to_hub, private=args.private, dataset=args.hub_dataset)
+        except HubError as e:
+            raise CliError(f"{e} (the bundle is written: {args.out})") from e
+        print(f"pushed to {url}")
     return 0
+
+
+def _lerobot_checkpoint(source: str) -> Path:
+    """A LeRobot checkpoint folder: `source` itself, or a Hub model id downloaded (cached) to one."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    from jrobot.hub import HubError, check_repo_id, download_model
+
+    try:
+        check_repo_id(source)
+    except HubError:
+        raise CliError(
+            f"--from-lerobot {source}: no such folder (and not a Hub model id like 'owner/name')"
+        ) from None
+    try:
+        return download_model(source, what="LeRobot checkpoint")
+    except HubError as e:
+        raise CliError(str(e)) from e
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class DatasetRecordConfig(DatasetWriterOptions):
     num_episodes: int = 50
     push_to_hub: bool = False
     private: bool = False
+    push_videos: bool = True  # False: the Hub copy without videos/ (LeRobot's push_videos)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -342,7 +343,9 @@ def record(
             summary["num_frames"] = writer.num_frames
     summary["root"] = str(cfg.root)
     if cfg.push_to_hub:
-        summary["hub"] = push_to_hub(cfg.root, cfg.repo_id, private=cfg.private)
+        from jrobot.hub import push_dataset
+
+        summary["hub"] = push_dataset(cfg.root, cfg.repo_id, private=cfg.private, push_videos=cfg.push_videos)
     return summary
 
 
@@ -361,31 +364,6 @@ def _reset_phase(robot, teleop, cfg, fps, events, status, recorded, realtime) ->
         realtime=realtime,
     )
     status.done()
-
-
-def push_to_hub(root: Path, repo_id: str, *, private: bool = False) -> str:
-    """Upload the dataset folder as LeRobot does (tagged v3.0); a clear error when offline."""
-    import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if constants.HF_HUB_OFFLINE:
-        raise ConnectionError(
-            f"cannot push {root} to {repo_id}: the Hugging Face Hub is offline (HF_HUB_OFFLINE=1); "
-            "the dataset is saved locally, push it later with --resume=true --dataset.push_to_hub=true"
-        )
-    try:
-        api = huggingface_hub.HfApi()
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=str(root), repo_type="dataset", ignore_patterns=[".jrobot/*"]
-        )
-        api.create_tag(repo_id, tag="v3.0", repo_type="dataset", exist_ok=True)
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        raise ConnectionError(
-            f"pushing {root} to {repo_id} failed ({e}); the dataset is saved locally, push it again later"
-        ) from e
-    return f"https://huggingface.co/datasets/{repo_id}"
 
 
 def main(argv: Sequence[str]) -> int:

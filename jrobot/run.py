@@ -71,7 +71,7 @@ log = logging.getLogger("jrobot.run")
 
 @dataclasses.dataclass
 class RunOptions:
-    policy: str  # a bundle folder, or a server: ws://HOST:PORT (jrobot.serve), openpi://HOST:PORT
+    policy: str  # a bundle folder or hf://USER/REPO[@REV]; or a server: ws://HOST:PORT (jrobot.serve), openpi://HOST:PORT
     task: str | None = None  # the instruction of a language-conditioned policy ("pick the cube")
     observations: Path | None = None  # offline mode: IN.npz
     out: Path | None = None  # offline mode: OUT.npz

@@ -40,7 +40,7 @@ log = logging.getLogger("jrobot.serve")
 
 @dataclasses.dataclass
 class ServeOptions:
-    policy: Path  # the bundle folder (python -m jrobot.export)
+    policy: str  # the bundle folder (python -m jrobot.export), or hf://USER/REPO[@REVISION]
     host: str = "127.0.0.1"  # 0.0.0.0: every interface (needs --token_file or --allow_no_token=true)
     port: int = P.DEFAULT_PORT  # 0: any free port (printed)
     token_file: Path | None = None
@@ -113,11 +113,16 @@ def main(argv: Sequence[str]) -> int:
             f"--host {opts.host} reaches beyond this machine: give --token_file (or --allow_no_token=true "
             "on a network you trust)"
         )
+    from jrobot.hub import HubError, resolve_policy
     from jrobot.runtime.policy import BundlePolicy
     from jrobot.serving.server import PolicyServer, ServerOptions
 
-    device = pick_device(opts.device, opts.policy)
-    policy = BundlePolicy(opts.policy, device=device)
+    try:
+        folder = resolve_policy(opts.policy)
+    except HubError as e:
+        raise CliError(str(e)) from e
+    device = pick_device(opts.device, folder)
+    policy = BundlePolicy(folder, device=device)
     if opts.warmup:
         policy.warmup()
     server = PolicyServer(

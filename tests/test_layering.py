@@ -51,6 +51,8 @@ RECORDING_AND_DATA = [
     "data_tools.convert_lerobot",
     "data_tools.convert_rlds",
     "data_tools.export_tfds",
+    "data_tools.push_dataset",
+    "jrobot.hub",
     "data_tools.view",
     "data_tools.build_shards",
 ]

@@ -48,7 +48,8 @@ def open_policy(
     token_file: Path | None = None,
     robot: Any = None,
 ) -> Any:
-    """A `BundlePolicy` for a folder, a `RemotePolicy` for ws://, an `OpenpiPolicy` for openpi://.
+    """A `BundlePolicy` for a folder or hf://USER/REPO[@REV], a `RemotePolicy` for ws://, an
+    `OpenpiPolicy` for openpi://.
 
     An openpi policy drives `robot`'s joints (its action names; state in its observation order).
     """
@@ -56,9 +57,14 @@ def open_policy(
     if not is_remote(policy):
         if token_file is not None or remote.obs_map is not None:
             raise CliError(f"--token_file and --remote.* are for policy servers; {policy} is a bundle folder")
+        from jrobot.hub import HubError, resolve_policy
         from jrobot.runtime.policy import BundlePolicy
 
-        return BundlePolicy(Path(policy))
+        try:
+            folder = resolve_policy(policy)  # a folder, or hf://USER/REPO[@REV] from the Hub's cache
+        except HubError as e:
+            raise CliError(str(e)) from e
+        return BundlePolicy(folder)
     from jrobot.serving import protocol
     from jrobot.serving.client import OpenpiPolicy, RemotePolicy, parse_obs_map
 

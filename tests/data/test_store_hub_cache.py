@@ -9,13 +9,14 @@ Here the cache is built by hand from a LeRobot-written fixture and opened offlin
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hub_cache import fill_hub_cache
+from hub_cache import offline_cache as offline_cache_at
 
 from jrobot.data import DatasetError, open_dataset
 
@@ -25,30 +26,12 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def hub_cache_of(dataset: Path, cache: Path) -> Path:
     """`dataset` as huggingface_hub caches a dataset repo: blobs named by hash, relative symlinks."""
-    repo = cache / ("datasets--" + REPO.replace("/", "--"))
-    snapshot = repo / "snapshots" / COMMIT
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    for path in sorted(p for p in dataset.rglob("*") if p.is_file()):
-        blob = repo / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
-        if not blob.exists():
-            shutil.copyfile(path, blob)
-        link = snapshot / path.relative_to(dataset)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    return snapshot
+    return fill_hub_cache(dataset, cache, REPO, repo_type="dataset", commit=COMMIT)
 
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
+    return offline_cache_at(monkeypatch, tmp_path / "hf" / "hub")
 
 
 @pytest.mark.parametrize("version", ["v30", "v21"])

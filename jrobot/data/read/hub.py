@@ -19,8 +19,9 @@ def resolve_dataset(
     """A local dataset folder for `source`.
 
     A path that exists is used as is. Otherwise `source` must look like `owner/name` and is
-    downloaded from the Hub (repo type "dataset", `revision` or the default branch). Offline
-    (`HF_HUB_OFFLINE=1`, no network) and not cached gives a DatasetError saying so.
+    downloaded from the Hub (repo type "dataset"): `revision`, else the dataset's version tag LeRobot's
+    way (`jrobot.hub.choose_version`). Offline (`HF_HUB_OFFLINE=1`, no network) the cache answers, and
+    not cached gives a DatasetError saying so.
     """
     path = Path(source).expanduser()
     if path.exists():
@@ -39,8 +40,21 @@ def resolve_dataset(
         raise DatasetError(
             f"{text}: not a local folder, and huggingface_hub is not installed to download it"
         ) from e
+    from jrobot.hub import CODEBASE_VERSION, HubError, dataset_revision
+
     try:
-        local = snapshot_download(text, repo_type="dataset", revision=revision, cache_dir=cache_dir)
+        revision = dataset_revision(text, revision)  # online: the compatible version tag, as LeRobot
+        if revision is None:  # offline: the version tag if it was downloaded, else what the cache has
+            try:
+                local = snapshot_download(
+                    text, repo_type="dataset", revision=CODEBASE_VERSION, cache_dir=cache_dir
+                )
+            except LocalEntryNotFoundError:
+                local = snapshot_download(text, repo_type="dataset", cache_dir=cache_dir)
+        else:
+            local = snapshot_download(text, repo_type="dataset", revision=revision, cache_dir=cache_dir)
+    except HubError as e:
+        raise DatasetError(str(e)) from e
     except LocalEntryNotFoundError as e:
         why = (
             "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
