@@ -16,8 +16,8 @@ demo-vla: $(STAMP)
 	$(PY) -m jrobot.demo --policy smolvla $(DEMO_ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check jrobot data_tools tests benchmarks configs fuzz
-	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs fuzz
+	$(PY) -m ruff check jrobot data_tools tests benchmarks configs fuzz tools
+	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs fuzz tools
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
@@ -27,12 +27,12 @@ test-all: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check jrobot data_tools tests benchmarks configs fuzz
-	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs fuzz
+	$(PY) -m ruff check jrobot data_tools tests benchmarks configs fuzz tools
+	$(PY) -m ruff format --check jrobot data_tools tests benchmarks configs fuzz tools
 
 format: $(STAMP)
-	$(PY) -m ruff check --fix jrobot data_tools tests benchmarks configs fuzz
-	$(PY) -m ruff format jrobot data_tools tests benchmarks configs fuzz
+	$(PY) -m ruff check --fix jrobot data_tools tests benchmarks configs fuzz tools
+	$(PY) -m ruff format jrobot data_tools tests benchmarks configs fuzz tools
 
 # coverage-guided fuzzing (atheris/libFuzzer) of every parser of untrusted input, SECONDS each (fuzz/README.md)
 SECONDS ?= 60

@@ -11,9 +11,9 @@ moving the leader (`lerobot-find-joint-limits`).
 
 For `--teleop_time_s` seconds the follower follows the leader (the loop of `jrobot.teleoperate`): move
 every joint through the range the arm may use. Each step records the follower's measured joint
-positions and the end-effector position computed from them by MuJoCo forward kinematics of jrobot's
-SO-101 model (`jrobot/sim`): the `tcp` site (the grasp centre between the jaws), in metres, in the
-robot's base frame (origin under the shoulder at table height, x forward, z up). At the end a table
+positions and the end-effector position computed from them as LeRobot computes it
+(`jrobot.kinematics.so101`: the `gripper_frame_link` frame of TheRobotStudio's so101_new_calib.urdf,
+in metres, in its `base_link` frame), so the box bounds LeRobot-style end-effector control. At the end a table
 of the ranges is printed and written as JSON, by default next to the robot's calibration file
 (`<calibration folder>/<robot id>_limits.json`; the simulated arm: `<calibration
 root>/robots/so101_sim/<id>_limits.json`):
@@ -23,7 +23,7 @@ root>/robots/so101_sim/<id>_limits.json`):
       "robot": {"type": "so101_follower", "name": "so101_follower", "id": "black"},
       "joints": {"shoulder_pan.pos": {"min": -85.2, "max": 88.0}, ..., "gripper.pos": {...}},
       "joint_units": "degrees (gripper: 0..100)",
-      "ee_position_m": {"min": [x, y, z], "max": [x, y, z], "site": "tcp", "frame": "base"},
+      "ee_position_m": {"min": [x, y, z], "max": [x, y, z], "link": "gripper_frame_link", "frame": "base_link"},
       "recorded_s": 30.0, "samples": 1800, "stopped_early": false
     }
 
@@ -62,7 +62,7 @@ log = logging.getLogger("jrobot.find_joint_limits")
 
 FORMAT = "jrobot.joint_limits"
 VERSION = 1
-EE_SITE = "tcp"  # the grasp centre of jrobot/sim/assets/so101.xml's gripper
+EE_LINK = "gripper_frame_link"  # LeRobot's end-effector frame (jrobot.kinematics.so101)
 
 
 @dataclasses.dataclass
@@ -80,18 +80,17 @@ class FindJointLimitsOptions:
 
 
 class EndEffectorFK:
-    """Position (metres, base frame) of the SO-101's `tcp` site from measured joint positions.
+    """Position (metres, base_link frame) of the SO-101's `gripper_frame_link` from measured joints.
 
-    The joint values are the robot's (`"<motor>.pos"`, degrees or -100..100, gripper 0..100), turned
-    into the model's radians as the simulated arm does (`jrobot.sim.units`).
+    The joint values are the robot's (`"<motor>.pos"`, degrees or -100..100, gripper 0..100); the
+    -100..100 convention is turned into degrees as the simulated arm does (`jrobot.sim.units`).
     """
 
     def __init__(self, use_degrees: bool = True) -> None:
-        from jrobot.sim.kinematics import ArmKinematics
-        from jrobot.sim.model import load_model
+        from jrobot.kinematics.so101 import SO101Kinematics
 
         self.use_degrees = use_degrees
-        self._kin = ArmKinematics(load_model("arm"), site=EE_SITE)
+        self._kin = SO101Kinematics()
 
     @staticmethod
     def supports(joint_names: Sequence[str]) -> bool:
@@ -101,13 +100,14 @@ class EndEffectorFK:
 
     def __call__(self, joints: Mapping[str, float]) -> np.ndarray:
         from jrobot.features import SO101_JOINT_KEYS
-        from jrobot.sim.kinematics import ARM_JOINTS
-        from jrobot.sim.units import lerobot_to_rad
+        from jrobot.kinematics.arm import ARM_JOINTS
 
         values = np.array([float(joints[k]) for k in SO101_JOINT_KEYS])
-        q = lerobot_to_rad(values, use_degrees=self.use_degrees)
-        position, _ = self._kin.forward(q[: len(ARM_JOINTS)])
-        return position
+        if not self.use_degrees:
+            from jrobot.sim.units import lerobot_to_rad
+
+            values = np.rad2deg(lerobot_to_rad(values, use_degrees=False))
+        return self._kin.position(values[: len(ARM_JOINTS)])
 
 
 class RangeRecorder:
@@ -160,8 +160,8 @@ class RangeRecorder:
             ee = {
                 "min": [round(float(v), 5) for v in self.ee_lower],
                 "max": [round(float(v), 5) for v in self.ee_upper],
-                "site": EE_SITE,
-                "frame": "base",
+                "link": EE_LINK,
+                "frame": "base_link",
             }
         return {
             "format": FORMAT,

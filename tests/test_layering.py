@@ -53,6 +53,7 @@ RECORDING_AND_DATA = [
     "data_tools.export_tfds",
     "data_tools.push_dataset",
     "jrobot.hub",
+    "jrobot.kinematics.so101",
     "data_tools.view",
     "data_tools.build_shards",
 ]

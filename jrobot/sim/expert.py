@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jrobot.sim.kinematics import ArmKinematics, top_down_rotation
+from jrobot.kinematics.arm import ArmKinematics, top_down_rotation
 from jrobot.sim.simulator import SO101Sim
 from jrobot.sim.tasks import PickColorTask, PickPlaceTask, ReachTask
 from jrobot.sim.trajectory import min_jerk, wrap_angle

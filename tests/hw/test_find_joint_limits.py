@@ -109,7 +109,7 @@ def test_scripted_sweep_on_the_virtual_arm_finds_the_swept_ranges(tmp_path):
     fk = EndEffectorFK()
     path = np.array([fk(dict(zip(SO101_JOINT_KEYS, row, strict=True))) for row in [REST, *hand.sent]])
     ee = limits["ee_position_m"]
-    assert ee["site"] == "tcp" and ee["frame"] == "base"
+    assert ee["link"] == "gripper_frame_link" and ee["frame"] == "base_link"
     # (~1 mm; a loaded machine's overshoot of a few degrees moves the tcp up to ~1 cm)
     np.testing.assert_allclose(ee["min"], path.min(axis=0), atol=0.015)
     np.testing.assert_allclose(ee["max"], path.max(axis=0), atol=0.015)
@@ -148,23 +148,37 @@ def test_ctrl_c_ends_the_sweep_early_and_keeps_what_was_found(tmp_path, monkeypa
     assert json.loads((tmp_path / "l.json").read_text())["stopped_early"] is True
 
 
-def test_forward_kinematics_is_the_simulated_arms_tcp():
+def test_forward_kinematics_is_lerobots_frame_on_the_simulated_arms_chain():
+    """The simulated arm's MJCF and LeRobot's URDF describe one chain: the sim's gripper body is LeRobot's
+    `gripper_frame_link` up to one fixed transform, whatever the joints (the model sent the arm there)."""
     import mujoco
 
     from jrobot.sim.robot import SimRobot
+
+    def pose(data, body: int) -> np.ndarray:
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = data.xmat[body].reshape(3, 3), data.xpos[body]
+        return out
 
     robot = SimRobot(cameras=())
     robot.connect()
     try:
         fk = EndEffectorFK()
-        tcp = robot.sim.model.site("tcp").id
+        model, data = robot.sim.model, robot.sim.data
+        base, gripper = model.body("base").id, model.body("gripper").id
+        offsets = []
         for target in (REST, LOW, HIGH, (LOW + HIGH) / 2):
             for _ in range(3):
                 robot.send_action(dict(zip(SO101_JOINT_KEYS, map(float, target), strict=True)))
             obs = robot.get_observation()
-            # mj_step leaves site positions at the substep before the last: bring them to qpos
-            mujoco.mj_kinematics(robot.sim.model, robot.sim.data)
-            np.testing.assert_allclose(fk(obs), robot.sim.data.site_xpos[tcp], atol=1e-6)
+            mujoco.mj_kinematics(model, data)  # (mj_step leaves poses at the substep before the last)
+            sim = np.linalg.inv(pose(data, base)) @ pose(data, gripper)
+            joints = [obs[k] for k in SO101_JOINT_KEYS[:5]]
+            lerobot = fk._kin.forward(joints)
+            np.testing.assert_allclose(fk(obs), lerobot[:3, 3], atol=1e-12)
+            offsets.append(np.linalg.inv(lerobot) @ sim)
+        for offset in offsets[1:]:
+            np.testing.assert_allclose(offset, offsets[0], atol=1e-5)
     finally:
         robot.disconnect()
     # use_degrees=false: the same pose in -100..100 units

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jrobot.kinematics.arm import ArmKinematics, top_down_rotation
 from jrobot.sim.expert import PickPlaceExpert, ReachExpert, make_expert
-from jrobot.sim.kinematics import ArmKinematics, top_down_rotation
 from jrobot.sim.simulator import SO101Sim
 from jrobot.sim.trajectory import min_jerk
 
