@@ -7,6 +7,8 @@
 
     so101_leader / so100_leader / so_leader         a real leader arm
     sim_expert                                      the scripted expert of a `sim` robot's task
+    keyboard_ee                                     the gripper moved in Cartesian space from the
+                                                    terminal's keys (IK in LeRobot's frame), any SO-101
 
 `record`, `teleoperate`-like loops and `run` build devices here, so adding a robot means adding an
 entry to these two tables. Nothing here imports jax.
@@ -27,6 +29,7 @@ from jrobot.hw.factory import make_teleoperator as make_hw_teleop
 from jrobot.hw.opencv_camera import OpenCVCameraConfig
 from jrobot.hw.prompts import AcceptCalibrationFile, Prompter
 from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
+from jrobot.kinematics.ee_control import EEControlConfig
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
@@ -59,8 +62,16 @@ class SimExpertConfig:
     type: str = "sim_expert"
 
 
+@dataclasses.dataclass
+class KeyboardEEConfig(EEControlConfig):
+    """End-effector control from the keyboard (`jrobot.keyboard.KeyboardEETeleop`); the step sizes,
+    bounds (`ee_bounds`: a find_joint_limits file) and gripper speed of `EEControlConfig`."""
+
+    type: str = "keyboard_ee"
+
+
 ROBOT_TYPES: dict[str, type] = {**HW_ROBOTS, "virtual": VirtualRobotConfig, "sim": SimRobotConfig}
-TELEOP_TYPES: dict[str, type] = {**HW_TELEOPS, "sim_expert": SimExpertConfig}
+TELEOP_TYPES: dict[str, type] = {**HW_TELEOPS, "sim_expert": SimExpertConfig, "keyboard_ee": KeyboardEEConfig}
 
 
 def virtual_calibration(use_degrees: bool = True) -> dict[str, Any]:
@@ -143,6 +154,13 @@ def make_teleoperator(config: Any, robot: Any) -> Any:
         if not isinstance(robot, SimRobot):
             raise CliError("--teleop.type=sim_expert drives the simulated arm: use it with --robot.type=sim")
         return SimExpertTeleop(robot)
+    if isinstance(config, KeyboardEEConfig):
+        from jrobot.features import SO101_JOINT_KEYS
+        from jrobot.keyboard import KeyboardEETeleop
+
+        if robot is None or not set(SO101_JOINT_KEYS) <= set(getattr(robot, "action_features", {})):
+            raise CliError("--teleop.type=keyboard_ee drives an SO-101 follower (sim, virtual or real)")
+        return KeyboardEETeleop(config, robot)
     return make_hw_teleop(config)
 
 

@@ -343,11 +343,18 @@ def narrow_to_joint_limits(
 
 
 def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of the end-effector position (metres, base frame, the `tcp` site), each (3,)."""
+    """(lower, upper) of the end-effector position (metres, LeRobot's `gripper_frame_link` in the
+    base_link frame), each (3,)."""
     path = Path(path)
     ee = _read(path).get("ee_position_m")
     if not isinstance(ee, dict):
         raise ValueError(f"{path}: no end-effector range (ee_position_m) in this file")
+    frame = ee.get("link", ee.get("site"))
+    if frame is not None and frame != EE_LINK:
+        raise ValueError(
+            f"{path}: its end-effector range is of {frame!r}, not LeRobot's "
+            f"{EE_LINK} frame; run `python -m jrobot.find_joint_limits` again"
+        )
     out = []
     for key in ("min", "max"):
         v = ee.get(key)

@@ -17,7 +17,9 @@ import sys
 import termios
 import threading
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _ESC = 0x1B
 _SEQ_TIMEOUT_S = 0.05
@@ -49,13 +51,16 @@ class RecordEvents:
             return value
 
 
-def parse_keys(data: bytes) -> list[str]:
-    """Key names in a chunk of terminal input ("right", "left", "escape"); other bytes are ignored."""
+def parse_keys(data: bytes, *, letters: bool = False) -> list[str]:
+    """Key names in a chunk of terminal input ("right", "left", "escape", and with `letters` the
+    lowercase letters "a".."z"); other bytes are ignored."""
     keys: list[str] = []
     i = 0
     while i < len(data):
         b = data[i]
-        if b == _ESC:
+        if letters and (ord("a") <= b <= ord("z") or ord("A") <= b <= ord("Z")):
+            keys.append(chr(b).lower())
+        elif b == _ESC:
             if i + 2 < len(data) and data[i + 1] in (ord("["), ord("O")):
                 code = data[i + 2]
                 if code == ord("C"):
@@ -70,10 +75,15 @@ def parse_keys(data: bytes) -> list[str]:
 
 
 class TerminalKeys:
-    """A thread reading key presses from `fd` (default: stdin) into `events`; a context manager."""
+    """A thread reading key presses from `fd` (default: stdin) into `events` (the recording controls)
+    and, when given, every key (letters too) to `on_key` (a keyboard teleoperator); a context manager.
+    One reader per terminal: two would split its bytes between them."""
 
-    def __init__(self, events: RecordEvents, fd: int | None = None):
+    def __init__(
+        self, events: RecordEvents | None, fd: int | None = None, on_key: Callable[[str], None] | None = None
+    ):
         self.events = events
+        self.on_key = on_key
         self.fd = sys.stdin.fileno() if fd is None else fd
         self._saved: list | None = None
         self._stop_r, self._stop_w = os.pipe()
@@ -128,5 +138,81 @@ class TerminalKeys:
                 return
             if data[-1:] == bytes([_ESC]) or (len(data) >= 2 and data[-2] == _ESC):
                 data += self._read_available(_SEQ_TIMEOUT_S)  # complete a split escape sequence
-            for key in parse_keys(data):
-                self.events.press(key)
+            for key in parse_keys(data, letters=self.on_key is not None):
+                if self.events is not None:
+                    self.events.press(key)
+                if self.on_key is not None:
+                    self.on_key(key)
+
+
+# -- end-effector teleoperation from the keyboard ---------------------------------------------------
+
+EE_KEYS = {
+    "w": ("delta_x", 1.0), "s": ("delta_x", -1.0),  # forward / back
+    "a": ("delta_y", 1.0), "d": ("delta_y", -1.0),  # left / right
+    "r": ("delta_z", 1.0), "f": ("delta_z", -1.0),  # up / down
+    "e": ("gripper", 2.0), "q": ("gripper", 0.0),   # open / close
+}  # fmt: skip
+
+
+class KeyboardEETeleop:
+    """Drives an SO-101 follower in Cartesian space from the terminal (`--teleop.type=keyboard_ee`).
+
+    Each press of w/s, a/d, r/f moves the gripper's target one step along x, y, z of the base frame
+    (held keys repeat), e/q open and close the gripper; the target becomes joints through
+    `jrobot.kinematics.ee_control.EEDeltaToJoints` (bounds, step limit, IK seeded from the last
+    joints). The arrows and Esc keep their recording meaning. It starts from the follower's measured
+    pose at its first action, so it can connect before the robot does.
+    """
+
+    name = "keyboard_ee"
+
+    def __init__(self, config: Any, robot: Any, *, fd: int | None = None) -> None:
+        self.config = config
+        self.robot = robot
+        self.fd = fd
+        self.external_keys = False  # True: a recording's TerminalKeys feeds `press` (one reader)
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._keys: TerminalKeys | None = None
+        self._control: Any = None
+        self._connected = False
+
+    @property
+    def action_features(self) -> dict[str, Any]:
+        return self.robot.action_features
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def press(self, key: str) -> None:
+        if key in EE_KEYS:
+            with self._lock:
+                self._pending.append(key)
+
+    def connect(self, calibrate: bool = True) -> None:
+        from jrobot.kinematics.ee_control import EEDeltaToJoints
+
+        self._control = EEDeltaToJoints(self.config)
+        if not self.external_keys:
+            self._keys = TerminalKeys(None, fd=self.fd, on_key=self.press).__enter__()
+        self._connected = True
+        print("keyboard end-effector control: w/s forward/back, a/d left/right, r/f up/down, e/q open/close")
+
+    def get_action(self) -> dict[str, float]:
+        if self._control.target_m is None:
+            self._control.reset(self.robot.get_observation())
+        with self._lock:
+            keys, self._pending = self._pending, []
+        delta = {"delta_x": 0.0, "delta_y": 0.0, "delta_z": 0.0, "gripper": 1.0}
+        for key in keys:
+            axis, value = EE_KEYS[key]
+            delta[axis] = value if axis == "gripper" else delta[axis] + value
+        return self._control(delta)
+
+    def disconnect(self) -> None:
+        if self._keys is not None:
+            self._keys.__exit__(None, None, None)
+            self._keys = None
+        self._connected = False

@@ -373,7 +373,12 @@ def main(argv: Sequence[str]) -> int:
     teleop = teleop_from_flags(binder, robot)
     opts = binder.build(RecordOptions)
     binder.finish()
-    summary = record(robot, teleop, opts, events=RecordEvents(), key_listener=TerminalKeys)
+    on_key = getattr(teleop, "press", None)  # a keyboard teleoperator shares the terminal's one reader
+    if on_key is not None:
+        teleop.external_keys = True
+    summary = record(
+        robot, teleop, opts, events=RecordEvents(), key_listener=lambda ev: TerminalKeys(ev, on_key=on_key)
+    )
     saved = summary["saved"]
     print(
         f"recorded {len(saved)} episode(s) into {summary['root']} "

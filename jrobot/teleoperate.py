@@ -6,8 +6,15 @@
         --teleop.type=so101_leader --teleop.port=/dev/ttyACM1 --teleop.id=blue \\
         --fps=60 --duration_s=30
 
-Each step reads the follower's observation (as LeRobot does), reads the leader, and sends its joint
-positions to the follower. Ctrl-C, SIGTERM or an error end the loop with both arms' torque off.
+    python -m jrobot.teleoperate --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black \
+        --teleop.type=keyboard_ee [--teleop.ee_bounds=black_limits.json] [--teleop.step_m=0.005]
+    python -m jrobot.teleoperate --robot.type=sim --teleop.type=keyboard_ee     # try it on the simulated arm
+
+Each step reads the follower's observation (as LeRobot does), reads the teleoperator, and sends the
+joint positions to the follower. `keyboard_ee` moves the gripper in Cartesian space from this terminal
+(w/s, a/d, r/f along x, y, z of the base frame; e/q open/close), through IK in LeRobot's frame, inside
+the end-effector box of a `find_joint_limits` file. Robot and teleoperator types are those of
+`jrobot.devices`. Ctrl-C, SIGTERM or an error end the loop with both arms' torque off.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
-from jrobot.hw.factory import ROBOT_CONFIGS, TELEOP_CONFIGS, make_robot, make_teleoperator
+from jrobot.devices import robot_from_flags, teleop_from_flags
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.pacer import Pacer
 
@@ -106,14 +113,12 @@ def teleop_loop(
 def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     binder = Binder.from_argv(argv)
-    robot_cfg = binder.choice(ROBOT_CONFIGS, "robot")
-    teleop_cfg = binder.choice(TELEOP_CONFIGS, "teleop")
+    robot = robot_from_flags(binder, required=False)
+    teleop = teleop_from_flags(binder, robot, required=False)
     opts = binder.build(TeleoperateOptions)
     binder.finish()
-    if robot_cfg is None or teleop_cfg is None:
+    if robot is None or teleop is None:
         raise CliError("teleoperate needs --robot.* and --teleop.*")
-    teleop = make_teleoperator(teleop_cfg)
-    robot = make_robot(robot_cfg)
     with torque_safety(teleop, robot):
         teleop.connect()
         robot.connect()
@@ -121,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
     print(
         f"teleoperated {stats.steps} steps in {stats.elapsed_s:.2f} s ({stats.achieved_fps:.1f} fps of {opts.fps:g}); "
         f"loop p50 {stats.loop_ms_p50:.2f} ms, p99 {stats.loop_ms_p99:.2f} ms, {stats.overruns} overruns; "
-        f"rejected actions {robot.rejected_actions}"
+        f"rejected actions {getattr(robot, 'rejected_actions', 0)}"
     )
     return 0
 

@@ -54,6 +54,7 @@ RECORDING_AND_DATA = [
     "data_tools.push_dataset",
     "jrobot.hub",
     "jrobot.kinematics.so101",
+    "jrobot.kinematics.ee_control",
     "data_tools.view",
     "data_tools.build_shards",
 ]
