@@ -11,7 +11,13 @@ Writes into DIR:
 - `episode_NNNNNN.mp4`: the cameras side by side (scaled to a common height), frame index and time
   burnt in, at the dataset's fps (H.264, yuv420p: plays everywhere).
 
-Library call: `render_episode(source, episode, out_dir) -> list[Path]` (also takes an open Dataset).
+With `--rerun FILE.rrd` the episode is also written as a rerun recording (cameras, every dimension of
+every low-dimensional feature, against `frame` and `time`), opened with `rerun FILE.rrd`; `--rerun_url
+rerun+http://HOST:9876/proxy` streams it to a running viewer instead. The same layout as a live
+`--display_data` view of `jrobot.record`, so a recording and its playback look alike.
+
+Library calls: `render_episode(source, episode, out_dir) -> list[Path]` (also takes an open Dataset),
+`episode_to_rerun(source, episode, save=... | url=...) -> int` (frames logged).
 """
 
 from __future__ import annotations
@@ -219,6 +225,47 @@ def render_episode(
             ds.close()
 
 
+def episode_to_rerun(
+    source: str | os.PathLike[str] | Dataset,
+    episode: int,
+    *,
+    save: str | os.PathLike[str] | None = None,
+    url: str | None = None,
+) -> int:
+    """Log `episode` to rerun (an .rrd file `save`, or the viewer at `url`); returns the frames logged.
+
+    Each low-dimensional feature dimension is one plot, named by its feature names (`observation.state`
+    and `action` of an SO-101 share joint names, so each joint's command and measurement are side by
+    side); cameras are images."""
+    from jrobot.display import RerunDisplay
+
+    ds = source if isinstance(source, Dataset) else open_dataset(source)
+    try:
+        ep = ds.episode(episode)
+        lowdim = [k for k, f in ds.features.items() if not f.is_visual and k not in DEFAULT_FEATURE_NAMES]
+        lowdim = [k for k in lowdim if ds.features[k].dtype not in ("string",)]
+        names = {k: ds.features[k].flat_names for k in lowdim}
+        frames = 0
+        with RerunDisplay(f"jrobot_view_{Path(str(ds.root)).name}_{ep.index}", save=save, url=url) as view:
+            for frame in ds.iter_episode(ep.index):
+                observation: dict[str, object] = {k: frame[k] for k in ds.camera_keys}
+                action: dict[str, float] = {}
+                for key in lowdim:
+                    values = np.asarray(frame[key], np.float64).reshape(-1)
+                    labels = names[key] if names[key] and len(names[key]) == values.size else None
+                    for i, v in enumerate(values):
+                        label = labels[i] if labels else (key if values.size == 1 else f"{key}_{i}")
+                        (action if key == "action" else observation)[
+                            label if key in ("action", "observation.state") else f"{key}.{label}"
+                        ] = float(v)
+                view.log(frames, observation, action, fps=ds.fps)
+                frames += 1
+        return frames
+    finally:
+        if not isinstance(source, Dataset):
+            ds.close()
+
+
 @dataclasses.dataclass
 class ViewOptions:
     """`python -m data_tools.view` arguments."""
@@ -229,6 +276,10 @@ class ViewOptions:
     thumbnails: int = flag(5, help="camera frames shown beside the plots")
     no_video: bool = flag(False, help="only the plots")
     video_height: int | None = flag(None, help="height of the mp4 (default >= 240 px)")
+    rerun: str | None = flag(None, help="also write the episode as a rerun recording", metavar="FILE.rrd")
+    rerun_url: str | None = flag(
+        None, help="or stream it to a rerun viewer", metavar="rerun+http://HOST:9876/proxy"
+    )
 
 
 USAGE = usage("python -m data_tools.view", ViewOptions, __doc__ or "")
@@ -247,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             video=not args.no_video,
             video_height=args.video_height,
         )
+        if args.rerun is not None or args.rerun_url is not None:
+            n = episode_to_rerun(args.dataset, args.episode, save=args.rerun, url=args.rerun_url)
+            files.append(Path(args.rerun) if args.rerun else Path(f"{args.rerun_url} ({n} frames)"))
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ from jrobot.cli import Binder, CliError, run_tool
 from jrobot.data.video.encode import VideoOptions
 from jrobot.data.write.writer import DatasetWriter
 from jrobot.devices import robot_from_flags, teleop_from_flags
+from jrobot.display import DisplayOptions, RerunDisplay
 from jrobot.features import dataset_features_for_robot, pack_frame
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.keyboard import RecordEvents, TerminalKeys
@@ -103,8 +104,10 @@ class DatasetRecordConfig(DatasetWriterOptions):
             raise ValueError("push_to_hub needs --dataset.repo_id=<user>/<name>")
 
 
-@dataclasses.dataclass
-class RecordOptions:
+@dataclasses.dataclass(kw_only=True)
+class RecordOptions(DisplayOptions):
+    """Besides these: `--display_data` / `--display_url` / `--display_save`, the live rerun view."""
+
     dataset: DatasetRecordConfig
     resume: bool = False
     seed: int = 0  # simulation: episode e is seeded with seed + e
@@ -168,6 +171,8 @@ def control_loop(
     features: dict | None = None,
     task: str | None = None,
     end_after_success_s: float | None = None,
+    viewer: RerunDisplay | None = None,
+    step0: int = 0,
 ) -> EpisodeResult:
     """Teleoperate at `fps` for `duration_s` (recording into `writer` when given) until a key ends it."""
     pacer = Pacer(fps, realtime=realtime)
@@ -187,6 +192,8 @@ def control_loop(
         sent = robot.send_action(action)
         if writer is not None:
             writer.add_frame(pack_frame(features, obs, sent), task=task)
+        if viewer is not None:
+            viewer.log(step0 + frames, obs, sent, fps=fps)
         frames += 1
         if episodic and writer is not None and end_after_success_s is not None:
             success = bool(robot.is_success())
@@ -253,6 +260,7 @@ def record(
     status = StatusLine(opts.status)
     summary: dict[str, Any] = {"saved": [], "discarded": 0}
     writer = None
+    viewer: RerunDisplay | None = None
     keys: Any = contextlib.nullcontext()
     try:
         # Torque goes off first on every way out (leaving this block); the dataset is closed after.
@@ -266,11 +274,12 @@ def record(
                 )
             writer = open_writer(cfg, robot, fps, opts.resume)
             features = writer.features
+            viewer = opts.open(f"jrobot_record_{getattr(robot, 'name', 'robot')}")
             if key_listener is not None:
                 keys = key_listener(events)
             keys.__enter__()
             with graceful_stop():  # Ctrl-C/SIGTERM stop the loop at its next tick, never mid-frame
-                recorded = 0
+                recorded = shown = 0
                 while recorded < cfg.num_episodes and not events.stop_recording:
                     index = writer.num_episodes
                     if episodic:
@@ -291,7 +300,10 @@ def record(
                         features=features,
                         task=task,
                         end_after_success_s=opts.end_after_success_s if episodic else None,
+                        viewer=viewer,
+                        step0=shown,
                     )
+                    shown += result.frames
                     if events.rerecord_episode:
                         events.rerecord_episode = False
                         writer.discard_episode()
@@ -337,6 +349,8 @@ def record(
     finally:
         keys.__exit__(None, None, None)
         status.done()
+        if viewer is not None:
+            viewer.close()
         if writer is not None:
             writer.finalize()
             summary["num_episodes"] = writer.num_episodes

@@ -30,6 +30,7 @@ import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.devices import robot_from_flags, teleop_from_flags
+from jrobot.display import DisplayOptions, RerunDisplay
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.pacer import Pacer
 
@@ -38,13 +39,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class TeleoperateOptions:
+class TeleoperateOptions(DisplayOptions):
+    """With the rerun view's `--display_data` / `--display_url` / `--display_save` (`jrobot.display`)."""
+
     fps: float = 60.0
     duration_s: float | None = None
     teleop_time_s: float | None = None  # LeRobot's name for duration_s
-    display_data: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.duration_s is None:
@@ -73,6 +76,7 @@ def teleop_loop(
     duration_s: float | None,
     display: bool = False,
     on_step: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
+    viewer: RerunDisplay | None = None,
 ) -> TeleopStats:
     """Run leader -> follower at `fps` until `duration_s` (None: until interrupted).
 
@@ -91,6 +95,8 @@ def teleop_loop(
                 sent = robot.send_action(action)
                 if on_step is not None:
                     on_step(obs, sent)
+                if viewer is not None:
+                    viewer.log(len(durations), obs, sent, fps=fps)
                 dt = time.perf_counter() - t0
                 durations.append(dt)
                 if display and sys.stdout.isatty():
@@ -122,7 +128,12 @@ def main(argv: Sequence[str]) -> int:
     with torque_safety(teleop, robot):
         teleop.connect()
         robot.connect()
-        stats = teleop_loop(teleop, robot, opts.fps, opts.duration_s, opts.display_data)
+        viewer = opts.open(f"jrobot_teleoperate_{getattr(robot, 'name', 'robot')}")
+        try:
+            stats = teleop_loop(teleop, robot, opts.fps, opts.duration_s, opts.display_data, viewer=viewer)
+        finally:
+            if viewer is not None:
+                viewer.close()
     print(
         f"teleoperated {stats.steps} steps in {stats.elapsed_s:.2f} s ({stats.achieved_fps:.1f} fps of {opts.fps:g}); "
         f"loop p50 {stats.loop_ms_p50:.2f} ms, p99 {stats.loop_ms_p99:.2f} ms, {stats.overruns} overruns; "

@@ -55,6 +55,7 @@ RECORDING_AND_DATA = [
     "jrobot.hub",
     "jrobot.kinematics.so101",
     "jrobot.kinematics.ee_control",
+    "jrobot.display",
     "data_tools.view",
     "data_tools.build_shards",
 ]
