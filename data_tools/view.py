@@ -246,7 +246,8 @@ def episode_to_rerun(
         lowdim = [k for k in lowdim if ds.features[k].dtype not in ("string",)]
         names = {k: ds.features[k].flat_names for k in lowdim}
         frames = 0
-        with RerunDisplay(f"jrobot_view_{Path(str(ds.root)).name}_{ep.index}", save=save, url=url) as view:
+        name = f"jrobot_view_{Path(str(ds.root)).name}_{ep.index}"
+        with RerunDisplay(name, save=save, url=url, block=True) as view:
             for frame in ds.iter_episode(ep.index):
                 observation: dict[str, object] = {k: frame[k] for k in ds.camera_keys}
                 action: dict[str, float] = {}

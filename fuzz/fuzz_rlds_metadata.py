@@ -5,6 +5,10 @@ confinement), then the feature mapping and frame rate `convert_rlds` derives bef
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
 from fuzz.harness import expect_own_error, put, scratch, seed
 from jrobot.data.errors import DatasetError
 from jrobot.data.rlds.convert import _features, _frame_rate, rlds_mapping
@@ -33,10 +37,27 @@ def _open(root) -> None:
     _features(src, mapping, {key: (8, 12) for key in mapping.cameras}, video=True)
 
 
+@contextlib.contextmanager
+def _without_tensorflow() -> Iterator[None]:
+    """Some metadata makes tensorflow-datasets import TensorFlow; a test process must not load it (its
+    LLVM clashes with Mesa's, and a later MuJoCo render there crashes): the import fails instead,
+    which the reader reports as its own error."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+
+
 def TestOneInput(data: bytes) -> None:
     root = scratch("rlds_metadata", _build)
     name, content = split_input(data)
     for i, file in enumerate(FILES):
         (root / file).write_bytes(split_input(seed("rlds_metadata", f"tiny_open_x_{i}.bin"))[1])
     (root / name).write_bytes(content)
-    expect_own_error(lambda: _open(root), own=(DatasetError,), names=str(root))
+    with _without_tensorflow():
+        expect_own_error(lambda: _open(root), own=(DatasetError,), names=str(root))

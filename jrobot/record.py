@@ -351,6 +351,7 @@ def record(
         status.done()
         if viewer is not None:
             viewer.close()
+            summary["display"] = {"logged": viewer.logged, "dropped": viewer.dropped}
         if writer is not None:
             writer.finalize()
             summary["num_episodes"] = writer.num_episodes

@@ -134,6 +134,7 @@ def main(argv: Sequence[str]) -> int:
         finally:
             if viewer is not None:
                 viewer.close()
+                print(viewer.summary())
     print(
         f"teleoperated {stats.steps} steps in {stats.elapsed_s:.2f} s ({stats.achieved_fps:.1f} fps of {opts.fps:g}); "
         f"loop p50 {stats.loop_ms_p50:.2f} ms, p99 {stats.loop_ms_p99:.2f} ms, {stats.overruns} overruns; "

@@ -1,8 +1,9 @@
-"""Shared test fixtures: where the read-only LeRobot fixtures live."""
+"""Shared test fixtures: where the read-only LeRobot fixtures live; no TensorFlow in a test process."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("JROBOT_SHARED", REPO.parent / "shared"))
 LEROBOT_FIXTURES = SHARED / "fixtures" / "lerobot"
 PARITY_FIXTURES = SHARED / "fixtures" / "parity"
+
+
+@pytest.fixture(autouse=True)
+def _no_tensorflow_in_the_test_process(request):
+    """TensorFlow (the rlds extra) must only ever load in child processes: its bundled LLVM clashes with
+    Mesa's llvmpipe, and any later MuJoCo render in the same process segfaults, far from the cause."""
+    yield
+    if "tensorflow" in sys.modules:
+        pytest.fail(
+            f"{request.node.nodeid} imported TensorFlow into the test process; run that code in a child"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +26,23 @@ def array_record(tmp_path_factory):
     return write_rlds(tmp_path_factory.mktemp("rlds_ar"), lengths=LENGTHS)
 
 
+# TensorFlow (the TFRecord path) runs in child processes only: loaded into a test process, its bundled
+# LLVM clashes with Mesa's llvmpipe, and a later MuJoCo render in that process crashes.
+def in_child(code: str) -> str:
+    here = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(here)!r}); {code}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 @pytest.fixture(scope="module")
 def tfrecord(tmp_path_factory):
-    return write_rlds(tmp_path_factory.mktemp("rlds_tfr"), lengths=LENGTHS, file_format="tfrecord")
+    out = tmp_path_factory.mktemp("rlds_tfr")
+    code = f"from rlds_helpers import write_rlds; print(write_rlds(__import__('pathlib').Path({str(out)!r}), lengths={LENGTHS!r}, file_format='tfrecord'))"
+    return Path(in_child(code).strip().splitlines()[-1])
 
 
 def check_every_value(ds, *, exact_images: bool, wrist_bgr: bool = False, size=(8, 12)) -> None:
@@ -71,8 +86,12 @@ def test_array_record_rlds_keeps_every_value_without_tensorflow(array_record, tm
 
 
 def test_tfrecord_rlds_through_tensorflow_and_to_video(tfrecord, tmp_path):
-    report = convert_rlds(tfrecord, tmp_path / "out", durable=False)
-    assert report.file_format == "tfrecord"
+    code = (
+        "from jrobot.data.rlds.convert import convert_rlds; "
+        f"print(convert_rlds({str(tfrecord)!r}, {str(tmp_path / 'out')!r}, durable=False).file_format)"
+    )
+    assert in_child(code).strip().splitlines()[-1] == "tfrecord"
+    assert "tensorflow" not in sys.modules
     assert validate_dataset(tmp_path / "out", decode=True) == []
     ds = open_dataset(tmp_path / "out")
     assert ds.features[FRONT].dtype == "video"

@@ -25,7 +25,7 @@ def entities(path) -> dict[str, list]:
 
 def test_a_step_logs_cameras_joints_and_actions(tmp_path):
     path = tmp_path / "v.rrd"
-    with RerunDisplay("t", save=path) as view:
+    with RerunDisplay("t", save=path, block=True) as view:
         for i in range(6):
             obs = {
                 "shoulder_pan.pos": float(i),
@@ -61,8 +61,12 @@ def test_teleoperating_the_simulated_arm_logs_every_step(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     steps = int(proc.stdout.split("teleoperated ")[1].split(" steps")[0])
+    shown, dropped = (
+        int(proc.stdout.split("live view: ")[1].split(" steps shown, ")[i].split(" ")[0]) for i in (0, 1)
+    )
     got = entities(path)
-    assert len(got["/action/shoulder_pan"]) == len(got["/observation/state/elbow_flex"]) == steps > 10
+    assert shown + dropped == steps > 10 and shown >= steps // 2  # never slowed down, rarely behind
+    assert len(got["/action/shoulder_pan"]) == len(got["/observation/state/elbow_flex"]) == shown
 
 
 def test_a_dataset_episode_plays_back_with_its_values(tmp_path, v30_dir):
@@ -101,3 +105,12 @@ def test_a_recording_shows_every_recorded_frame(tmp_path):
     ds = open_dataset(tmp_path / "ds")
     assert len(got["/observation/images/front"]) == len(got["/action/gripper"]) == ds.num_frames == 30
     np.testing.assert_allclose([v[0] for v in got["/action/gripper"]], ds.column("action")[:, 5], rtol=1e-6)
+
+
+def test_without_rerun_the_view_is_a_clear_error(monkeypatch, tmp_path):
+    from jrobot.display import DisplayError
+
+    monkeypatch.setitem(sys.modules, "rerun", None)  # as if the viz extra were not installed
+    with pytest.raises(DisplayError, match=r"the live view needs rerun: pip install 'jrobot\[viz\]'"):
+        RerunDisplay("t", save=tmp_path / "x.rrd")
+    assert not (tmp_path / "x.rrd").exists()

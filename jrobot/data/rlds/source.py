@@ -10,6 +10,7 @@ is a stranger's, and TFDS follows a template such as `../../{SPLIT}` wherever it
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -108,13 +109,17 @@ def open_rlds(source: str | os.PathLike[str], *, split: str = "train") -> RldsSo
             f"{root / INFO_JSON}: file format {file_format!r} (array_record or tfrecord expected)"
         )
     if file_format == "tfrecord":
+        # (found, not imported: TensorFlow loads only when the shards are read; in a process that also
+        # renders MuJoCo with Mesa, TensorFlow's bundled LLVM clashes with llvmpipe's)
         try:
-            import tensorflow  # noqa: F401
-        except ImportError:
+            found = importlib.util.find_spec("tensorflow") is not None
+        except (ImportError, ValueError):  # (a None entry in sys.modules: blocked)
+            found = False
+        if not found:
             raise DatasetError(
                 f"{root}: its shards are TFRecord files, which only TensorFlow reads: "
                 "pip install 'jrobot[rlds]' (ArrayRecord shards need no TensorFlow)"
-            ) from None
+            )
     for name in splits:  # every split's shards, not only the one read: a converter may read them all later
         paths = _tfds_call(root, lambda name=name: builder.info.splits[name].filepaths, f"split {name!r}")
         for path in paths:
