@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from jrobot.cli import Binder, run_tool
+from jrobot.display import DisplayOptions, RerunDisplay
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.pacer import Pacer
 from jrobot.robot import EpisodicRobot
@@ -86,8 +87,10 @@ class ReplayDatasetOptions:
         return self.root if self.root is not None else str(self.repo_id)
 
 
-@dataclasses.dataclass
-class ReplayOptions:
+@dataclasses.dataclass(kw_only=True)
+class ReplayOptions(DisplayOptions):
+    """Besides these: `--display_data` / `--display_url` / `--display_save`, the live rerun view."""
+
     dataset: ReplayDatasetOptions
     safety_margin: float = 0.1  # widen the stats' action range by this fraction of its span per side
     safety_limits: Path | None = None  # a jrobot.find_joint_limits file: clamp to its joint ranges too
@@ -268,6 +271,7 @@ def replay(
     approach_s: float = 1.0,
     settle_s: float = 0.5,
     seed: int | None = None,
+    viewer: RerunDisplay | None = None,
 ) -> ReplayResult:
     """Connect `robot`, move to the first action, send every action at the episode's fps (clamped by
     `limits`), keep reading for `settle_s`, disconnect (torque off); see the module docstring.
@@ -300,9 +304,13 @@ def replay(
             pacer = Pacer(fps, realtime=realtime)
             t_prev = pacer.t_start
             for k in range(n):
-                measured.append(_vector(robot.get_observation(), names))
+                obs = robot.get_observation()
+                measured.append(_vector(obs, names))
                 safe[k] = limits.apply(episode.actions[k])
-                sent[k] = _vector(robot.send_action(_as_action(names, safe[k])), names, fallback=safe[k])
+                done = robot.send_action(_as_action(names, safe[k]))
+                sent[k] = _vector(done, names, fallback=safe[k])
+                if viewer is not None:
+                    viewer.log(k, obs, done, fps=fps)
                 pacer.tick()
                 if realtime:
                     now = time.perf_counter()
@@ -451,15 +459,21 @@ def main(argv: Sequence[str]) -> int:
         episode.fps,
         getattr(robot, "name", type(robot).__name__),
     )
-    result = replay(
-        robot,
-        episode,
-        limits,
-        realtime=realtime,
-        approach_s=opts.approach_s,
-        settle_s=opts.settle_s,
-        seed=opts.seed + episode.episode,
-    )
+    viewer = opts.open(f"jrobot_replay_{getattr(robot, 'name', 'robot')}")
+    try:
+        result = replay(
+            robot,
+            episode,
+            limits,
+            realtime=realtime,
+            approach_s=opts.approach_s,
+            settle_s=opts.settle_s,
+            seed=opts.seed + episode.episode,
+            viewer=viewer,
+        )
+    finally:
+        if viewer is not None:
+            viewer.close()
     report = tracking_report(result, episode.state, max_lag_s=opts.max_lag_s)
     report = {"dataset": episode.source, "episode": episode.episode, **report}
     print(format_report(report))

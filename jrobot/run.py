@@ -49,13 +49,14 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jrobot.cli import Binder, CliError, run_tool
+from jrobot.display import DisplayOptions
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.policies.ensemble import MERGE_RULES
 from jrobot.record import DatasetWriterOptions, open_writer
@@ -69,8 +70,11 @@ USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.run")
 
 
-@dataclasses.dataclass
-class RunOptions:
+@dataclasses.dataclass(kw_only=True)
+class RunOptions(DisplayOptions):
+    """Besides these: `--display_data` / `--display_url` / `--display_save`, the live rerun view with
+    the policy's predicted chunks (`jrobot.display`)."""
+
     policy: str  # a bundle folder or hf://USER/REPO[@REV]; or a server: ws://HOST:PORT (jrobot.serve), openpi://HOST:PORT
     task: str | None = None  # the instruction of a language-conditioned policy ("pick the cube")
     observations: Path | None = None  # offline mode: IN.npz
@@ -177,6 +181,7 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
         timeout_s=opts.remote.timeout_s if remote else None,
     )
     writer = None
+    viewer = None
     results = []
     stopped = None
     try:
@@ -193,12 +198,27 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
                 or getattr(robot, "task", None)
                 or "policy run"
             )
-            on_step = None
+            steps: list[Callable[[dict, dict], None]] = []
             if writer is not None:
                 from jrobot.features import pack_frame
 
                 feats = writer.features
-                on_step = lambda obs, sent: writer.add_frame(pack_frame(feats, obs, sent), task=task)  # noqa: E731
+                steps.append(lambda obs, sent: writer.add_frame(pack_frame(feats, obs, sent), task=task))
+            viewer = opts.open(f"jrobot_run_{getattr(robot, 'name', 'robot')}")
+            if viewer is not None:
+                shown = [0]
+
+                def show(obs: dict, sent: dict) -> None:
+                    viewer.log(shown[0], obs, sent, fps=fps)
+                    shown[0] += 1
+
+                steps.append(show)
+                controller.on_chunk = lambda rows, step: viewer.log_chunk(step, rows, names, fps=fps)
+
+            def on_step(obs: dict, sent: dict) -> None:
+                for call in steps:
+                    call(obs, sent)
+
             n_episodes = opts.episodes if episodic else 1
             with graceful_stop():  # Ctrl-C/SIGTERM end the run between steps, never mid-packet
                 for ep in range(n_episodes):
@@ -224,7 +244,7 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
                             max_steps=max_steps,
                             duration_s=None if episodic else opts.duration_s,
                             realtime=realtime,
-                            on_step=on_step,
+                            on_step=on_step if steps else None,
                             should_stop=(lambda: robot.is_success()) if episodic else None,
                         )
                     except PolicyTimeoutError as e:  # the policy server is gone: stop, keep the report
@@ -243,6 +263,8 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
         controller.close()
         if writer is not None:
             writer.finalize()
+        if viewer is not None:
+            viewer.close()
     report = {"episodes": results, **controller.stats.report()}
     server_ms = getattr(policy, "server_infer_ms", None)
     if server_ms:

@@ -250,6 +250,8 @@ class PolicyController:
         self.hold_when_starved = True  # False: wait for the policy instead (an unpaced simulator)
         self.observations = policy.observation_builder(task)
         self.stats = LoopStats()
+        # sees each chunk as scheduled (rows, the timestep of its observation): the live view shows it
+        self.on_chunk: Callable[[np.ndarray, int], None] | None = None
         self._worker = _InferenceWorker(policy) if mode == "async" else None
         self._step = 0
         self._chunk_len = 0
@@ -355,6 +357,8 @@ class PolicyController:
             rows = rows[: self.n_action_steps]
         self._chunk_len = len(rows)
         self.stats.dropped_actions += self.schedule.add(rows, obs_step, now)
+        if self.on_chunk is not None:
+            self.on_chunk(rows, obs_step)
 
     def _wants_chunk(self, step: int, period_s: float) -> bool:
         ahead = self.schedule.ahead(step)
