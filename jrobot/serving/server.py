@@ -5,7 +5,8 @@ order. A request is an observation map keyed by the bundle's feature names, unba
 clients send) or with a leading batch axis; images HWC uint8 at any size or the offline layout (CHW
 float in [0, 1]); the instruction as `task` or `prompt`. The bundle's own preprocessing applies
 (images are resized as the runtime resizes camera frames). A reply is `{"actions", "server_timing":
-{"infer_ms", "prev_total_ms"}, "timestep"}`; a request that cannot be served gets a text frame saying
+{"infer_ms", "prev_total_ms", "batch_requests"}, "timestep"}` (batch_requests: how many requests the
+inference call that answered this one served); a request that cannot be served gets a text frame saying
 why, and the connection stays open. Messages over the size limit close that connection with code 1009
 (websockets' "message too big", naming the limit); other clients are unaffected.
 
@@ -249,7 +250,7 @@ class InferenceEngine:
                 ms = (time.perf_counter() - t0) * 1000
                 self.batches.append(len(group))
                 for w, out in zip(group, outs, strict=True):
-                    w.future.set_result((out, ms))
+                    w.future.set_result((out, ms, len(group)))
             except Exception as e:  # each waiting request gets the error
                 for w in group:
                     w.future.set_exception(e)
@@ -405,10 +406,10 @@ class PolicyServer:
         prepared, image_dtype, unbatched, noise = await loop.run_in_executor(None, prepare)
         key = session.next_key() if policy.info.stochastic else None
         future = self.engine.submit(prepared, image_dtype, noise=noise, key=key)
-        actions, infer_ms = await asyncio.wrap_future(future)
+        actions, infer_ms, batched = await asyncio.wrap_future(future)
         if timestep is not None:
             session.last_timestep = timestep
-        timing = {"infer_ms": infer_ms}
+        timing = {"infer_ms": infer_ms, "batch_requests": batched}
         if session.prev_total_ms is not None:
             timing["prev_total_ms"] = session.prev_total_ms
         reply: dict[str, Any] = {
