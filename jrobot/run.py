@@ -265,6 +265,7 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
             writer.finalize()
         if viewer is not None:
             viewer.close()
+            log.info("%s", viewer.summary())
     report = {"episodes": results, **controller.stats.report()}
     server_ms = getattr(policy, "server_infer_ms", None)
     if server_ms:

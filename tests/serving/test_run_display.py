@@ -8,6 +8,8 @@ import sys
 
 from rerun.chunk import RrdReader
 
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
 
 def test_a_policy_run_shows_its_steps_and_predicted_chunks(act_bundle, tmp_path):
     path = tmp_path / "run.rrd"
@@ -26,5 +28,7 @@ def test_a_policy_run_shows_its_steps_and_predicted_chunks(act_bundle, tmp_path)
     assert (
         0 < shown <= 30 and rows["/observation/images/front"] == shown == rows["/observation/state/gripper"]
     )
-    chunk_rows = [n for k, n in rows.items() if k.startswith("/policy/chunk/")]
-    assert len(chunk_rows) == 6 and min(chunk_rows) >= 2  # every joint's line, from at least one chunk
+    chunk_lines = [k for k in rows if k.startswith("/policy/chunk/")]
+    # every joint's line of the predicted chunk (the first chunk comes while the view's queue is empty;
+    # later ones, like steps, may be dropped when a loaded machine's view falls behind)
+    assert sorted(chunk_lines) == sorted(f"/policy/chunk/{j}" for j in JOINTS)
