@@ -63,6 +63,19 @@ def _safetensors_subset(path: Path, keys: list[str]) -> bytes:
     return save({k: tensors[k] for k in keys})
 
 
+def _safetensors_seeds(harness: str, weights: Path) -> None:
+    """Two seeds from a large safetensors file: its six smallest tensors, and its header alone (whose
+    tensors then lie beyond the end of the file)."""
+    n, header = _safetensors_header(weights)
+    small = sorted(
+        (k for k in header if k != "__metadata__"),
+        key=lambda k: (header[k]["data_offsets"][1] - header[k]["data_offsets"][0], k),
+    )[:6]
+    _write(harness, "act_so101_tiny_head.safetensors", _safetensors_subset(weights, small))
+    with open(weights, "rb") as f:
+        _write(harness, "act_so101_tiny_header_only.safetensors", f.read(8 + n))
+
+
 def dataset_seeds(lerobot: Path) -> None:
     v30, v21 = lerobot / V30, lerobot / V21
     _write("meta_info", f"{V30}.json", (v30 / "meta/info.json").read_bytes())
@@ -128,15 +141,7 @@ def checkpoint_seeds(parity: Path) -> None:
         "act_so101_tiny_unnormalizer.safetensors",
         (act / "policy_postprocessor_step_0_unnormalizer_processor.safetensors").read_bytes(),
     )
-    weights = act / "model.safetensors"
-    n, header = _safetensors_header(weights)
-    small = sorted(
-        (k for k in header if k != "__metadata__"),
-        key=lambda k: (header[k]["data_offsets"][1] - header[k]["data_offsets"][0], k),
-    )[:6]
-    _write("lerobot_safetensors", "act_so101_tiny_head.safetensors", _safetensors_subset(weights, small))
-    with open(weights, "rb") as f:  # the header alone: its tensors lie beyond the end of the file
-        _write("lerobot_safetensors", "act_so101_tiny_header_only.safetensors", f.read(8 + n))
+    _safetensors_seeds("lerobot_safetensors", act / "model.safetensors")
     _write("lerobot_safetensors", "dtypes.safetensors", _dtype_variety())
     _write("lerobot_safetensors", "legacy_norm_buffers.safetensors", _legacy_buffers())
 
@@ -194,15 +199,7 @@ def bundle_seeds(parity: Path) -> None:
         lang = json.loads(policy)
         lang["language"] = {"tokenizer_dir": "tokenizer", "max_length": 8}
         _write("bundle_policy_json", "act_so101_tiny_language.json", json.dumps(lang, indent=2).encode())
-        params = out / "params.safetensors"
-        n, header = _safetensors_header(params)
-        small = sorted(
-            (k for k in header if k != "__metadata__"),
-            key=lambda k: (header[k]["data_offsets"][1] - header[k]["data_offsets"][0], k),
-        )[:6]
-        _write("bundle_params", "act_so101_tiny_head.safetensors", _safetensors_subset(params, small))
-        with open(params, "rb") as f:
-            _write("bundle_params", "act_so101_tiny_header_only.safetensors", f.read(8 + n))
+        _safetensors_seeds("bundle_params", out / "params.safetensors")
 
 
 def torch_zip_writer() -> Any:

@@ -65,9 +65,18 @@ class SimExpertConfig:
 @dataclasses.dataclass
 class KeyboardEEConfig(EEControlConfig):
     """End-effector control from the keyboard (`jrobot.keyboard.KeyboardEETeleop`); the step sizes,
-    bounds (`ee_bounds`: a find_joint_limits file) and gripper speed of `EEControlConfig`."""
+    bounds and gripper speed of `EEControlConfig`; `ee_bounds`, a find_joint_limits file, gives the box."""
 
+    ee_bounds: Path | None = None
     type: str = "keyboard_ee"
+
+    def __post_init__(self) -> None:
+        if self.ee_bounds is not None:
+            from jrobot.find_joint_limits import load_ee_bounds
+
+            lo, hi = load_ee_bounds(self.ee_bounds)
+            self.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
+        super().__post_init__()
 
 
 ROBOT_TYPES: dict[str, type] = {**HW_ROBOTS, "virtual": VirtualRobotConfig, "sim": SimRobotConfig}

@@ -349,7 +349,7 @@ def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     ee = _read(path).get("ee_position_m")
     if not isinstance(ee, dict):
         raise ValueError(f"{path}: no end-effector range (ee_position_m) in this file")
-    frame = ee.get("link", ee.get("site"))
+    frame = ee.get("link") or ee.get("site")
     if frame is not None and frame != EE_LINK:
         raise ValueError(
             f"{path}: its end-effector range is of {frame!r}, not LeRobot's "

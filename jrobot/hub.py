@@ -181,9 +181,9 @@ def is_hub_policy(policy: str | os.PathLike[str]) -> bool:
 def parse_hub_policy(spec: str) -> tuple[str, str | None]:
     """`hf://USER/REPO[@REVISION]` -> (repo id, revision)."""
     body = str(spec)[len(HF_SCHEME) :] if str(spec).startswith(HF_SCHEME) else str(spec)
-    repo_id, _, revision = body.partition("@")
+    repo_id, at, revision = body.partition("@")
     check_repo_id(repo_id)
-    if _ and not revision:
+    if at and not revision:
         raise HubError(f"{spec}: an empty revision after '@'")
     return repo_id, revision or None
 

@@ -4,7 +4,7 @@ steps do it (`EEReferenceAndDelta`, `EEBoundsAndSafety`, `InverseKinematicsEEToJ
 
 Each tick a teleoperator gives `{"delta_x", "delta_y", "delta_z"}` in -1..1 and `gripper` in 0..2
 (0 close, 1 stay, 2 open). The target moves by `step_m` per unit, is clipped to the workspace box
-(`find_joint_limits`' end-effector range, or `bounds_m`), may not lead the arm by more than
+(`bounds_m`; the keyboard teleoperator takes it from a `find_joint_limits` file), may not lead the arm by more than
 `max_ee_step_m`, keeps the orientation the gripper had when control began, and becomes joints by IK
 seeded from the last joints sent (the arm stays on its branch; a target out of reach leaves the arm
 where it is). The gripper moves `gripper_speed` units (0..100) per tick. Non-finite input counts as
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,18 +35,12 @@ class EEControlConfig:
     max_ee_step_m: float = 0.05  # how far the target may lead the arm (LeRobot's max_ee_step_m)
     gripper_speed: float = 5.0  # gripper units (0..100) per tick at full open/close
     bounds_m: tuple[Sequence[float], Sequence[float]] = DEFAULT_BOUNDS_M
-    ee_bounds: Path | None = None  # a find_joint_limits file: its end-effector box replaces bounds_m
 
     def __post_init__(self) -> None:
         for name in ("step_m", "max_ee_step_m", "gripper_speed"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.ee_bounds is not None:
-            from jrobot.find_joint_limits import load_ee_bounds
-
-            lo, hi = load_ee_bounds(self.ee_bounds)
-            self.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
         lo, hi = (np.asarray(b, np.float64) for b in self.bounds_m)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or np.any(hi <= lo):
             raise ValueError(f"bounds_m must be two (x, y, z) corners, min < max, got {self.bounds_m}")

@@ -132,3 +132,27 @@ def test_keys_from_a_terminal_drive_the_simulated_arm(kin):
         robot.disconnect()
         os.close(write_end)
         os.close(read_end)
+
+
+def test_the_keyboard_teleop_takes_its_box_from_a_find_joint_limits_file(tmp_path):
+    from jrobot.devices import KeyboardEEConfig
+    from jrobot.find_joint_limits import write_limits
+
+    path = tmp_path / "limits.json"
+    box = {
+        "min": [0.1, -0.2, 0.02],
+        "max": [0.3, 0.2, 0.25],
+        "link": "gripper_frame_link",
+        "frame": "base_link",
+    }
+    write_limits(path, {"joints": {"a.pos": {"min": 0, "max": 1}}, "ee_position_m": box})
+    assert KeyboardEEConfig(ee_bounds=path).bounds_m == (tuple(box["min"]), tuple(box["max"]))
+    write_limits(
+        path,
+        {
+            "joints": {"a.pos": {"min": 0, "max": 1}},
+            "ee_position_m": {"min": box["min"], "max": box["max"], "site": "tcp", "frame": "base"},
+        },
+    )
+    with pytest.raises(ValueError, match="not LeRobot's gripper_frame_link frame"):
+        KeyboardEEConfig(ee_bounds=path)

@@ -13,9 +13,10 @@ size varies (`resolution` resizes, else the first frame's size must hold through
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +88,20 @@ def convert_rlds(
     `action_keys`), with `/` or `.` between levels."""
     src = open_rlds(source, split=split)
     mapping = rlds_mapping(src, image_keys=image_keys, state_keys=state_keys, action_keys=action_keys)
-    names = {_leaf_name(p) for p in mapping.cameras.values()}
-    unknown_bgr = [
-        k for k in bgr_keys if _split(k)[-1] not in names and _camera_key(_split(k)) not in mapping.cameras
-    ]
-    if unknown_bgr:
+    bgr = {_camera_key(_split(k)) for k in bgr_keys}  # (paths under observation, as image_keys)
+    if bgr - set(mapping.cameras):
         raise DatasetError(
-            f"bgr_keys {unknown_bgr}: not cameras of {src.root} (cameras: {sorted(mapping.cameras)})"
+            f"bgr_keys {sorted(bgr - set(mapping.cameras))}: not cameras of {src.root} "
+            f"(cameras: {sorted(mapping.cameras)})"
         )
-    bgr = {_camera_key(_split(k)) for k in bgr_keys} | {
-        k for k in mapping.cameras if _leaf_name(mapping.cameras[k]) in bgr_keys
-    }
     rate = _frame_rate(src, fps)
     fallback_task = task or src.builder.info.name
     report = RldsConvertReport(source=src.root, out=Path(out), file_format=src.file_format)
     report.cameras = sorted(mapping.cameras)
     report.findings += _mapping_findings(src, mapping, bgr)
 
-    episodes = iter(src.episodes())
-    first = _next_nonempty(episodes, report)
+    episodes = _with_steps(src.episodes(), report)
+    first = next(episodes, None)  # (its images give the cameras' sizes before the writer starts)
     if first is None:
         raise DatasetError(f"{src.root}: split {split!r} holds no steps to convert")
     image_size = _image_sizes(src, mapping, first, resolution, video)
@@ -113,7 +109,7 @@ def convert_rlds(
     with DatasetWriter.create(
         out, fps=rate, features=features, robot_type=robot_type or "unknown", durable=durable
     ) as writer:
-        for i, episode in enumerate(_chain([first], episodes, report)):
+        for i, episode in enumerate(itertools.chain([first], episodes)):
             if max_episodes is not None and i >= max_episodes:
                 break
             steps = _episode_steps(episode, i, report)
@@ -235,10 +231,6 @@ def _camera_key(path: Path_) -> str:
     return "observation.images." + "_".join(path)
 
 
-def _leaf_name(path: Path_) -> str:
-    return path[-1]
-
-
 def _get(step: Mapping[str, Any], path: Path_) -> Any:
     value: Any = step
     for part in path:
@@ -346,21 +338,13 @@ def _features(
 # -- episodes and frames -------------------------------------------------------------------------------
 
 
-def _next_nonempty(episodes: Any, report: RldsConvertReport) -> dict[str, Any] | None:
+def _with_steps(episodes: Iterable[dict[str, Any]], report: RldsConvertReport) -> Iterator[dict[str, Any]]:
+    """The episodes that have steps; the others are reported and skipped."""
     for i, episode in enumerate(episodes):
         if episode["steps"]:
-            return episode
-        report.findings.append(f"episode {i}: no steps, skipped")
-    return None
-
-
-def _chain(first: list, rest: Any, report: RldsConvertReport) -> Iterable[dict[str, Any]]:
-    yield from first
-    for episode in rest:
-        if not episode["steps"]:
-            report.findings.append("an episode without steps, skipped")
-            continue
-        yield episode
+            yield episode
+        else:
+            report.findings.append(f"episode {i} of the source: no steps, skipped")
 
 
 def _episode_steps(episode: Mapping[str, Any], i: int, report: RldsConvertReport) -> list[Mapping[str, Any]]:

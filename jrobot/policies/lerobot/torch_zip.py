@@ -27,6 +27,11 @@ import numpy as np
 # how much larger than its stored bytes a member or a tensor may become once read (zip bombs, stride-0
 # views of a tiny storage): torch stores members uncompressed and state dicts hold their own storages
 MAX_EXPANSION = 64
+# what a truncated or crafted zip, pickle or storage makes the standard library raise
+_CORRUPT_FILE_ERRORS = (
+    OSError, zipfile.BadZipFile, zlib.error, EOFError, LookupError, TypeError, AttributeError,
+    OverflowError, NotImplementedError, RecursionError, struct.error,
+)  # fmt: skip
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64),
@@ -178,8 +183,7 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if type(e) is ValueError and str(p) in str(e):
             raise
         raise ValueError(f"{p}: corrupt torch zip checkpoint ({type(e).__name__}: {e})") from e
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, LookupError, TypeError, AttributeError,
-            OverflowError, NotImplementedError, RecursionError, struct.error) as e:  # fmt: skip
+    except _CORRUPT_FILE_ERRORS as e:
         raise ValueError(f"{p}: corrupt torch zip checkpoint ({type(e).__name__}: {e})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
