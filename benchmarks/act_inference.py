@@ -12,7 +12,7 @@ Cases:
   interpreter the checkpoint is written by LeRobot itself (`ACTPolicy(ACTConfig(...,
   pretrained_backbone_weights=None)).save_pretrained` plus its processors with stats) and imported
   with `--from-lerobot`, so both sides run the same weights; without it the jrobot model is built
-  with `jrobot.policies.act.build` and exported with `jrobot.export.write_bundle`.
+  with `jrobot.policies.act.build` and exported with `jrobot.train.export.write_bundle`.
 
 jrobot figure: `BundlePolicy.predict(observation)` end to end (uint8 HWC camera frames in, action chunk
 in dataset units out: input checks, host->device, uint8->float, normalization, model, unnormalization).
@@ -159,7 +159,7 @@ def run_lerobot(python: str, cases: list[dict[str, Any]], calls: int, warmup: in
 
 
 def export_from_lerobot(ckpt: Path, bundle: Path) -> float:
-    from jrobot.export import main as export_main
+    from jrobot.commands.export import main as export_main
 
     t0 = time.perf_counter()
     rc = export_main(["--from-lerobot", str(ckpt), "--out", str(bundle)])
@@ -170,9 +170,9 @@ def export_from_lerobot(ckpt: Path, bundle: Path) -> float:
 
 def export_jrobot_default(bundle: Path, hw: tuple[int, int]) -> float:
     """No LeRobot: the default-size ACT built by jrobot (random init) and exported."""
-    from jrobot.export import write_bundle
     from jrobot.features import SO101_JOINT_KEYS, Feature
     from jrobot.policies import act
+    from jrobot.train.export import write_bundle
 
     feats = {
         "action": Feature("float32", (6,), list(SO101_JOINT_KEYS)),

@@ -7,7 +7,7 @@
 Each run trains one recipe for a number of steps (its own learning-rate schedule over exactly those
 steps, so a point is what a run of that length gives, not a checkpoint halfway through a longer one),
 exports the bundle and evaluates it on the demo's seeded episodes through the real-time runtime; it is
-the demo's own code (`jrobot.demo` stages). A recipe belongs to one demo (`jrobot.demo.DEMOS`), whose
+the demo's own code (`jrobot.train.demo` stages). A recipe belongs to one demo (`jrobot.train.demo.DEMOS`), whose
 task is recorded (unless `--shards DEMO=DIR` is given) and whose env evaluates it.
 
 Baselines, measured in the same invocation on the same data and seeds:
@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    demo: str  # key of jrobot.demo.DEMOS: the task recorded and the env evaluated
+    demo: str  # key of jrobot.train.demo.DEMOS: the task recorded and the env evaluated
     config: Path
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -86,7 +86,7 @@ def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
 
 
 def parse_pairs(specs: list[str], flag: str, cast) -> dict[str, Any]:
-    from jrobot.demo import DEMOS
+    from jrobot.train.demo import DEMOS
 
     pairs = {}
     for spec in specs:
@@ -116,7 +116,7 @@ def recipe_config(name: str, steps: int):
 
 
 def run_one(name: str, steps: int, shards: Path, out: Path, eval_episodes: int, seed: int) -> dict[str, Any]:
-    from jrobot.demo import DEMOS, stage_eval, stage_export, stage_train
+    from jrobot.train.demo import DEMOS, stage_eval, stage_export, stage_train
 
     recipe = RECIPES[name]
     env = DEMOS[recipe.demo].env
@@ -200,8 +200,8 @@ def main() -> None:
     load_avg_start = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from jrobot.demo import DEMOS, stage_record, stage_shards
     from jrobot.train.config_util import load_config_file
+    from jrobot.train.demo import DEMOS, stage_record, stage_shards
 
     for demo in dict.fromkeys(RECIPES[name].demo for name, _ in runs):
         if demo in shards:

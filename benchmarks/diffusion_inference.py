@@ -15,7 +15,7 @@ With a LeRobot interpreter the checkpoints are written by LeRobot (random weight
 with processors and MIN_MAX/MEAN_STD stats) and imported with `python -m jrobot.export --from-lerobot`,
 so both sides run the same weights and the DDIM chunks from the same initial noise are compared.
 Without it the jrobot model is built with `jrobot.policies.diffusion.build` and exported with
-`jrobot.export.write_bundle`.
+`jrobot.train.export.write_bundle`.
 
 jrobot figure: `BundlePolicy.predict` end to end (uint8 frames in, the 8 executed actions in dataset
 units out; the initial and per-step noise drawn inside the exported function). LeRobot figure:
@@ -202,14 +202,14 @@ def export_bundle(
 ) -> tuple[float, str]:
     t0 = time.perf_counter()
     if (ckpt / "model.safetensors").is_file():
-        from jrobot.export import main as export_main
+        from jrobot.commands.export import main as export_main
 
         if export_main(["--from-lerobot", str(ckpt), "--out", str(bundle)]) != 0:
             raise RuntimeError(f"jrobot.export --from-lerobot {ckpt} failed")
         return time.perf_counter() - t0, "exported from the LeRobot checkpoint (--from-lerobot)"
-    from jrobot.export import write_bundle
     from jrobot.features import SO101_JOINT_KEYS, Feature
     from jrobot.policies import diffusion
+    from jrobot.train.export import write_bundle
 
     feats = {
         "action": Feature("float32", (6,), list(SO101_JOINT_KEYS)),

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/display_loop.py                     # ~1 min on 2 cores
     .venv/bin/python benchmarks/display_loop.py --seconds 20 --size 480x640 --rounds 3
 
-The loop is `jrobot.teleoperate.teleop_loop` at 30 fps, paced in real time, driving the simulated SO-101
+The loop is `jrobot.recording.teleoperate.teleop_loop` at 30 fps, paced in real time, driving the simulated SO-101
 (two rendered cameras of --size) from its scripted expert: each tick reads the observation (rendering
 both cameras), asks the teleoperator and sends the action, as a real arm's teleoperation does. The
 view writes to an .rrd file (`--display_save`, the headless stand-in for a viewer; a spawned viewer
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from jrobot.display import RerunDisplay
+from jrobot.recording.teleoperate import teleop_loop
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
-from jrobot.teleoperate import teleop_loop
 
 
 def one_run(size: tuple[int, int], seconds: float, view: bool, folder: Path) -> dict:

@@ -10,7 +10,7 @@ bundle given with `--bundle`. The episodes are `jrobot/SO101PickPlace-v0` from s
 `--max-steps` (0: the env's own limit). The parity policy is untrained, so every episode runs to the
 cut: all N envs ask for a chunk at the same steps and every policy call is a full batch of N.
 
-Each run is `jrobot.eval.evaluate(policy, episodes=E, num_envs=N, videos=--videos)` end to end: worker
+Each run is `jrobot.runtime.evaluate.evaluate(policy, episodes=E, num_envs=N, videos=--videos)` end to end: worker
 processes started and closed inside it (for N > 1; N = 1 runs the env in this process, as before), one
 batched `predict` per step for the envs that need a chunk. Batch sizes 1..N are compiled before the
 runs, so no run pays for XLA compilation. Variants per N > 1: `batched` (the default) and `exact`
@@ -61,7 +61,7 @@ def export_act(out: Path) -> Path:
 
 def fixed_cost(policy, *, n: int, args) -> float:
     """Seconds of an evaluation that are not its steps: n one-step episodes on n envs."""
-    from jrobot.eval import evaluate
+    from jrobot.runtime.evaluate import evaluate
 
     t0 = time.perf_counter()
     evaluate(policy, env_id=args.env, episodes=n, seed=100_000, max_steps=1, videos=False, num_envs=n)
@@ -69,7 +69,7 @@ def fixed_cost(policy, *, n: int, args) -> float:
 
 
 def run_once(policy, *, n: int, exact: bool, args) -> tuple[dict, dict[int, np.ndarray]]:
-    from jrobot.eval import evaluate
+    from jrobot.runtime.evaluate import evaluate
 
     actions: dict[int, list[np.ndarray]] = {}
     out = Path(tempfile.mkdtemp(prefix="eval_vector_")) if args.videos else None

@@ -5,7 +5,7 @@
     JROBOT_LEROBOT_PYTHON=/work/lerobot-ref/bin/python .venv/bin/python benchmarks/pipeline.py
 
 1. Dataset: the MuJoCo SO-101 with two 480x640 cameras, recorded at 30 fps through the real recorder
-   (`jrobot.record.record`, scripted expert, streaming libsvtav1 g=2 crf=30 encoding, LeRobot v3.0
+   (`jrobot.recording.record.record`, scripted expert, streaming libsvtav1 g=2 crf=30 encoding, LeRobot v3.0
    layout). Sim renders are flat-shaded, so by default mild sensor noise (sigma 2 grey levels) is added
    to the camera frames before recording, as a real camera has (`--camera-noise 0` to disable). The
    dataset is cached under `--work` and reused when it has the requested episode count.
@@ -169,7 +169,7 @@ def ensure_dataset(root: Path, episodes: int, noise: float) -> dict[str, Any]:
             "episodes": info["total_episodes"],
             "frames": info["total_frames"],
         }
-    from jrobot.record import DatasetRecordConfig, RecordOptions, record
+    from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop
 
     shutil.rmtree(root, ignore_errors=True)

@@ -6,14 +6,14 @@
 
 jrobot side (the code path of `python -m jrobot.record` with a real follower and leader):
 - follower and leader: `SO101Follower` / `SO101Leader` from `jrobot.hw` over the real scservo_sdk,
-  each talking to a virtual STS3215 bus (`python -m jrobot.sim.virtual_arm`, one subprocess per arm,
+  each talking to a virtual STS3215 bus (`python -m jrobot.virtual_arm`, one subprocess per arm,
   wire timing at 1 Mbps, rate-limited servo dynamics) as a USB bus would be served by hardware. A
   scripted "hand" moves the leader's shoulder and gripper through the virtual arm's control socket.
-  Calibration files are LeRobot-format files matching the virtual arms (`jrobot.devices.virtual_calibration`).
+  Calibration files are LeRobot-format files matching the virtual arms (`jrobot.recording.devices.virtual_calibration`).
 - cameras: two `OpenCVCamera`s (capture thread each) replaying MJPEG .avi files of rendered MuJoCo
   frames at 30 fps, 640x480, like a USB camera delivering MJPEG that OpenCV decodes.
-- loop: `jrobot.record.control_loop` (what `record()` runs per episode) with the writer of
-  `jrobot.record.open_writer` (streaming libsvtav1 encoding, LeRobot's default codec settings), paced
+- loop: `jrobot.recording.record.control_loop` (what `record()` runs per episode) with the writer of
+  `jrobot.recording.record.open_writer` (streaming libsvtav1 encoding, LeRobot's default codec settings), paced
   in real time at 30 fps for one episode of `--seconds`, then `save_episode()`.
 Reported: loop period p50/p99/max (between successive `get_observation` calls), dropped frames (missed
 ticks, counted by the loop), achieved fps, repeated camera frames, per-call p50/p99 of
@@ -105,12 +105,12 @@ def make_camera_files(work: Path, n_frames: int) -> dict[str, Path]:
 
 
 class ArmProcess:
-    """`python -m jrobot.sim.virtual_arm` with a control socket; `.port` is its pty."""
+    """`python -m jrobot.virtual_arm` with a control socket; `.port` is its pty."""
 
     def __init__(self, control: Path):
         self.control = control
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jrobot.sim.virtual_arm", "--control", str(control)],
+            [sys.executable, "-m", "jrobot.virtual_arm", "--control", str(control)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=str(REPO),
@@ -219,14 +219,14 @@ def _self_cpu_s() -> float:
 
 def bench_jrobot(work: Path, videos: dict[str, Path], seconds: float) -> dict[str, Any]:
     from jrobot.data.read.reader import open_dataset
-    from jrobot.devices import virtual_calibration
     from jrobot.hw.calibration import save_calibration
     from jrobot.hw.opencv_camera import OpenCVCameraConfig
     from jrobot.hw.prompts import AcceptCalibrationFile
     from jrobot.hw.safety import torque_safety
     from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader, SO101LeaderConfig
-    from jrobot.keyboard import RecordEvents
-    from jrobot.record import DatasetRecordConfig, StatusLine, control_loop, open_writer
+    from jrobot.recording.devices import virtual_calibration
+    from jrobot.recording.keyboard import RecordEvents
+    from jrobot.recording.record import DatasetRecordConfig, StatusLine, control_loop, open_writer
 
     cal_dir = work / "calibration"
     save_calibration(cal_dir / "f.json", virtual_calibration())

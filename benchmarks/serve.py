@@ -126,8 +126,8 @@ def build_act50(act_bundle: Path, out: Path) -> None:
         return
     print(f"building the chunk-50 ACT (random init) -> {out} ...", flush=True)
     from jrobot.bundle import read_info
-    from jrobot.export import write_bundle
     from jrobot.policies import act
+    from jrobot.train.export import write_bundle
 
     info = read_info(act_bundle)
     cfg = act.ACTConfig(

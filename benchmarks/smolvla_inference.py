@@ -168,7 +168,7 @@ LEROBOT_SCRIPT = textwrap.dedent(
 
 
 def export_from_lerobot(ckpt: Path, bundle: Path) -> float:
-    from jrobot.export import main as export_main
+    from jrobot.commands.export import main as export_main
 
     t0 = time.perf_counter()
     if export_main(["--from-lerobot", str(ckpt), "--out", str(bundle)]) != 0:
@@ -178,9 +178,9 @@ def export_from_lerobot(ckpt: Path, bundle: Path) -> float:
 
 def build_jrobot_full(bundle: Path, vlm: Path, cams: dict[str, tuple[int, int]]) -> float:
     """No LeRobot: the full-size SmolVLA built by jrobot (random init) and exported."""
-    from jrobot.export import write_bundle
     from jrobot.features import SO101_JOINT_KEYS, Feature
     from jrobot.policies import smolvla
+    from jrobot.train.export import write_bundle
 
     feats = {
         "action": Feature("float32", (6,), list(SO101_JOINT_KEYS)),

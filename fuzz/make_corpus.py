@@ -107,8 +107,8 @@ def dictionary_bomb(rows: int = 3000, text_bytes: int = 1 << 20) -> bytes:
 
 
 def calibration_seeds() -> None:
-    from jrobot.devices import virtual_calibration
     from jrobot.hw.calibration import calibration_to_json
+    from jrobot.recording.devices import virtual_calibration
 
     _write(
         "calibration", "virtual_so101_degrees.json", calibration_to_json(virtual_calibration(True)).encode()

@@ -32,27 +32,37 @@ class Command:
 STAGES = ("robots and recording", "datasets", "training", "running policies")
 
 COMMANDS = (
-    Command("find-port", "jrobot.find_port", STAGES[0], "which serial port is which arm", "jrobot-find-port"),
     Command(
-        "find-cameras", "jrobot.find_cameras", STAGES[0], "which camera index is which", "jrobot-find-cameras"
+        "find-port",
+        "jrobot.commands.find_port",
+        STAGES[0],
+        "which serial port is which arm",
+        "jrobot-find-port",
+    ),
+    Command(
+        "find-cameras",
+        "jrobot.commands.find_cameras",
+        STAGES[0],
+        "which camera index is which",
+        "jrobot-find-cameras",
     ),
     Command(
         "setup-motors",
-        "jrobot.setup_motors",
+        "jrobot.commands.setup_motors",
         STAGES[0],
         "give a new arm's motors their ids and baud rate",
         "jrobot-setup-motors --robot.type=so101_follower --robot.port=/dev/ttyACM0",
     ),
     Command(
         "calibrate",
-        "jrobot.calibrate",
+        "jrobot.commands.calibrate",
         STAGES[0],
         "calibrate a follower or leader arm",
         "jrobot-calibrate --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black",
     ),
     Command(
         "teleoperate",
-        "jrobot.teleoperate",
+        "jrobot.commands.teleoperate",
         STAGES[0],
         "drive the follower from the leader",
         "jrobot-teleoperate --robot.type=so101_follower --robot.port=/dev/ttyACM0 "
@@ -60,7 +70,7 @@ COMMANDS = (
     ),
     Command(
         "find-joint-limits",
-        "jrobot.find_joint_limits",
+        "jrobot.commands.find_joint_limits",
         STAGES[0],
         "the range of each joint and of the gripper position, found by moving the leader",
         "jrobot-find-joint-limits --robot.type=so101_follower --robot.port=/dev/ttyACM0 "
@@ -68,7 +78,7 @@ COMMANDS = (
     ),
     Command(
         "record",
-        "jrobot.record",
+        "jrobot.commands.record",
         STAGES[0],
         "record demonstrations into a LeRobot v3.0 dataset",
         "jrobot-record --robot.type=sim --teleop.type=sim_expert --dataset.root=data/sim_pick "
@@ -76,7 +86,7 @@ COMMANDS = (
     ),
     Command(
         "replay",
-        "jrobot.replay",
+        "jrobot.commands.replay",
         STAGES[0],
         "send a recorded episode's actions to the arm and measure how it follows",
         "jrobot-replay --robot.type=so101_follower --robot.port=/dev/ttyACM0 "
@@ -84,7 +94,7 @@ COMMANDS = (
     ),
     Command(
         "virtual-arm",
-        "jrobot.sim.virtual_arm",
+        "jrobot.commands.virtual_arm",
         STAGES[0],
         "a virtual SO-101 servo bus on a pty, for any tool",
         "jrobot-virtual-arm",
@@ -147,42 +157,42 @@ COMMANDS = (
     ),
     Command(
         "train",
-        "jrobot.train",
+        "jrobot.commands.train",
         STAGES[2],
         "train a policy from a config file",
         "jrobot-train --config configs/act_so101_sim.py --workdir runs/act",
     ),
     Command(
         "export",
-        "jrobot.export",
+        "jrobot.commands.export",
         STAGES[2],
         "a training run or a LeRobot checkpoint -> a policy bundle",
         "jrobot-export --workdir runs/act --out bundles/act",
     ),
     Command(
         "run",
-        "jrobot.run",
+        "jrobot.commands.run",
         STAGES[3],
         "drive a robot with a policy bundle in real time (or offline on an npz)",
         "jrobot-run --policy bundles/act --robot.type=so101_follower --robot.port=/dev/ttyACM0",
     ),
     Command(
         "serve",
-        "jrobot.serve",
+        "jrobot.commands.serve",
         STAGES[3],
         "serve a bundle to robots over the network (openpi's protocol)",
         "jrobot-serve --policy bundles/smolvla --host 0.0.0.0 --token_file token.txt",
     ),
     Command(
         "eval",
-        "jrobot.eval",
+        "jrobot.commands.eval",
         STAGES[3],
         "success rate and videos of a bundle in the simulator",
         "jrobot-eval --policy bundles/act --episodes 50 --out eval/act",
     ),
     Command(
         "demo",
-        "jrobot.demo",
+        "jrobot.commands.demo",
         STAGES[3],
         "the whole loop on the MuJoCo SO-101 (what `make demo` runs)",
         "jrobot-demo",

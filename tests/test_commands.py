@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -65,7 +67,7 @@ def test_console_script_runs_its_command(command):
     assert script.is_file(), f"{script} is not installed (pip install -e . installs the console scripts)"
     proc = subprocess.run([str(script), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     # absl (jrobot.train) ends --help with status 1; every other command with 0
-    assert proc.returncode == (1 if command.module == "jrobot.train" else 0), proc.stderr[-2000:]
+    assert proc.returncode == (1 if command.name == "train" else 0), proc.stderr[-2000:]
     module_help = subprocess.run(
         [sys.executable, "-m", command.module, "--help"],
         cwd=REPO,
@@ -75,3 +77,75 @@ def test_console_script_runs_its_command(command):
     )
     assert module_help.returncode == proc.returncode and module_help.stdout.strip()
     assert proc.stdout == module_help.stdout
+
+
+def _short_name(command) -> str:
+    """`jrobot.<name>`: what `python -m` accepted before the commands moved into one package."""
+    return "jrobot." + command.module.rpartition(".")[2]
+
+
+def test_the_commands_live_together_and_the_top_level_holds_stages():
+    commands = REPO / "jrobot" / "commands"
+    for c in COMMANDS:
+        assert c.module.startswith(("jrobot.commands.", "data_tools.")), c.module
+    own = {p.stem for p in commands.glob("*.py")} - {"__init__"}
+    assert own == {c.module.rpartition(".")[2] for c in COMMANDS if c.module.startswith("jrobot.commands.")}
+    # no command module left at the top level: it would shadow the short name, and is not a stage
+    top = {p.stem for p in (REPO / "jrobot").glob("*.py")}
+    assert not top & own, f"commands at jrobot's top level: {sorted(top & own)}"
+    for path in (REPO / "jrobot").rglob("*.py"):
+        if commands in path.parents or path.name == "__main__.py":
+            continue
+        src = path.read_text()
+        for node in ast.parse(src).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "main":
+                raise AssertionError(
+                    f"{path.relative_to(REPO)} defines main(): commands live in jrobot/commands"
+                )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "jrobot" / "commands").glob("[!_]*.py")), ids=lambda p: p.stem
+)
+def test_a_command_module_parses_flags_and_calls_its_stage(path):
+    """Thin: at module level only imports, its usage, flag dataclasses (`*Options`) and main/launch; every
+    other function or class belongs to the stage the command drives."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            allowed = {"main", "launch"} | (
+                {"make_parser", "build_arm_from_args", "_parse_pairs"}
+                if path.stem == "virtual_arm"
+                else set()
+            )
+            assert node.name in allowed, f"{path.name}: {node.name}() is stage logic; move it to the stage"
+        elif isinstance(node, ast.ClassDef):
+            assert node.name.endswith("Options"), f"{path.name}: class {node.name} belongs to a stage"
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body), path.name
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if c.module.startswith("jrobot.commands.")], ids=lambda c: c.name
+)
+def test_python_m_keeps_each_commands_short_name(command):
+    """`python -m jrobot.record` runs jrobot/commands/record.py (`jrobot.train`: the package's __main__)."""
+    spec = importlib.util.find_spec(_short_name(command))
+    assert spec is not None, _short_name(command)
+    expected = REPO / "jrobot" / "commands" / f"{command.module.rpartition('.')[2]}.py"
+    if spec.submodule_search_locations is not None:  # a stage package of the same name
+        main = importlib.util.find_spec(_short_name(command) + ".__main__")
+        assert main is not None and f"from {command.module} import" in Path(main.origin).read_text()
+    else:
+        assert Path(spec.origin) == expected
+    assert importlib.util.find_spec("jrobot.no_such_command") is None
+
+
+def test_the_short_name_runs_the_command_as_main():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jrobot.find_port", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "lerobot-find-port" in proc.stdout, proc.stderr[-2000:]

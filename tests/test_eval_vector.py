@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jrobot.eval import evaluate, plot_success_vs_time, wilson_interval
+from jrobot.runtime.evaluate import evaluate, plot_success_vs_time, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 PICK_COLOR = "jrobot/SO101PickColor-v0"
 
 
 def _export(shared_dir: Path, name: str, out: Path, *flags: str) -> Path:
-    from jrobot.export import main as export_main
+    from jrobot.commands.export import main as export_main
 
     fixture = shared_dir / "fixtures" / "parity" / name / "pretrained_model"
     assert export_main(["--from-lerobot", str(fixture), "--out", str(out), *flags]) == 0

@@ -33,16 +33,14 @@ RECORDING_AND_DATA = [
     "jrobot.pacer",
     "jrobot.cli",
     "jrobot.robot",
-    "jrobot.record",
-    "jrobot.devices",
-    "jrobot.keyboard",
-    "jrobot.calibrate",
-    "jrobot.setup_motors",
-    "jrobot.teleoperate",
-    "jrobot.replay",
-    "jrobot.find_joint_limits",
-    "jrobot.find_cameras",
-    "jrobot.find_port",
+    "jrobot.commands.record",
+    "jrobot.commands.calibrate",
+    "jrobot.commands.setup_motors",
+    "jrobot.commands.teleoperate",
+    "jrobot.commands.replay",
+    "jrobot.commands.find_joint_limits",
+    "jrobot.commands.find_cameras",
+    "jrobot.commands.find_port",
     "jrobot.policies.spec",
     "jrobot.policies.ensemble",
     "jrobot.language",
@@ -59,7 +57,7 @@ RECORDING_AND_DATA = [
     "data_tools.view",
     "data_tools.build_shards",
 ]
-RECORDING_AND_DATA_PACKAGES = ["jrobot.data", "jrobot.shards", "jrobot.hw", "jrobot.sim"]
+RECORDING_AND_DATA_PACKAGES = ["jrobot.data", "jrobot.shards", "jrobot.hw", "jrobot.sim", "jrobot.recording"]
 
 
 def _module_file(name: str) -> Path | None:
@@ -188,14 +186,20 @@ def test_hardware_simulation_recording_and_data_code_never_import_jax():
 def test_runtime_never_imports_the_training_stack():
     # transformers too: a VLA's instruction is tokenized by jrobot.language with `tokenizers` alone
     _check(
-        ["jrobot.run", "jrobot.eval", "jrobot.bundle", "jrobot.devices", "jrobot.language"],
+        [
+            "jrobot.commands.run",
+            "jrobot.commands.eval",
+            "jrobot.bundle",
+            "jrobot.recording.devices",
+            "jrobot.language",
+        ],
         ["jrobot.runtime"],
         TRAINING_STACK | {"transformers", "torch"},
     )
 
 
 def test_runtime_and_server_never_import_the_training_stack():
-    _check(["jrobot.serve"], ["jrobot.serving"], TRAINING_STACK | {"transformers", "torch"})
+    _check(["jrobot.commands.serve"], ["jrobot.serving"], TRAINING_STACK | {"transformers", "torch"})
 
 
 def test_a_laptop_driving_its_arm_from_a_policy_server_needs_no_jax():

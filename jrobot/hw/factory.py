@@ -2,7 +2,7 @@
 
 These registries cover the real SO-100/SO-101 arms; `record`'s factory extends them with the sim
 robot and the scripted expert. A virtual servo bus is used through the same types (its port is a pty).
-Turning command-line flags into these configs is `jrobot.devices`' job; nothing here parses flags.
+Turning command-line flags into these configs is `jrobot.recording.devices`' job; nothing here parses flags.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Periodic evaluation during training: the in-memory model rolled out in the simulator.
 
-`jrobot.eval.evaluate` drives anything with a bundle's `predict` interface through the runtime's
+`jrobot.runtime.evaluate.evaluate` drives anything with a bundle's `predict` interface through the runtime's
 episode loop; `ModelPolicy` puts the NNX model being trained behind that interface, so training-time
 success rates come from the same loop, observation conversion and safety path as `jrobot.eval` on an
 exported bundle. It lives here, not in `jrobot.eval`, because it needs flax, which the runtime must
@@ -21,11 +21,11 @@ import numpy as np
 from flax import nnx
 
 from jrobot.bundle import BundleInfo
-from jrobot.eval import evaluate
-from jrobot.export import language_tokenizer
 from jrobot.language import language_inputs
 from jrobot.policies.base import load_policy_module
+from jrobot.runtime.evaluate import evaluate
 from jrobot.runtime.observations import NEEDS_TASK, TASK_KEY, TIMESTEP_KEY, DescribedByBundle
+from jrobot.train.export import language_tokenizer
 
 
 class ModelPolicy(DescribedByBundle):
@@ -76,5 +76,5 @@ class ModelPolicy(DescribedByBundle):
 
 
 def evaluate_model(model: Any, *, features: Mapping[str, Any], fps: int, **kwargs: Any) -> dict[str, Any]:
-    """Success rate of `model` over seeded sim episodes (no videos); kwargs as `jrobot.eval.evaluate`."""
+    """Success rate of `model` over seeded sim episodes (no videos); kwargs as `jrobot.runtime.evaluate.evaluate`."""
     return evaluate(ModelPolicy(model, features, fps), videos=False, **kwargs)

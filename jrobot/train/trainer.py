@@ -39,7 +39,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jrobot.export import language_tokenizer
 from jrobot.features import ACTION_KEY
 from jrobot.language import TaskTokenizer
 from jrobot.pipeline.augment import AugmentConfig
@@ -52,6 +51,7 @@ from jrobot.shards.format import ShardSet
 from jrobot.train import sharding as shd
 from jrobot.train.checkpoint import Checkpointer
 from jrobot.train.config_util import ConfigError, as_plain_dict, setting
+from jrobot.train.export import language_tokenizer
 from jrobot.train.metrics_log import MetricsLogger
 from jrobot.train.optim import apply_overrides, make_optimizer
 from jrobot.train.task_tokens import TaskTokenTable

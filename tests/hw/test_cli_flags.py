@@ -117,7 +117,7 @@ def test_choice_errors():
 
 
 def test_hardware_layer_does_not_import_the_command_line_parser():
-    """Flags become device configs in `jrobot.devices`; the hardware package never parses them."""
+    """Flags become device configs in `jrobot.recording.devices`; the hardware package never parses them."""
     hw = Path(__file__).resolve().parents[2] / "jrobot" / "hw"
     offenders = []
     for path in sorted(hw.glob("*.py")):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from jrobot.features import SO101_JOINT_KEYS
-from jrobot.keyboard import KeyboardEETeleop, parse_keys
 from jrobot.kinematics.ee_control import EEControlConfig, EEDeltaToJoints
 from jrobot.kinematics.so101 import SO101Kinematics
+from jrobot.recording.keyboard import KeyboardEETeleop, parse_keys
 
 START = dict(zip(SO101_JOINT_KEYS, [0.0, -20.0, 30.0, 40.0, 0.0, 20.0], strict=True))
 
@@ -135,8 +135,8 @@ def test_keys_from_a_terminal_drive_the_simulated_arm(kin):
 
 
 def test_the_keyboard_teleop_takes_its_box_from_a_find_joint_limits_file(tmp_path):
-    from jrobot.devices import KeyboardEEConfig
-    from jrobot.find_joint_limits import write_limits
+    from jrobot.recording.devices import KeyboardEEConfig
+    from jrobot.recording.joint_limits import write_limits
 
     path = tmp_path / "limits.json"
     box = {

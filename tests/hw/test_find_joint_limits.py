@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jrobot.devices import VirtualRobot, VirtualRobotConfig
 from jrobot.features import SO101_JOINT_KEYS
-from jrobot.find_joint_limits import (
+from jrobot.hw import safety
+from jrobot.recording.devices import VirtualRobot, VirtualRobotConfig
+from jrobot.recording.joint_limits import (
     EndEffectorFK,
     default_limits_path,
     find_joint_limits,
@@ -26,7 +27,6 @@ from jrobot.find_joint_limits import (
     narrow_to_joint_limits,
     write_limits,
 )
-from jrobot.hw import safety
 
 FPS = 30
 REST = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 9.1])  # the virtual arm's start pose
@@ -273,7 +273,7 @@ def test_replay_and_find_joint_limits_never_import_jax():
     )
     rules = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rules)
-    rules._check(["jrobot.replay", "jrobot.find_joint_limits"], [], rules.JAX_STACK)
+    rules._check(["jrobot.recording.replay", "jrobot.recording.joint_limits"], [], rules.JAX_STACK)
 
 
 class _NoObservations:

@@ -12,10 +12,10 @@ import pytest
 from hw_helpers import Tool, eventually, expected_calibration, write_lerobot_calibration
 
 from jrobot.data.write.writer import DatasetWriter
-from jrobot.devices import VirtualRobot, VirtualRobotConfig
 from jrobot.features import SO101_JOINT_KEYS, dataset_features_for_robot
-from jrobot.find_joint_limits import write_limits
-from jrobot.replay import (
+from jrobot.recording.devices import VirtualRobot, VirtualRobotConfig
+from jrobot.recording.joint_limits import write_limits
+from jrobot.recording.replay import (
     ReplayDatasetOptions,
     ReplayError,
     load_episode,
@@ -87,7 +87,7 @@ def test_replay_on_the_virtual_arm_reproduces_the_recorded_trajectory(tmp_path):
 def test_replay_of_a_sim_recording_reproduces_its_joint_trajectory(tmp_path):
     """Recorded with `jrobot.record` and the scripted expert, replayed on the simulated arm with the
     recording's seed: the same physics, so every joint reading of the recording comes back."""
-    from jrobot.record import DatasetRecordConfig, RecordOptions, record
+    from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     robot = SimRobot(cameras=())

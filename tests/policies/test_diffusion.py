@@ -633,8 +633,8 @@ def env_setup():
 def test_exported_bundle_takes_the_noise_its_spec_declares(tmp_path):
     """The spec's noise_shape (not the sampler's signature) gives the "+noise" variants their input."""
     from jrobot.bundle import BundleError
-    from jrobot.export import default_features_for, write_bundle
     from jrobot.runtime.policy import BundlePolicy
+    from jrobot.train.export import default_features_for, write_bundle
 
     feats = _features(state=3, action=2, env=4)
     # DDIM: the output is exact given the initial noise (DDPM also draws per-step noise)

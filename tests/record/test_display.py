@@ -91,7 +91,7 @@ def test_a_dataset_episode_plays_back_with_its_values(tmp_path, v30_dir):
 
 def test_a_recording_shows_every_recorded_frame(tmp_path):
     from jrobot.data import open_dataset
-    from jrobot.record import DatasetRecordConfig, RecordOptions, record
+    from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     robot = SimRobot(image_size=(48, 64))

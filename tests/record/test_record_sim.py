@@ -15,8 +15,8 @@ import pytest
 
 from jrobot.data.read.reader import open_dataset
 from jrobot.features import SO101_JOINT_KEYS
-from jrobot.keyboard import RecordEvents, parse_keys
-from jrobot.record import DatasetRecordConfig, RecordOptions, record
+from jrobot.recording.keyboard import RecordEvents, parse_keys
+from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 REPO = Path(__file__).resolve().parents[2]

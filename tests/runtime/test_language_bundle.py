@@ -19,13 +19,13 @@ import pytest
 from flax import nnx
 
 from jrobot.bundle import POLICY_JSON, BundleError, BundleInfo, read_info
-from jrobot.export import _observation_avals, write_bundle
 from jrobot.features import Feature
 from jrobot.language import LANGUAGE_MASK_KEY, LANGUAGE_TOKENS_KEY, TaskTokenizer
 from jrobot.policies.normalize import Normalizer
 from jrobot.policies.spec import FeatureType, PolicyFeature, PolicySpec
 from jrobot.runtime.loop import PolicyController
 from jrobot.runtime.policy import BundlePolicy
+from jrobot.train.export import _observation_avals, write_bundle
 
 L = 8
 CHUNK, A = 2, 3
@@ -343,8 +343,8 @@ def test_run_offline_with_a_task_array(bundle, tokenizer, tmp_path):
 
 # -- python -m jrobot.eval -----------------------------------------------------------------------------
 def test_eval_follows_the_envs_instruction_or_task(tmp_path, tokenizer):
-    from jrobot.eval import evaluate
     from jrobot.features import SO101_JOINT_KEYS
+    from jrobot.runtime.evaluate import evaluate
 
     out = tmp_path / "sim"
     feats = {
@@ -392,7 +392,7 @@ def _sim_language_bundle(tmp_path, tokenizer) -> BundlePolicy:
 
 def test_eval_on_pick_color_swaps_the_instruction_and_reports_wrong_objects(tmp_path, tokenizer):
     """The swap test re-targets each episode on its own layout; --task sets the env's target too."""
-    from jrobot.eval import evaluate
+    from jrobot.runtime.evaluate import evaluate
 
     policy = _sim_language_bundle(tmp_path, tokenizer)
     seen = []
@@ -453,7 +453,7 @@ def test_run_follows_each_episodes_instruction_on_pick_color(tmp_path, tokenizer
 
 
 def test_env_without_an_instruction_gives_none():
-    from jrobot.eval import env_task
+    from jrobot.runtime.evaluate import env_task
 
     env = types.SimpleNamespace(unwrapped=types.SimpleNamespace())
     assert env_task(env, {}) is None
@@ -464,8 +464,8 @@ def test_env_without_an_instruction_gives_none():
 
 def test_run_on_a_robot_picks_the_instruction(policy, tmp_path):
     from jrobot.cli import CliError
-    from jrobot.record import DatasetWriterOptions
-    from jrobot.run import RunOptions, policy_task
+    from jrobot.recording.record import DatasetWriterOptions
+    from jrobot.runtime.drive import RunOptions, policy_task
 
     sim_arm = types.SimpleNamespace(task="the sim's own task")
     assert policy_task(policy, RunOptions(policy=tmp_path, task="pick the cube"), sim_arm) == "pick the cube"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from jrobot.bundle import BundleError, read_info
-from jrobot.export import main as export_main
-from jrobot.run import main as run_main
+from jrobot.commands.export import main as export_main
+from jrobot.commands.run import main as run_main
 from tests.conftest import PARITY_FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_runtime_process_imports_no_training_stack(exported, tmp_path):
     bundle, cases = exported
     path = _npz(cases, tmp_path / "in.npz")
     code = (
-        "import sys\nfrom jrobot.run import main\n"
+        "import sys\nfrom jrobot.commands.run import main\n"
         f"assert main(['--policy', {str(bundle)!r}, '--observations', {str(path)!r}, '--out', {str(tmp_path / 'o.npz')!r}]) == 0\n"
         "bad = sorted(m for m in ('flax', 'optax', 'orbax', 'grain', 'wandb', 'transformers', 'torch') if m in sys.modules)\n"
         "assert not bad, bad\n"

@@ -249,16 +249,16 @@ def test_an_hf_policy_loads_from_the_cache_and_acts_as_its_bundle(act_bundle, tm
 
 def test_export_takes_a_lerobot_checkpoint_by_its_hub_id(shared_dir, tmp_path, monkeypatch):
     from jrobot.cli import CliError
-    from jrobot.export import _lerobot_checkpoint
+    from jrobot.train.export import lerobot_checkpoint
 
     checkpoint = shared_dir / "fixtures/parity/act_so101_tiny/pretrained_model"
     cache = offline_cache(monkeypatch, tmp_path / "hf" / "hub")
     snapshot = fill_hub_cache(checkpoint, cache, "lerobot/act_tiny", repo_type="model", commit=COMMIT)
-    assert _lerobot_checkpoint("lerobot/act_tiny").resolve() == snapshot.resolve()
-    assert _lerobot_checkpoint(str(checkpoint)) == checkpoint
+    assert lerobot_checkpoint("lerobot/act_tiny").resolve() == snapshot.resolve()
+    assert lerobot_checkpoint(str(checkpoint)) == checkpoint
     with pytest.raises(CliError, match=r"no such folder \(and not a Hub model id"):
-        _lerobot_checkpoint(str(tmp_path / "nope"))
+        lerobot_checkpoint(str(tmp_path / "nope"))
     with pytest.raises(
         CliError, match="lerobot/missing: the LeRobot checkpoint is not in the Hugging Face cache"
     ):
-        _lerobot_checkpoint("lerobot/missing")
+        lerobot_checkpoint("lerobot/missing")

@@ -17,8 +17,8 @@ import pytest
 import jrobot.sim
 from jrobot.cli import Binder
 from jrobot.data.read.reader import open_dataset
-from jrobot.devices import robot_from_flags
-from jrobot.record import DatasetRecordConfig, RecordOptions, record
+from jrobot.recording.devices import robot_from_flags
+from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
 from jrobot.sim.expert import PICK_COLOR_EXPERT_CONFIG, PickPlaceExpert, make_expert
 from jrobot.sim.robot import SimExpertTeleop, SimRobot
 from jrobot.sim.simulator import SO101Sim

@@ -112,7 +112,7 @@ def test_cli_prints_port_first_and_applies_flags(tmp_path):
     state = tmp_path / "state.json"
     link = tmp_path / "ttyVARM"
     cmd = [
-        sys.executable, "-m", "jrobot.sim.virtual_arm",
+        sys.executable, "-m", "jrobot.virtual_arm",
         "--control", str(sock), "--state", str(state), "--link", str(link),
         "--absent-ids", "5", "--error-bits", "6:32", "--firmware-per-id", "3:309",
     ]  # fmt: skip
@@ -174,7 +174,7 @@ def test_cli_factory_mode_plugs_loose_servos_by_slot(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "jrobot.sim.virtual_arm",
+        "jrobot.virtual_arm",
         "--factory",
         "--control",
         str(sock),

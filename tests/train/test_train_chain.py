@@ -21,7 +21,7 @@ def _metrics(workdir: Path) -> list[dict]:
 def _params(workdir: Path, step: int) -> dict[str, np.ndarray]:
     from flax import nnx
 
-    from jrobot.export import flatten_state, load_from_workdir
+    from jrobot.train.export import flatten_state, load_from_workdir
 
     model, _, meta = load_from_workdir(workdir, step, use_ema=False)
     assert meta["step"] == step
@@ -187,8 +187,8 @@ def test_export_then_run_on_the_simulated_robot_and_offline(tmp_path, tiny_shard
     np.testing.assert_allclose(np.load(tmp_path / "out2.npz")["action"], out_u8, atol=1e-4)
 
     # the exported chunk equals the training code's own sample_actions on the same weights
-    from jrobot.export import load_from_workdir
     from jrobot.policies import act
+    from jrobot.train.export import load_from_workdir
 
     model, _, _ = load_from_workdir(work)
     batch = {k: v[:, None] for k, v in obs.items()}

@@ -122,9 +122,9 @@ def test_schedules_match_lerobot_formulas():
 
 def test_validation_loss_on_held_out_episodes(tmp_path, tiny_shards):
     """val/loss is the training objective on the held-out episodes, recomputable from the checkpoint."""
-    from jrobot.export import load_from_workdir
     from jrobot.pipeline.loader import make_eval_dataset
     from jrobot.policies import act
+    from jrobot.train.export import load_from_workdir
     from jrobot.train.trainer import pipeline_config
 
     cfg = tiny_config(

@@ -12,7 +12,7 @@ texts given, lower-cased, punctuation split off, unknown words mapped to `<unk>`
 `tokenizers` tokenizer.json, so `jrobot.language.TaskTokenizer`, the exporter and the runtime treat it
 exactly as SmolVLM2's.
 
-    python -m jrobot.policies.smolvla.tiny_vlm OUT_DIR ["extra instruction" ...]
+    python tools/make_tiny_vlm.py OUT_DIR ["extra instruction" ...]
 
 `SHIPPED` is the folder this writes with the defaults, kept in the package so a config can name it
 (`configs/smolvla_so101_sim_cpu.py`); a test checks it is what `write_tiny_vlm` writes today.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,16 +171,3 @@ def write_tiny_vlm(
     )
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     return folder
-
-
-def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    out = write_tiny_vlm(argv[0], argv[1:])
-    print(f"wrote a tiny SmolVLM folder to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, run_tool
-from jrobot.devices import device_from_flags
 from jrobot.hw.safety import torque_safety
+from jrobot.recording.devices import device_from_flags
 
 USAGE = __doc__ or ""
 

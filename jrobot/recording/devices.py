@@ -64,7 +64,7 @@ class SimExpertConfig:
 
 @dataclasses.dataclass
 class KeyboardEEConfig(EEControlConfig):
-    """End-effector control from the keyboard (`jrobot.keyboard.KeyboardEETeleop`); the step sizes,
+    """End-effector control from the keyboard (`jrobot.recording.keyboard.KeyboardEETeleop`); the step sizes,
     bounds and gripper speed of `EEControlConfig`; `ee_bounds`, a find_joint_limits file, gives the box."""
 
     ee_bounds: Path | None = None
@@ -72,7 +72,7 @@ class KeyboardEEConfig(EEControlConfig):
 
     def __post_init__(self) -> None:
         if self.ee_bounds is not None:
-            from jrobot.find_joint_limits import load_ee_bounds
+            from jrobot.recording.joint_limits import load_ee_bounds
 
             lo, hi = load_ee_bounds(self.ee_bounds)
             self.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
@@ -165,7 +165,7 @@ def make_teleoperator(config: Any, robot: Any) -> Any:
         return SimExpertTeleop(robot)
     if isinstance(config, KeyboardEEConfig):
         from jrobot.features import SO101_JOINT_KEYS
-        from jrobot.keyboard import KeyboardEETeleop
+        from jrobot.recording.keyboard import KeyboardEETeleop
 
         if robot is None or not set(SO101_JOINT_KEYS) <= set(getattr(robot, "action_features", {})):
             raise CliError("--teleop.type=keyboard_ee drives an SO-101 follower (sim, virtual or real)")

@@ -22,20 +22,17 @@ bigger model). Ctrl-C or SIGTERM stop the server.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import ipaddress
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jrobot.cli import Binder, CliError, run_tool
 from jrobot.serving import protocol as P
+from jrobot.serving.host import is_loopback, pick_device, serve_until_stopped
 
 USAGE = __doc__ or ""
-log = logging.getLogger("jrobot.serve")
 
 
 @dataclasses.dataclass
@@ -64,41 +61,6 @@ class ServeOptions:
             raise ValueError(f"--min_latency_ms must be >= 0, got {self.min_latency_ms}")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def pick_device(choice: str, bundle: Path):
-    """The jax device to run on: a GPU when asked or available and the bundle has CUDA code, else CPU."""
-    import jax
-
-    from jrobot.bundle import read_info
-    from jrobot.runtime.policy import read_exported
-
-    if choice == "cpu":
-        return jax.devices("cpu")[0]
-    try:
-        gpus = jax.devices("gpu")
-    except RuntimeError:
-        gpus = []
-    info = read_info(bundle)
-    platforms = read_exported(bundle, info.variants[0]).platforms
-    if gpus and "cuda" in platforms:
-        return gpus[0]
-    why = (
-        "jax sees no GPU" if not gpus else f"the bundle was exported for {list(platforms)} only; re-export it"
-    )
-    if choice == "gpu":
-        raise CliError(f"--device gpu: {why}")
-    log.info("running on the CPU (%s)", why)
-    return jax.devices("cpu")[0]
-
-
 def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     binder = Binder.from_argv(argv)
@@ -108,7 +70,7 @@ def main(argv: Sequence[str]) -> int:
         token = P.read_token(opts.token_file)
     except P.ProtocolError as e:
         raise CliError(str(e)) from e
-    if token is None and not _is_loopback(opts.host) and not opts.allow_no_token:
+    if token is None and not is_loopback(opts.host) and not opts.allow_no_token:
         raise CliError(
             f"--host {opts.host} reaches beyond this machine: give --token_file (or --allow_no_token=true "
             "on a network you trust)"
@@ -137,29 +99,14 @@ def main(argv: Sequence[str]) -> int:
         ),
     )
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(server.run(stop))
-        while not server.started.is_set() and not task.done():
-            await asyncio.sleep(0.01)
-        if not task.done():
-            kind = policy.spec.type
-            print(
-                f"serving {kind} policy {opts.policy} on ws://{opts.host}:{server.port} ({device.platform}; "
-                f"token {'required' if token else 'off'}); Ctrl-C stops",
-                flush=True,
-            )
-        await task
+    def started(port: int) -> None:
+        print(
+            f"serving {policy.spec.type} policy {opts.policy} on ws://{opts.host}:{port} ({device.platform}; "
+            f"token {'required' if token else 'off'}); Ctrl-C stops",
+            flush=True,
+        )
 
-    try:
-        asyncio.run(serve())
-    except OSError as e:
-        raise CliError(f"cannot listen on {opts.host}:{opts.port} ({e.strerror or e})") from e
-    finally:
-        server.close()
+    serve_until_stopped(server, started)
     print("server stopped", flush=True)
     return 0
 

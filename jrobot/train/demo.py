@@ -1,25 +1,5 @@
-"""`make demo` / `python -m jrobot.demo`: the whole jrobot loop on the MuJoCo SO-101, on a laptop CPU.
-
-    python -m jrobot.demo [--out outputs/demo] [--episodes 60] [--train-steps 1500] [--eval-episodes 50]
-    python -m jrobot.demo --policy smolvla [--out outputs/demo_vla]        # `make demo-vla`
-
-1. record   scripted demonstrations in the simulator (`jrobot.record`, two cameras), into a LeRobot
-            v3.0 dataset that LeRobot itself can load: pick-and-place of one cube for ACT; for the VLA,
-            three coloured cubes and an instruction per episode naming the one to put in the bin
-            (`jrobot/SO101PickColor-v0`), recorded as the episode's task
-2. shards   convert the dataset into ArrayRecord training shards (`data_tools.build_shards`)
-3. train    the CPU-sized policy (`configs/act_so101_sim_cpu.py`, `configs/smolvla_so101_sim_cpu.py`)
-            with the grain pipeline and orbax; it reads what a real arm has: the two cameras, the joint
-            positions, and for the VLA the instruction
-4. export   a self-contained policy bundle (`jrobot.export`)
-5. eval     50 seeded episodes in the simulator through the real-time runtime (`jrobot.eval`), with
-            videos; the VLA is also evaluated with each episode's instruction replaced by one naming
-            another cube, which it should follow rather than repeat what the scene suggests
-
-It prints the success rate and where the videos are; `--out DIR` also gets `report.json` with the
-success rate (and for the VLA the wrong-object rate and each episode's instruction and outcome), the
-features the policy reads and the time each stage took. Each stage is the same code the command-line
-tools run.
+"""The demo's recipes and stages: record in the simulator, build shards, train, export, evaluate, each
+through the same functions the command-line tools call.
 """
 
 from __future__ import annotations
@@ -30,13 +10,10 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jrobot.cli import Binder, run_tool
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 log = logging.getLogger("jrobot.demo")
 
 
@@ -73,7 +50,7 @@ def stage_record(
     task: str = "pick_place",
     episode_time_s: float = 12.0,
 ) -> dict[str, Any]:
-    from jrobot.record import DatasetRecordConfig, RecordOptions, record
+    from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     # the cube pose is recorded too (`observation.environment_state`), for analysis and for the
@@ -107,8 +84,8 @@ def stage_train(config, shards: Path, workdir: Path, steps: int) -> dict[str, An
 
 
 def stage_export(workdir: Path, bundle: Path) -> dict[str, Any]:
-    from jrobot.export import load_from_workdir, write_bundle
     from jrobot.features import features_from_json
+    from jrobot.train.export import load_from_workdir, write_bundle
 
     model, module, meta = load_from_workdir(workdir)
     info = write_bundle(
@@ -135,7 +112,7 @@ def stage_eval(
 ) -> dict[str, Any]:
     """`jrobot.eval` of the bundle; with `swap_instruction`, each episode's instruction names another
     object than the one the scene was set up for, and success means that other object is in the bin."""
-    from jrobot.eval import evaluate
+    from jrobot.runtime.evaluate import evaluate
     from jrobot.runtime.policy import BundlePolicy
 
     policy = BundlePolicy(bundle)
@@ -182,10 +159,8 @@ class DemoOptions:
         self.episodes = int(self.episodes or recipe.episodes)
 
 
-def main(argv: Sequence[str]) -> int:
-    binder = Binder.from_argv(argv)
-    args = binder.build(DemoOptions)
-    binder.finish()
+def run_demo(args: DemoOptions) -> dict[str, Any]:
+    """Every stage of `args`' demo into `args.out` (replaced), with `report.json` kept current; the report."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from absl import logging as absl_logging
 
@@ -241,16 +216,7 @@ def main(argv: Sequence[str]) -> int:
         report["swapped_instruction_success_rate"] = sw["success_rate"]
         report["swapped_instruction_wrong_object_rate"] = sw.get("wrong_object_rate")
         summary += f"; with the instruction naming another cube: success {sw['success_rate']:.0%}"
+    report["summary"] = summary
     report["total_seconds"] = round(time.perf_counter() - t_all, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(
-        f"\njrobot demo ({args.policy}): {summary} over {ev['episodes']} simulated episodes, "
-        f"total {report['total_seconds'] / 60:.1f} min\n"
-        f"  dataset (LeRobot v3.0): {out / 'dataset'}\n  policy bundle: {out / 'bundle'}\n"
-        f"  videos: {out / 'eval' / 'videos'}\n  report: {out / 'report.json'}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=__doc__ or ""))
+    return report

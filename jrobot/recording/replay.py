@@ -1,37 +1,5 @@
-"""`python -m jrobot.replay`: send a recorded episode's actions to a robot and measure how it follows
-(`lerobot-replay`).
-
-    python -m jrobot.replay --robot.type=so101_follower --robot.port=/dev/ttyACM0 --robot.id=black \\
-        --dataset.root=data/pick_cube --dataset.episode=3 [--report=replay.json]
-    # a Hub dataset (downloaded when online), on the virtual arm
-    python -m jrobot.replay --robot.type=virtual --dataset.repo_id=USER/my_dataset --dataset.episode=0
-
-The episode's `action` column is read with jrobot's dataset reader (`jrobot.data.open_dataset`; any
-LeRobot v2.0/v2.1/v3.0 dataset), its names matched to the robot's joints (a joint missing on either
-side is an error naming it; nothing moves), and the actions are sent at the dataset's fps
-(`--dataset.fps` overrides it) through the safety path of `jrobot.run`:
-
-- every action is clamped to the action range of the dataset's stats, widened by `--safety_margin`
-  of its span on each side (no stats: the range of the action column itself); `--safety_limits FILE`
-  (written by `jrobot.find_joint_limits`) narrows that to the joint ranges in the file;
-- an episode with a non-finite action is refused before anything moves;
-- the robot's own `max_relative_target` and calibrated range apply (inside its `send_action`).
-
-First the arm moves from where it is to the episode's first action in `--approach_s` seconds (a
-straight line in joint space, through the same clamp), so a replay never starts with a jump. Each
-tick reads the robot's observation before sending; after the last action the arm holds it and the
-readings go on for `--settle_s` seconds. The report (printed; `--report` writes it as JSON) gives
-the tracking error per joint, commanded (the action sent) minus measured: at the first reading after
-each command (one period later), and lag-compensated (at the lag, up to `--max_lag_s`, that
-minimises the mean error: the servo's own delay); the frames clamped by the limits or by the robot;
-the error against the recorded `observation.state` when the dataset has one; and the loop timing
-(period p50/p99, overruns, dropped ticks). Ctrl-C or SIGTERM stop the replay between ticks with
-torque off, as every control loop does.
-
-The simulated arm (`--robot.type=sim`) advances one control period per action and is replayed
-unpaced unless `--realtime=true`; its scene is reset with `--seed` + the episode index first, as
-`jrobot.record` seeds each episode, so the objects are where the recording had them. Nothing here
-imports jax.
+"""Replaying a recorded episode on a robot: its actions at the dataset's fps through the runtime's
+safety path (`SafetyLimits`: clamps and `max_relative_target`), and how closely the arm followed.
 """
 
 from __future__ import annotations
@@ -39,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,14 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from jrobot.cli import Binder, run_tool
 from jrobot.display import DisplayOptions, RerunDisplay
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.pacer import Pacer
 from jrobot.robot import EpisodicRobot
 from jrobot.runtime.loop import SafetyLimits
 
-USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.replay")
 
 ACTION = "action"
@@ -219,7 +184,7 @@ def safety_limits(
     stats = {"min": episode.action_min, "max": episode.action_max}
     limits = SafetyLimits.from_stats(episode.names, stats, margin=margin)
     if limits_file is not None:
-        from jrobot.find_joint_limits import narrow_to_joint_limits
+        from jrobot.recording.joint_limits import narrow_to_joint_limits
 
         lower, upper = narrow_to_joint_limits(limits_file, episode.names, limits.lower, limits.upper)
         limits = SafetyLimits(list(episode.names), lower, upper)
@@ -438,14 +403,9 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
-def main(argv: Sequence[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from jrobot.devices import robot_from_flags
-
-    binder = Binder.from_argv(argv)
-    robot = robot_from_flags(binder)
-    opts = binder.build(ReplayOptions)
-    binder.finish()
+def replay_episode(robot: Any, opts: ReplayOptions) -> dict[str, Any]:
+    """Replay `opts.dataset`'s episode on `robot` (checked against it before anything moves) and report
+    the tracking error; writes the report to `opts.report` when one is given."""
     episode = load_episode(opts.dataset)
     check_names(episode.names, robot)  # before connecting: a mismatch moves nothing
     check_finite(episode)
@@ -476,12 +436,7 @@ def main(argv: Sequence[str]) -> int:
             viewer.close()
     report = tracking_report(result, episode.state, max_lag_s=opts.max_lag_s)
     report = {"dataset": episode.source, "episode": episode.episode, **report}
-    print(format_report(report))
     if opts.report is not None:
         opts.report.parent.mkdir(parents=True, exist_ok=True)
         opts.report.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    return report

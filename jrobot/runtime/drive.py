@@ -1,46 +1,5 @@
-"""`python -m jrobot.run`: drive a robot with an exported policy bundle, in real time, on the CPU.
-
-    # the simulated arm (3 episodes, each scored)
-    python -m jrobot.run --policy bundles/act --robot.type=sim --episodes=3
-    # a real SO-101 for 60 s, recording what happens
-    python -m jrobot.run --policy bundles/act --robot.type=so101_follower --robot.port=/dev/ttyACM0 \\
-        --robot.id=black --robot.cameras="{front: {type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}}" \\
-        --duration_s=60 --dataset.root=data/eval_act --dataset.single_task="pick the cube"
-    # offline: a batch of recorded observations in, action chunks out (no robot)
-    python -m jrobot.run --policy bundles/diffusion --observations in.npz --out out.npz
-    # a language-conditioned policy (VLA) follows an instruction
-    python -m jrobot.run --policy bundles/smolvla --robot.type=sim --task "pick the cube"
-    # the policy runs on a GPU machine (python -m jrobot.serve there); the control loop stays here
-    python -m jrobot.run --policy ws://gpu-box:8000 --token_file token.txt --robot.type=so101_follower ...
-    # any openpi policy server (pi0/pi0.5 fine-tuned on SO-101 data), its keys mapped to this robot's
-    python -m jrobot.run --policy openpi://gpu-box:8000 --robot.type=sim --task "pick the cube" \\
-        --remote.obs_map="observation/image=observation.images.front,observation/state=observation.state"
-
-The control loop runs at the bundle's fps; the next chunk is computed on a worker thread so the loop
-never waits for inference (`--mode=sync` waits, as LeRobot's select_action does). Every action is
-clamped to the joint range seen in training (widened by `--safety_margin`) and, with
-`--safety_limits FILE`, to the joint ranges `jrobot.find_joint_limits` wrote there; the robot's
-`max_relative_target` applies, and a non-finite action is never sent: the arm holds its last safe
-position and the run stops. Ctrl-C or SIGTERM switch torque off. At the end a latency report gives
-inference and loop-period p50/p99.
-
-A remote policy (`--policy ws://HOST:PORT` for `jrobot.serve`, `openpi://HOST:PORT` for an openpi
-server) is driven by the same loop: the next chunk is requested when the actions left fall to
-`--chunk_threshold` (a fraction of n_action_steps; default: as late as the measured round trip
-allows), each request carries the timestep of its observation, actions for timesteps already executed
-are dropped, and overlapping chunks are merged by `--merge` (latest, average, weighted, ensemble). If
-the server is slow or gone, the arm holds its last safe position (never extrapolated) and the run
-stops after `--remote.timeout_s` with torque off, as on Ctrl-C; `--remote.reconnect=true` reopens a
-dropped connection meanwhile. `--token_file` sends the server's shared secret.
-
-A language-conditioned policy needs `--task`, its instruction; without the flag it follows
-`--dataset.single_task`, else the robot's own task (the simulated arm's), else the run stops with an
-error. Offline, IN.npz may hold `task`, a (B,) string array (one instruction per row; `--task` then
-only fills in when it is absent), and `noise`, the initial noise of a stochastic policy. Policies
-without language ignore the task.
-
-This module needs jax, numpy and the bundle for a local policy (no jax at all for a remote one); it does
-not import flax, grain, optax, orbax or wandb.
+"""Driving a robot with a policy (`run_robot`: episodes of the runtime's control loop, recording them
+when asked), or the policy on recorded observations (`run_offline`), as `jrobot.run` does.
 """
 
 from __future__ import annotations
@@ -48,25 +7,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jrobot.cli import Binder, CliError, run_tool
+from jrobot.cli import CliError
 from jrobot.display import DisplayOptions
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.policies.ensemble import MERGE_RULES
-from jrobot.record import DatasetWriterOptions, open_writer
+from jrobot.recording.record import DatasetWriterOptions, open_writer
 from jrobot.robot import EpisodicRobot
 from jrobot.runtime.errors import PolicyTimeoutError
 from jrobot.runtime.loop import PolicyController, SafetyLimits, run_episode
 from jrobot.runtime.observations import NEEDS_TASK
-from jrobot.runtime.sources import RemoteOptions, is_remote, open_policy
+from jrobot.runtime.sources import RemoteOptions, is_remote
 
-USAGE = __doc__ or ""
 log = logging.getLogger("jrobot.run")
 
 
@@ -164,7 +121,7 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
     stats = policy.action_stats
     safety = SafetyLimits.from_stats(names, stats, margin=opts.safety_margin) if stats is not None else None
     if opts.safety_limits is not None:  # the joint ranges found by jrobot.find_joint_limits narrow the clamp
-        from jrobot.find_joint_limits import narrow_to_joint_limits
+        from jrobot.recording.joint_limits import narrow_to_joint_limits
 
         seen = (safety.lower, safety.upper) if safety is not None else ()
         safety = SafetyLimits(list(names), *narrow_to_joint_limits(opts.safety_limits, names, *seen))
@@ -278,27 +235,8 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
     return report
 
 
-def main(argv: Sequence[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    binder = Binder.from_argv(argv)
-    opts = binder.build(RunOptions)
-    robot = None
-    if opts.observations is None:
-        from jrobot.devices import robot_from_flags
-
-        robot = robot_from_flags(binder)
-    binder.finish()
-    policy = open_policy(opts.policy, remote=opts.remote, token_file=opts.token_file, robot=robot)
-    try:
-        if robot is None:
-            summary = run_offline(policy, opts.observations, opts.out, task=opts.task)
-            print(f"wrote {opts.out}: action chunks {summary}")
-            return 0
-        policy.warmup()
-        report = run_robot(robot, policy, opts)
-    finally:
-        if hasattr(policy, "close"):
-            policy.close()
+def latency_summary(report: dict[str, Any]) -> str:
+    """One line of `run_robot`'s report: steps, inference and loop-period percentiles, what went late."""
 
     def ms(key: str) -> str:
         return "n/a" if report.get(key) is None else f"{report[key]:.1f} ms"
@@ -314,20 +252,15 @@ def main(argv: Sequence[str]) -> int:
         lines.append(f"server inference p50 {ms('server_infer_ms_p50')}, p99 {ms('server_infer_ms_p99')}")
     if "success_rate" in report:
         lines.append(f"success rate {report['success_rate']:.0%} over {len(report['episodes'])} episodes")
-    print("latency report: " + "; ".join(lines))
-    if opts.report is not None:
-        opts.report.write_text(json.dumps(report, indent=2, default=_json_default))
-    if "stopped" in report:
-        print(f"error: {report['stopped']}", file=sys.stderr)
-        return 1
-    return 0
+    return "latency report: " + "; ".join(lines)
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """`report` as JSON (NaN as null)."""
+    path.write_text(json.dumps(report, indent=2, default=_json_default))
 
 
 def _json_default(x: Any) -> Any:
     if isinstance(x, float) and x != x:
         return None
     return str(x)
-
-
-if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))

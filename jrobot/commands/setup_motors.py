@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, run_tool
-from jrobot.devices import device_from_flags
+from jrobot.recording.devices import device_from_flags
 
 USAGE = __doc__ or ""
 

@@ -1,23 +1,5 @@
-"""`python -m jrobot.export`: turn a training run (or a LeRobot checkpoint) into a policy bundle.
-
-    python -m jrobot.export --workdir runs/act --out bundles/act            # latest step, EMA if any
-    python -m jrobot.export --workdir runs/act --step 20000 --out bundles/act_20k
-    python -m jrobot.export --from-lerobot path/to/pretrained_model --out bundles/lerobot_act [--fps 30]
-    python -m jrobot.export --from-lerobot smolvla/pretrained_model [--vlm VLM_DIR] --out bundles/smolvla
-    python -m jrobot.export --from-lerobot lerobot/smolvla_base --out bundles/smolvla     # a Hub model id
-    python -m jrobot.export --workdir runs/act --out bundles/act --push_to_hub me/act_so101 [--hub_dataset me/pick]
-
-With --push_to_hub the bundle is also uploaded as a model repo with a model card (its features, how to
-run it, the bundle's eval.json when present); `--policy hf://me/act_so101[@REV]` then runs or serves it.
-
-The bundle (see `jrobot.bundle`) holds the parameters and a serialized `jax.export` of the inference
-function, traced here with the policy's model code, so `python -m jrobot.run` needs neither flax nor the
-training stack and runs the exact same computation.
-
-A language-conditioned policy (LANGUAGE input features, `spec.language_keys`) takes its instruction as
-token ids (B, L) int32 and an attention mask (B, L) bool, with no history axis; its model carries the
-`jrobot.language.TaskTokenizer` that made them (`model.tokenizer`), which is saved into the bundle so
-the runtime turns a task string into exactly those inputs.
+"""Exporting a policy bundle: trained (or LeRobot-imported) params with their compiled functions
+(`jax.export`), features, stats and tokenizer, in the folder `jrobot.run` / `jrobot.serve` load.
 """
 
 from __future__ import annotations
@@ -25,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +26,7 @@ from jrobot.bundle import (
     BundleInfo,
     variant_name,
 )
-from jrobot.cli import Binder, CliError, exactly_one, flag, run_tool, usage
+from jrobot.cli import CliError
 from jrobot.features import ACTION_KEY, SO101_JOINT_KEYS, STATE_KEY, Feature, features_from_json
 from jrobot.language import TaskTokenizer, language_dtype
 from jrobot.policies.base import PolicyModule, load_policy_module
@@ -266,96 +247,57 @@ def default_features_for(spec: PolicySpec) -> dict[str, Feature]:
     return feats
 
 
-@dataclasses.dataclass
-class ExportOptions:
-    """`python -m jrobot.export` flags: exactly one of --workdir / --from-lerobot."""
-
-    out: str = flag(help="bundle directory to write", metavar="DIR")
-    workdir: str | None = flag(
-        None, help="training run directory (python -m jrobot.train --workdir)", metavar="DIR"
-    )
-    from_lerobot: str | None = flag(
-        None, help="LeRobot pretrained_model folder, or a Hugging Face Hub model id", metavar="DIR|ID"
-    )
-    step: int | None = flag(None, help="checkpoint step (default: latest)")
-    no_ema: bool = flag(False, help="export the raw parameters even if an EMA exists")
-    fps: int | None = flag(None, help="control rate for LeRobot checkpoints (default 30)")
-    vlm: str | None = flag(
-        None,
-        help="VLA policies: the VLM folder (tokenizer; default: the one recorded, or vlm_model_name locally / in the HF cache)",
-        metavar="DIR",
-    )
-    precision: str | None = flag(
-        None, help="VLA checkpoints: float32 (default) or bfloat16 (LeRobot's mixed bf16/fp32)"
-    )
-    push_to_hub: str | None = flag(
-        None, help="also upload the bundle as this Hub model repo", metavar="USER/REPO"
-    )
-    private: bool = flag(False, help="with --push_to_hub: a private repo")
-    hub_dataset: str | None = flag(
-        None, help="with --push_to_hub: the Hub dataset it was trained on, for the card"
+def export_workdir(
+    workdir: str | Path,
+    out: str | Path,
+    *,
+    step: int | None = None,
+    use_ema: bool = True,
+    vlm: str | None = None,
+    fps: int | None = None,
+) -> BundleInfo:
+    """The bundle of a training run's checkpoint (`step`, default the latest), with the run's features."""
+    model, module, meta = load_from_workdir(workdir, step, use_ema=use_ema, vlm=vlm)
+    return write_bundle(
+        model,
+        module,
+        out,
+        features=features_from_json(meta["features"]),
+        fps=int(fps or meta["fps"]),
+        robot_type=meta.get("robot_type"),
+        source={"workdir": str(Path(workdir).absolute()), "step": meta["step"], "params": meta["params"]},
+        training_config=meta.get("config"),
     )
 
 
-USAGE = usage("python -m jrobot.export", ExportOptions, __doc__ or "")
+def export_lerobot(
+    source: str,
+    out: str | Path,
+    *,
+    vlm: str | None = None,
+    precision: str | None = None,
+    fps: int | None = None,
+) -> tuple[BundleInfo, list[str]]:
+    """The bundle of a LeRobot checkpoint (a folder or a Hub model id), and the importer's notes."""
+    from jrobot.policies.lerobot.importer import import_lerobot
+
+    path = lerobot_checkpoint(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the notes are returned, for the caller to show once
+        imported = import_lerobot(path, vlm=vlm, precision=precision)
+    info = write_bundle(
+        imported.model,
+        load_policy_module(imported.spec.type),
+        out,
+        features=default_features_for(imported.spec),
+        fps=int(fps or 30),
+        robot_type=None,
+        source={"lerobot_checkpoint": str(path.absolute())},
+    )
+    return info, list(imported.notes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
-    args = binder.build(ExportOptions)
-    binder.finish()
-    exactly_one(args, "workdir", "from_lerobot")
-
-    if args.workdir:
-        model, module, meta = load_from_workdir(
-            args.workdir, args.step, use_ema=not args.no_ema, vlm=args.vlm
-        )
-        info = write_bundle(
-            model,
-            module,
-            args.out,
-            features=features_from_json(meta["features"]),
-            fps=int(args.fps or meta["fps"]),
-            robot_type=meta.get("robot_type"),
-            source={
-                "workdir": str(Path(args.workdir).absolute()),
-                "step": meta["step"],
-                "params": meta["params"],
-            },
-            training_config=meta.get("config"),
-        )
-    else:
-        from jrobot.policies.lerobot.importer import import_lerobot
-
-        path = _lerobot_checkpoint(args.from_lerobot)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the importer's notes are printed once, below
-            imported = import_lerobot(path, vlm=args.vlm, precision=args.precision)
-        module = load_policy_module(imported.spec.type)
-        for note in imported.notes:
-            print(f"note: {note}", file=sys.stderr)
-        info = write_bundle(
-            imported.model,
-            module,
-            args.out,
-            features=default_features_for(imported.spec),
-            fps=int(args.fps or 30),
-            robot_type=None,
-            source={"lerobot_checkpoint": str(path.absolute())},
-        )
-    print(f"wrote {args.out}: {info.spec.type} policy, variants {info.variants}")
-    if args.push_to_hub:
-        from jrobot.hub import HubError, push_bundle
-
-        try:
-            url = push_bundle(args.out, args.push_to_hub, private=args.private, dataset=args.hub_dataset)
-        except HubError as e:
-            raise CliError(f"{e} (the bundle is written: {args.out})") from e
-        print(f"pushed to {url}")
-    return 0
-
-
-def _lerobot_checkpoint(source: str) -> Path:
+def lerobot_checkpoint(source: str) -> Path:
     """A LeRobot checkpoint folder: `source` itself, or a Hub model id downloaded (cached) to one."""
     path = Path(source).expanduser()
     if path.exists():
@@ -372,7 +314,3 @@ def _lerobot_checkpoint(source: str) -> Path:
         return download_model(source, what="LeRobot checkpoint")
     except HubError as e:
         raise CliError(str(e)) from e
-
-
-if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
