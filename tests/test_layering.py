@@ -55,6 +55,7 @@ RECORDING_AND_DATA = [
     "jrobot.kinematics.ee_control",
     "jrobot.display",
     "data_tools.view",
+    "jrobot.data.view",
     "data_tools.build_shards",
 ]
 RECORDING_AND_DATA_PACKAGES = ["jrobot.data", "jrobot.shards", "jrobot.hw", "jrobot.sim", "jrobot.recording"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.view import render_episode
+from jrobot.data.view import render_episode
 
 
 @pytest.mark.parametrize("name", ["so101_v30", "so101_v21"])

@@ -70,8 +70,8 @@ def test_teleoperating_the_simulated_arm_logs_every_step(tmp_path):
 
 
 def test_a_dataset_episode_plays_back_with_its_values(tmp_path, v30_dir):
-    from data_tools.view import episode_to_rerun
     from jrobot.data import open_dataset
+    from jrobot.data.view import episode_to_rerun
 
     frames = episode_to_rerun(v30_dir, 1, save=tmp_path / "ep.rrd")
     ds = open_dataset(v30_dir)
