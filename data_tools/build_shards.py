@@ -18,9 +18,7 @@ import time
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.shards.builder import build_shards, parse_resolution
-from jrobot.shards.format import ShardError
 
 
 def parse_episodes(text: str | None) -> list[int] | None:
@@ -62,21 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     binder.finish()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
-    try:
-        manifest = build_shards(
-            args.source,
-            args.out,
-            resolution=parse_resolution(args.resolution),
-            image_format=args.image_format,
-            workers=args.workers,
-            episodes=parse_episodes(args.episodes),
-            shard_size_mb=args.shard_size_mb,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (DatasetError, ShardError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest = build_shards(
+        args.source,
+        args.out,
+        resolution=parse_resolution(args.resolution),
+        image_format=args.image_format,
+        workers=args.workers,
+        episodes=parse_episodes(args.episodes),
+        shard_size_mb=args.shard_size_mb,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     dt = time.perf_counter() - t0
     rss = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -90,4 +84,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    sys.exit(run_tool(main, usage=USAGE, input_errors=(ValueError,)))

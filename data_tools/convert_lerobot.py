@@ -32,9 +32,7 @@ from typing import Literal
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
 from jrobot.data.edit import convert_dataset
-from jrobot.data.errors import DatasetError
 from jrobot.shards.builder import build_shards, parse_resolution
-from jrobot.shards.format import ShardError
 
 
 @dataclasses.dataclass
@@ -66,34 +64,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = binder.build(ConvertOptions)
     binder.finish()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        resolution = parse_resolution(args.resolution)
-        report = convert_dataset(
-            args.source,
+    resolution = parse_resolution(args.resolution)
+    report = convert_dataset(
+        args.source,
+        args.out,
+        recompute_stats=args.recompute_stats,
+        workers=args.workers,
+        data_files_size_in_mb=args.data_file_size_mb,
+        video_files_size_in_mb=args.video_file_size_mb,
+    )
+    summary = report.summary()
+    if args.shards is not None:
+        t0 = time.perf_counter()
+        build_shards(
             args.out,
-            recompute_stats=args.recompute_stats,
+            args.shards,
+            resolution=resolution,
+            image_format=args.image_format,
             workers=args.workers,
-            data_files_size_in_mb=args.data_file_size_mb,
-            video_files_size_in_mb=args.video_file_size_mb,
+            progress=not args.quiet,
         )
-        summary = report.summary()
-        if args.shards is not None:
-            t0 = time.perf_counter()
-            build_shards(
-                args.out,
-                args.shards,
-                resolution=resolution,
-                image_format=args.image_format,
-                workers=args.workers,
-                progress=not args.quiet,
-            )
-            summary += f"\ntraining shards: {Path(args.shards)} ({time.perf_counter() - t0:.1f} s)"
-    except (DatasetError, ShardError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        summary += f"\ntraining shards: {Path(args.shards)} ({time.perf_counter() - t0:.1f} s)"
     print(summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    sys.exit(run_tool(main, usage=USAGE, input_errors=(ValueError,)))

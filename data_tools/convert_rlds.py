@@ -26,7 +26,6 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.data.rlds.convert import convert_rlds
 from jrobot.shards.builder import parse_resolution
 
@@ -67,28 +66,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = binder.build(ConvertRldsOptions)
     binder.finish()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        report = convert_rlds(
-            args.source,
-            args.out,
-            split=args.split,
-            image_keys=args.image_keys,
-            state_keys=args.state_keys,
-            action_keys=args.action_keys,
-            bgr_keys=args.bgr_keys or (),
-            fps=args.fps,
-            resolution=parse_resolution(args.resolution),
-            video=args.video,
-            task=args.task,
-            robot_type=args.robot_type,
-            max_episodes=args.max_episodes,
-        )
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = convert_rlds(
+        args.source,
+        args.out,
+        split=args.split,
+        image_keys=args.image_keys,
+        state_keys=args.state_keys,
+        action_keys=args.action_keys,
+        bgr_keys=args.bgr_keys or (),
+        fps=args.fps,
+        resolution=parse_resolution(args.resolution),
+        video=args.video,
+        task=args.task,
+        robot_type=args.robot_type,
+        max_episodes=args.max_episodes,
+    )
     print(report.summary())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    sys.exit(run_tool(main, usage=USAGE, input_errors=(ValueError,)))

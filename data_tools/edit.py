@@ -211,11 +211,7 @@ def _fraction(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     command, args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        lines = run(command, args)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    lines = run(command, args)
     print("\n".join(lines))
     return 0
 

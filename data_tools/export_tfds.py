@@ -24,7 +24,6 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.data.rlds.export import export_tfds
 
 
@@ -51,13 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     binder.finish()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     _quiet_tfds()
-    try:
-        report = export_tfds(
-            args.dataset, args.out, name=args.name, split=args.split, max_episodes=args.max_episodes
-        )
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = export_tfds(
+        args.dataset, args.out, name=args.name, split=args.split, max_episodes=args.max_episodes
+    )
     print(report.summary())
     return 0
 
@@ -74,4 +69,4 @@ def _quiet_tfds() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(main, usage=USAGE))
+    sys.exit(run_tool(main, usage=USAGE, input_errors=(ValueError,)))

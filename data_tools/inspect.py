@@ -22,7 +22,6 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.data.validate.describe import describe_dataset, format_description
 
 
@@ -49,11 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
     args = binder.build(InspectOptions)
     binder.finish()
-    try:
-        report = inspect_dataset(args.dataset, decode=args.decode)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = inspect_dataset(args.dataset, decode=args.decode)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

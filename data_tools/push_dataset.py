@@ -18,9 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.data.validate import validate_dataset
-from jrobot.hub import HubError, push_dataset
+from jrobot.hub import push_dataset
 
 
 @dataclasses.dataclass
@@ -42,20 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
     args = binder.build(PushOptions)
     binder.finish()
-    try:
-        errors = [p for p in validate_dataset(args.dataset) if p.severity == "error"]
-        if errors:
-            print(f"error: {args.dataset} has {len(errors)} problem(s); not pushed:", file=sys.stderr)
-            for p in errors[:20]:
-                print(f"  {p}", file=sys.stderr)
-            return 1
-        url = push_dataset(
-            args.dataset, args.repo_id, private=args.private, push_videos=args.push_videos,
-            license=args.license, tags=args.tags or (),
-        )  # fmt: skip
-    except (DatasetError, HubError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    errors = [p for p in validate_dataset(args.dataset) if p.severity == "error"]
+    if errors:
+        print(f"error: {args.dataset} has {len(errors)} problem(s); not pushed:", file=sys.stderr)
+        for p in errors[:20]:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    url = push_dataset(
+        args.dataset, args.repo_id, private=args.private, push_videos=args.push_videos,
+        license=args.license, tags=args.tags or (),
+    )  # fmt: skip
     print(f"pushed {args.dataset} to {url}")
     return 0
 

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jrobot.cli import Binder, flag, positional, run_tool, usage
-from jrobot.data.errors import DatasetError
 from jrobot.data.view import episode_to_rerun, render_episode
 
 
@@ -55,21 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     binder = Binder.from_argv(sys.argv[1:] if argv is None else argv)
     args = binder.build(ViewOptions)
     binder.finish()
-    try:
-        files = render_episode(
-            args.dataset,
-            args.episode,
-            args.out,
-            thumbnails=args.thumbnails,
-            video=not args.no_video,
-            video_height=args.video_height,
-        )
-        if args.rerun is not None or args.rerun_url is not None:
-            n = episode_to_rerun(args.dataset, args.episode, save=args.rerun, url=args.rerun_url)
-            files.append(Path(args.rerun) if args.rerun else Path(f"{args.rerun_url} ({n} frames)"))
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    files = render_episode(
+        args.dataset,
+        args.episode,
+        args.out,
+        thumbnails=args.thumbnails,
+        video=not args.no_video,
+        video_height=args.video_height,
+    )
+    if args.rerun is not None or args.rerun_url is not None:
+        n = episode_to_rerun(args.dataset, args.episode, save=args.rerun, url=args.rerun_url)
+        files.append(Path(args.rerun) if args.rerun else Path(f"{args.rerun_url} ({n} frames)"))
     for f in files:
         print(f)
     return 0

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jrobot.errors import InputError
 from jrobot.features import Feature, features_from_json
 from jrobot.paths import inside
 from jrobot.policies.spec import ACTION_KEY, PolicySpec, stats_from_json
@@ -51,7 +52,7 @@ TOKENIZER_DIR = "tokenizer"
 EXPORT_PLATFORMS = ("cpu", "cuda")
 
 
-class BundleError(ValueError):
+class BundleError(ValueError, InputError):
     """A policy bundle is missing pieces, is corrupt, or does not fit the robot it is asked to drive."""
 
 

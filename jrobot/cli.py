@@ -47,13 +47,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from jrobot.errors import PATH_ERRORS, InputError
+
 T = TypeVar("T")
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
 _NONE = {"null", "none", "~", ""}
 
 
-class CliError(ValueError):
+class CliError(ValueError, InputError):
     """A command-line flag is unknown, missing or has a bad value."""
 
 
@@ -274,7 +276,7 @@ class Binder:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as e:
-            raise CliError(f"--{prefix or cls.__name__}: {e}") from e
+            raise CliError(f"--{prefix}: {e}" if prefix else str(e)) from e
 
     def value(self, tp: Any, key: str, base: Any = None) -> Any:
         raw, kids = self.subtree(key)
@@ -631,13 +633,21 @@ def commands_usage(prog: str, commands: Mapping[str, type], doc: str = "") -> st
 
 
 def run_tool(
-    main: Any, argv: Sequence[str] | None = None, usage: str | Callable[[Sequence[str]], str] = ""
+    main: Any,
+    argv: Sequence[str] | None = None,
+    usage: str | Callable[[Sequence[str]], str] = "",
+    input_errors: tuple[type[BaseException], ...] = (),
 ) -> int:
-    """Run a tool's `main(argv)`; turn expected failures into a one-line message and an exit code.
+    """Run a tool's `main(argv)`; end every error a user can cause with one message and exit status 2.
 
-    Bad flags exit 2 (with `usage`), hardware and data errors exit 1 with their message (the
-    traceback only with JROBOT_DEBUG=1), Ctrl-C exits 130. `--help` prints `usage`; a callable `usage`
-    gets the arguments, so a command with subcommands can show the help of the one named.
+    A bad flag (`CliError`) prints its line and where the flags are listed; an `InputError` (a wrong
+    path, an incomplete dataset/bundle/shard set/checkpoint, an unknown config key, a busy or missing
+    port) or the system's path errors print their message; both exit 2. Other expected failures while
+    working (a connection lost, a motor fault, a timeout) exit 1 with their message. The traceback of
+    any of these only with `--debug` or JROBOT_DEBUG=1; anything else is a bug and keeps its traceback.
+    Ctrl-C exits 130. `--help` prints `usage`; a callable `usage` gets the arguments, so a command with
+    subcommands can show the help of the one named. `input_errors` adds a tool's own: a converter's
+    ValueError says what in the input it cannot convert.
 
     A tool run here is a command-line process, so a stop signal has a deadline
     (`jrobot.hw.safety.exit_deadline`), and once the stop has unwound (torque off, dataset closed)
@@ -650,17 +660,30 @@ def run_tool(
     from jrobot.hw import safety
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("JROBOT_DEBUG"))
+    argv = [a for a in argv if a != "--debug"]
     text = usage(argv) if callable(usage) else usage
     if any(a in ("-h", "--help") for a in argv):
         print(text)
         return 0
     safety.exit_deadline()
+
+    def fail(message: str, rc: int) -> int:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return rc
+
     try:
         rc = main(argv)
         return int(rc or 0)
     except CliError as e:
-        print(f"error: {e}\n\n{text}", file=sys.stderr)
-        return 2
+        hint = "--help lists the flags" if text else ""
+        return fail(f"{e}" + (f"\n({hint})" if hint else ""), 2)
+    except (InputError, *input_errors) as e:
+        return fail(str(e), 2)
+    except PATH_ERRORS as e:
+        return fail(f"{type(e).__name__}: {e}", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         safety.exit_after_stop(130)
@@ -670,7 +693,4 @@ def run_tool(
             safety.exit_after_stop(e.code)
         raise
     except (ConnectionError, RuntimeError, ValueError, OSError, EOFError, TimeoutError) as e:
-        if os.environ.get("JROBOT_DEBUG"):
-            traceback.print_exc()
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return fail(f"{type(e).__name__}: {e}", 1)

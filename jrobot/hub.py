@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jrobot.errors import InputError
+
 CODEBASE_VERSION = "v3.0"
 HF_SCHEME = "hf://"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -25,7 +27,7 @@ _VERSION_TAG = re.compile(r"^v(\d+)\.(\d+)$")
 DATASET_IGNORE = ["images/*", ".jrobot/*", "**/.DS_Store", "**/__pycache__/*"]
 
 
-class HubError(ConnectionError):
+class HubError(ConnectionError, InputError):
     """The Hub refused, could not be reached, or holds nothing usable; the message says which."""
 
 

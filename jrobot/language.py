@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from tokenizers import Tokenizer
 
+from jrobot.errors import InputError
 from jrobot.paths import inside
 
 LANGUAGE_TOKENS_KEY = "observation.language.tokens"
@@ -49,7 +50,7 @@ Padding = Literal["longest", "max_length"]
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(ValueError, InputError):
     """A tokenizer folder is unusable, or a task cannot be tokenized (the message says which and why)."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 
-from jrobot.cli import Binder, run_tool
+from jrobot.cli import Binder, CliError, run_tool
 from jrobot.hw.opencv_camera import OpenCVCamera, OpenCVCameraConfig
 
 USAGE = __doc__ or ""
@@ -34,6 +34,9 @@ def main(argv: Sequence[str]) -> int:
     targets = None
     if opts.targets is not None:
         targets = [int(t) if str(t).isdigit() else str(t) for t in opts.targets]
+        for t in targets:
+            if isinstance(t, str) and "://" not in t and not Path(t).exists():
+                raise CliError(f"--targets: {t}: no such camera device or video file")
     cameras = OpenCVCamera.find_cameras(targets)
     if not cameras:
         print("No OpenCV cameras were detected.")

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from collections.abc import Sequence
 
 from jrobot.cli import Binder, run_tool
-from jrobot.hw.ports import candidate_ports, usb_serial_ports
+from jrobot.hw.ports import find_port_by_unplugging
 from jrobot.hw.prompts import ConsolePrompter
 
 USAGE = __doc__ or ""
@@ -30,24 +29,10 @@ def main(argv: Sequence[str]) -> int:
     binder = Binder.from_argv(argv)
     opts = binder.build(FindPortOptions)
     binder.finish()
-    prompter = ConsolePrompter.shared()
-    print("Finding all available ports for the MotorsBus.")
-    before = candidate_ports(opts.dev_dir)
-    usb = usb_serial_ports()
-    if usb:
-        print("USB serial adapters: " + ", ".join(f"{d} ({desc})" for d, desc in usb))
-    print("Ports before disconnecting:", before)
-    prompter.ask("Remove the USB cable from your MotorsBus and press Enter when done.\n")
-    time.sleep(opts.settle_s)
-    after = candidate_ports(opts.dev_dir)
-    gone = sorted(set(before) - set(after))
-    if len(gone) == 1:
-        print(f"The port of this MotorsBus is '{gone[0]}'")
-        print("Reconnect the USB cable.")
-        return 0
-    if not gone:
-        raise OSError("could not detect the port: no port disappeared (was the right cable unplugged?)")
-    raise OSError(f"could not detect the port: several ports disappeared ({gone})")
+    port = find_port_by_unplugging(ConsolePrompter.shared(), opts.dev_dir, opts.settle_s)
+    print(f"The port of this MotorsBus is '{port}'")
+    print("Reconnect the USB cable.")
+    return 0
 
 
 if __name__ == "__main__":

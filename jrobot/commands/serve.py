@@ -63,6 +63,7 @@ class ServeOptions:
 
 def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jax").setLevel(logging.WARNING)  # its backend probing is not the server's news
     binder = Binder.from_argv(argv)
     opts = binder.build(ServeOptions)
     binder.finish()

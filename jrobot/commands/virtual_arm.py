@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
+from jrobot.cli import CliError, run_tool
 from jrobot.features import SO101_MOTORS
 from jrobot.sim.sts3215 import BAUD_RATES, EpromLockPolicy, Sts3215
 from jrobot.sim.virtual_arm import (
@@ -37,15 +39,15 @@ def _parse_pairs(text: str, flag: str) -> dict[int, int]:
             k, v = item.split(":")
             out[int(k)] = int(v)
         except ValueError as e:
-            raise SystemExit(f"{flag}: expected 'id:value[,id:value]', got {text!r}") from e
+            raise CliError(f"{flag}: expected 'id:value[,id:value]', got {text!r}") from e
     return out
 
 
-def build_arm_from_args(args: argparse.Namespace) -> VirtualArm:
+def _build_arm(args: argparse.Namespace) -> VirtualArm:
     """The `VirtualArm` the command-line flags describe."""
     ids = [int(x) for x in args.ids.split(",") if x]
     if len(set(ids)) != len(ids) and not args.factory:
-        raise SystemExit(f"--ids has duplicates: {args.ids}")
+        raise CliError(f"--ids has duplicates: {args.ids}")
     major, _, minor = args.firmware.partition(".")
     fw = (int(major), int(minor or 0))
     firmware_of = {
@@ -95,8 +97,15 @@ def build_arm_from_args(args: argparse.Namespace) -> VirtualArm:
     return arm
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are jrobot's one line (`run_tool`), not a usage dump and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m jrobot.virtual_arm",
         description="Virtual SO-101 servo bus on a pty. Prints the port path as the first line.",
     )
@@ -140,9 +149,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = make_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.log_packets else logging.WARNING, stream=sys.stderr)
-    arm = build_arm_from_args(args)
+    arm = _build_arm(args)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -166,4 +175,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=make_parser().format_help()))

@@ -6,8 +6,10 @@ for bad frames) keep working; messages always name the file, key or value at fau
 
 from __future__ import annotations
 
+from jrobot.errors import InputError
 
-class DatasetError(ValueError):
+
+class DatasetError(ValueError, InputError):
     """A dataset on disk is missing, corrupt or inconsistent, or a caller passed invalid data."""
 
 

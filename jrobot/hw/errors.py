@@ -7,8 +7,10 @@ calibration data), so code written against LeRobot's contract still catches them
 
 from __future__ import annotations
 
+from jrobot.errors import InputError
 
-class PortError(ConnectionError):
+
+class PortError(ConnectionError, InputError):
     """The serial port could not be opened."""
 
 
@@ -44,5 +46,5 @@ class FirmwareMismatchError(RuntimeError):
     """The motors on one bus run different firmware versions."""
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ValueError, InputError):
     """A calibration file or calibration value is invalid or missing."""

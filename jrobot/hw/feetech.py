@@ -291,9 +291,13 @@ class FeetechBus:
                     self._close()
                     raise
 
-    def _open(self) -> None:
+    def check_port(self) -> None:
+        """A PortNotFoundError naming the port now, before anyone is asked to plug anything in."""
         if os.name == "posix" and not os.path.exists(self.port):
             raise _open_error(self.port, FileNotFoundError(errno.ENOENT, "No such file", self.port))
+
+    def _open(self) -> None:
+        self.check_port()
         self._ph.baudrate = self.default_baudrate
         try:
             ok = self._ph.openPort()

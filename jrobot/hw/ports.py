@@ -6,9 +6,13 @@ import grp
 import os
 import platform
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 from serial.tools import list_ports  # imported up front: error paths must not need new imports
+
+from jrobot.hw.errors import PortNotFoundError
 
 
 def candidate_ports(dev_dir: str | Path = "/dev") -> list[str]:
@@ -63,3 +67,25 @@ def permission_help(port: str) -> str:
         f'    echo \'SUBSYSTEM=="tty"{ids}, MODE="0666"\' | sudo tee /etc/udev/rules.d/99-jrobot-so101.rules\n'
         "    sudo udevadm control --reload-rules && sudo udevadm trigger"
     )
+
+
+def find_port_by_unplugging(
+    prompter: Any, dev_dir: str | Path = "/dev", settle_s: float = 0.5, say: Any = print
+) -> str:
+    """The serial port that disappears while the user unplugs the arm's USB cable (`lerobot-find-port`)."""
+    if not Path(dev_dir).is_dir():
+        raise PortNotFoundError(f"{dev_dir}: no such device folder (the ports are listed under /dev)")
+    say("Finding all available ports for the MotorsBus.")
+    before = candidate_ports(dev_dir)
+    usb = usb_serial_ports()
+    if usb:
+        say("USB serial adapters: " + ", ".join(f"{d} ({desc})" for d, desc in usb))
+    say(f"Ports before disconnecting: {before}")
+    prompter.ask("Remove the USB cable from your MotorsBus and press Enter when done.\n")
+    time.sleep(settle_s)
+    gone = sorted(set(before) - set(candidate_ports(dev_dir)))
+    if len(gone) == 1:
+        return gone[0]
+    if not gone:
+        raise OSError("could not detect the port: no port disappeared (was the right cable unplugged?)")
+    raise OSError(f"could not detect the port: several ports disappeared ({gone})")

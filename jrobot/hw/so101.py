@@ -217,6 +217,7 @@ class _SO101Arm:
 
     def setup_motors(self) -> None:
         """Give each motor its id and 1 Mbps, one motor connected at a time (gripper first)."""
+        self.bus.check_port()
         for motor in reversed(self.bus.motors):
             self.prompter.ask(f"Connect the controller board to the '{motor}' motor only and press enter.")
             self.bus.setup_motor(motor)

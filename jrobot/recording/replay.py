@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from jrobot.display import DisplayOptions, RerunDisplay
+from jrobot.errors import InputError
 from jrobot.hw.safety import graceful_stop, torque_safety
 from jrobot.pacer import Pacer
 from jrobot.robot import EpisodicRobot
@@ -26,7 +27,7 @@ ACTION = "action"
 STATE = "observation.state"
 
 
-class ReplayError(ValueError):
+class ReplayError(ValueError, InputError):
     """The episode cannot be replayed on this robot (names, values or limits do not fit)."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
+from jrobot.errors import InputError
+
 PROTOCOL = "jrobot-serve"
 PROTOCOL_VERSION = 1
 VERSION_HEADER = "X-Jrobot-Protocol"
@@ -27,7 +29,7 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_MESSAGE_MB = 64.0
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ValueError, InputError):
     """The other end speaks another protocol version, or refused the handshake."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import simplejpeg
 
+from jrobot.errors import InputError
 from jrobot.features import Feature, features_from_json, features_to_json
 
 FORMAT_NAME = "jrobot-shards"
@@ -49,7 +50,7 @@ _HEADER = struct.Struct("<4sqqH")  # magic, episode_index, frame_index, number o
 _LEN = struct.Struct("<I")
 
 
-class ShardError(ValueError):
+class ShardError(ValueError, InputError):
     """A shard directory is missing, corrupt, or does not match what the caller asked for."""
 
 

@@ -897,6 +897,7 @@ class VirtualArmClient:
 
 
 if __name__ == "__main__":  # the command's older name: `python -m jrobot.virtual_arm` is the command
-    from jrobot.commands.virtual_arm import main
+    from jrobot.cli import run_tool
+    from jrobot.commands.virtual_arm import main, make_parser
 
-    sys.exit(main())
+    sys.exit(run_tool(main, usage=make_parser().format_help()))

@@ -15,11 +15,14 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from jrobot.errors import InputError
 
 _SIMPLE = (bool, int, float, str)
 
@@ -61,7 +64,7 @@ def dataclass_config(cls: type, **overrides: Any) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, InputError):
     """A training config lacks a setting the trainer reads, or holds one it cannot use."""
 
 
@@ -114,3 +117,65 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if not callable(getattr(module, "get_config", None)):
         raise AttributeError(f"{path}: a config file defines get_config()")
     return module.get_config()
+
+
+def check_config_file(argv: Sequence[str]) -> Path:
+    """The `--config` file of a command line, checked before the flag parser loads it; its package root
+    (and the working folder) go on sys.path, so a config's `from configs import common` works from any
+    folder and from the console script, as for `python -m jrobot.train` in the repository root."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith("--config="):
+            value = a.split("=", 1)[1]
+    if value is None:
+        raise ConfigError("missing required flag --config (a configs/<name>.py file)")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob("*.py")) if path.parent.is_dir() else []
+        hint = f"; {path.parent} has {', '.join(near)}" if near else ""
+        raise ConfigError(f"--config {value}: no such config file{hint}")
+    if path.suffix != ".py":
+        raise ConfigError(f"--config {value}: a config is a Python file with get_config() (configs/*.py)")
+    root = path.resolve().parent
+    if (root / "__init__.py").is_file():
+        root = root.parent
+    for p in (str(root), str(Path.cwd())):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return path
+
+
+def check_config_overrides(argv: Sequence[str], config: Path) -> None:
+    """Load the config once to name what is wrong with it: a file that does not load, or an override
+    (`--config.<key>=...`) of a key it does not have, with the closest keys it does have."""
+    try:
+        keys = config_keys(load_config_file(config))
+    except Exception as e:  # the config file itself raised (syntax, imports, get_config)
+        raise ConfigError(f"--config {config}: it does not load: {type(e).__name__}: {e}") from e
+    for a in argv:
+        if not a.startswith("--config."):
+            continue
+        key = a.removeprefix("--config.").split("=", 1)[0]
+        if key not in keys:
+            near = difflib.get_close_matches(key, sorted(keys), n=3)
+            if near:
+                hint = "; did you mean " + ", ".join(f"--config.{n}" for n in near) + "?"
+            else:
+                parent = key.rpartition(".")[0]
+                level = sorted(k for k in keys if k.rpartition(".")[0] == parent)
+                hint = f"; its keys{' under ' + parent if parent else ''}: {', '.join(level)}"
+            raise ConfigError(f"unknown config key --config.{key} in {config}{hint}")
+
+
+def config_keys(node: Any, prefix: str = "") -> dict[str, str]:
+    """Every dotted key of a config (sections too) and the type name of its value."""
+    out: dict[str, str] = {}
+    for k in node:
+        v = node[k]
+        key = f"{prefix}{k}"
+        if hasattr(v, "keys"):
+            out.update(config_keys(v, key + "."))
+        out[key] = type(v).__name__
+    return out

@@ -324,10 +324,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     """Train (or resume) into `workdir`; returns the last logged metrics (with steps/s of that window)."""
     t_start = time.monotonic()
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     pidx, pcount = jax.process_index(), jax.process_count()
     mesh = shd.make_mesh(**as_plain_dict(setting(config, "mesh")))
     shard_sets = [ShardSet(p) for p in as_list(setting(config, "data.shards"))]
+    workdir.mkdir(parents=True, exist_ok=True)  # once the data is known good: a typo leaves no empty run
     setup = setup_training(config, mesh, shard_sets)
     policy = setup.policy
     total_steps = int(setting(config, "num_steps"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from data_tools import build_shards, convert_lerobot, edit
+from jrobot.cli import run_tool
 
 
 def fingerprint(folder: Path, skip: Path | None = None) -> dict[str, str]:
@@ -75,7 +76,8 @@ def test_a_writing_tool_writes_under_out_only(sandbox, run):
 )  # fmt: skip
 def test_names_from_flags_that_lead_out_are_refused(sandbox, capsys, run, args, message):
     before = fingerprint(sandbox)
-    code = edit.main([a.format(v30=sandbox / "v30", out=sandbox / "out") for a in args])
+    argv = [a.format(v30=sandbox / "v30", out=sandbox / "out") for a in args]
+    code = run_tool(edit.main, argv, usage=edit.help_text)  # as `python -m data_tools.edit` runs it
     assert code == 2 and message in capsys.readouterr().err
     assert fingerprint(sandbox) == before
 
@@ -90,7 +92,8 @@ def test_a_stranger_dataset_whose_camera_key_leads_out_is_refused(sandbox, capsy
     }
     (src / "meta/info.json").write_text(json.dumps(info, indent=4))
     before = fingerprint(sandbox)
-    code = convert_lerobot.main([str(src), "--out", str(sandbox / "out"), "--quiet"])
+    argv = [str(src), "--out", str(sandbox / "out"), "--quiet"]
+    code = run_tool(convert_lerobot.main, argv, input_errors=(ValueError,))
     err = capsys.readouterr().err
     assert code == 2 and "camera feature '../../escaped' is not a plain folder name" in err, err
     assert fingerprint(sandbox) == before

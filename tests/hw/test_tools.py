@@ -174,7 +174,7 @@ def test_bad_flags_and_missing_port(tmp_path):
         f"--robot.port={tmp_path / 'ttyACM7'}",
         "--robot.id=z",
     )
-    assert tool.finish() == 1
+    assert tool.finish() == 2  # a missing port is the user's to fix: exit 2, as a bad flag
     assert "does not exist" in tool.text and "jrobot.find_port" in tool.text
     tool = Tool("jrobot.teleoperate", "--help")
     assert tool.finish() == 0 and "--teleop.type=so101_leader" in tool.text

@@ -403,7 +403,7 @@ def test_serve_names_a_folder_that_is_not_a_bundle(tmp_path):
         [sys.executable, "-m", "jrobot.serve", f"--policy={tmp_path}", "--port=0"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(tmp_path) in proc.stderr and "no policy.json" in proc.stderr
 
 

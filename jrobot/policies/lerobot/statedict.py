@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jrobot.errors import InputError
+
 
 @dataclasses.dataclass(frozen=True)
 class TorchLeaf:
@@ -160,7 +162,7 @@ class LoadReport:
         return "\n".join(lines)
 
 
-class StateDictError(ValueError):
+class StateDictError(ValueError, InputError):
     """Raised by a strict load; `.report` has the full lists."""
 
     def __init__(self, report: LoadReport):
