@@ -10,6 +10,11 @@
     keyboard_ee                                     the gripper moved in Cartesian space from the
                                                     terminal's keys (IK in LeRobot's frame), any SO-101
 
+    --robot.space=ee                                any SO-101 robot above observed and driven in
+                                                    end-effector space (ee.x..ee.wz, ee.gripper_pos;
+                                                    jrobot.kinematics.ee_space); its teleoperator's
+                                                    joints become end-effector targets
+
 `record`, `teleoperate`-like loops and `run` build devices here, so adding a robot means adding an
 entry to these two tables. Nothing here imports jax.
 """
@@ -30,6 +35,7 @@ from jrobot.hw.opencv_camera import OpenCVCameraConfig
 from jrobot.hw.prompts import AcceptCalibrationFile, Prompter
 from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
 from jrobot.kinematics.ee_control import EEControlConfig
+from jrobot.kinematics.ee_space import EESpaceConfig, EESpaceRobot, JointsToEETeleop
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
@@ -174,13 +180,35 @@ def make_teleoperator(config: Any, robot: Any) -> Any:
 
 
 def robot_from_flags(binder: Binder, *, required: bool = True) -> Any:
+    """The `--robot.*` robot; with `--robot.space=ee` seen and driven in end-effector space
+    (`jrobot.kinematics.ee_space`, bounded by `--robot.ee_bounds=<find_joint_limits file>`)."""
     cfg = binder.choice(ROBOT_TYPES, "robot", required=required)
-    return None if cfg is None else make_robot(cfg)
+    if cfg is None:
+        return None
+    space = binder.build(EESpaceConfig, "robot")
+    robot = make_robot(cfg)
+    if space.space == "joints":
+        return robot
+    if space.ee_bounds is not None:
+        from jrobot.recording.joint_limits import load_ee_bounds
+
+        lo, hi = load_ee_bounds(space.ee_bounds)
+        space.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
+    try:
+        return EESpaceRobot(robot, space)
+    except ValueError as e:
+        raise CliError(f"--robot.space=ee: {e}") from e
 
 
 def teleop_from_flags(binder: Binder, robot: Any, *, required: bool = True) -> Any:
+    """The `--teleop.*` teleoperator; for a robot in end-effector space its joint actions become
+    end-effector targets (forward kinematics, as LeRobot's EE recording examples do)."""
     cfg = binder.choice(TELEOP_TYPES, "teleop", required=required)
-    return None if cfg is None else make_teleoperator(cfg, robot)
+    if cfg is None:
+        return None
+    if isinstance(robot, EESpaceRobot):
+        return JointsToEETeleop(make_teleoperator(cfg, robot.robot), robot.kin)
+    return make_teleoperator(cfg, robot)
 
 
 def device_from_flags(binder: Binder, prompter: Prompter | None = None) -> SO101Follower | SO101Leader:

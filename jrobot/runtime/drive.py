@@ -146,7 +146,18 @@ def run_robot(robot: Any, policy: Any, opts: RunOptions) -> dict[str, Any]:
             robot.connect()
             missing = [n for n in names if n not in robot.action_features]
             if missing:
-                raise CliError(f"the policy's actions {missing} are not joints of this robot ({robot.name})")
+                in_ee = all(n.startswith("ee.") for n in names)
+                hint = (
+                    "; the policy acts in end-effector space: add --robot.space=ee"
+                    if in_ee
+                    else "; the robot is in end-effector space and the policy in joints: drop --robot.space=ee"
+                    if all(n.startswith("ee.") for n in robot.action_features)
+                    else ""
+                )
+                raise CliError(
+                    f"the policy's actions {missing} are not actions of this robot ({robot.name}: "
+                    f"{list(robot.action_features)}){hint}"
+                )
             if opts.dataset is not None:
                 writer = open_writer(opts.dataset, robot, fps, resume=False)
             task = (

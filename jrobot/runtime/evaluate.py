@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from jrobot.bundle import BundleInfo
+from jrobot.bundle import BundleError, BundleInfo
 from jrobot.features import ACTION_KEY, IMAGE_PREFIX
 from jrobot.runtime.errors import PolicyTimeoutError, PolicyUnavailable
 from jrobot.runtime.loop import LoopStats, PolicyController, run_episode
@@ -423,6 +423,13 @@ def evaluate(
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     info: BundleInfo = policy.info
+    action_names = list(info.features[ACTION_KEY].flat_names or ())
+    if action_names and all(n.startswith("ee.") for n in action_names):
+        raise BundleError(
+            f"the policy acts in end-effector space ({action_names}); the simulator's envs "
+            "take joints: run its episodes with `jrobot.run --policy ... --robot.type=sim --robot.space=ee "
+            "--episodes N`, which reports the success rate"
+        )
     language = bool(info.spec.language_keys)
     if task is not None and not language:
         log.warning("--task ignored: this policy takes no task instruction")
