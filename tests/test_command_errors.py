@@ -29,6 +29,7 @@ MATRIX = [
          "--teleop.port={t}/ttyACM8"],
         "ttyACM",
     ),
+    ("teleoperate", ["--robot.type=sim", "--teleop.type=gamepad_ee", "--teleop.device={t}/js0"], "{t}/js0"),
     (
         "find-joint-limits",
         ["--robot.type=sim", "--teleop.type=sim_expert", "--teleop_tim_s=3"],

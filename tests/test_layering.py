@@ -53,6 +53,7 @@ RECORDING_AND_DATA = [
     "jrobot.hub",
     "jrobot.kinematics.so101",
     "jrobot.kinematics.ee_control",
+    "jrobot.kinematics.ee_space",
     "jrobot.display",
     "data_tools.view",
     "jrobot.data.view",

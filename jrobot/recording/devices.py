@@ -9,6 +9,7 @@
     sim_expert                                      the scripted expert of a `sim` robot's task
     keyboard_ee                                     the gripper moved in Cartesian space from the
                                                     terminal's keys (IK in LeRobot's frame), any SO-101
+    gamepad_ee                                      the same from a gamepad's sticks (/dev/input/js*)
 
     --robot.space=ee                                any SO-101 robot above observed and driven in
                                                     end-effector space (ee.x..ee.wz, ee.gripper_pos;
@@ -36,6 +37,7 @@ from jrobot.hw.prompts import AcceptCalibrationFile, Prompter
 from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
 from jrobot.kinematics.ee_control import EEControlConfig
 from jrobot.kinematics.ee_space import EESpaceConfig, EESpaceRobot, JointsToEETeleop
+from jrobot.recording.gamepad import GamepadEEConfig
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
@@ -86,7 +88,12 @@ class KeyboardEEConfig(EEControlConfig):
 
 
 ROBOT_TYPES: dict[str, type] = {**HW_ROBOTS, "virtual": VirtualRobotConfig, "sim": SimRobotConfig}
-TELEOP_TYPES: dict[str, type] = {**HW_TELEOPS, "sim_expert": SimExpertConfig, "keyboard_ee": KeyboardEEConfig}
+TELEOP_TYPES: dict[str, type] = {
+    **HW_TELEOPS,
+    "sim_expert": SimExpertConfig,
+    "keyboard_ee": KeyboardEEConfig,
+    "gamepad_ee": GamepadEEConfig,
+}
 
 
 def virtual_calibration(use_degrees: bool = True) -> dict[str, Any]:
@@ -176,6 +183,13 @@ def make_teleoperator(config: Any, robot: Any) -> Any:
         if robot is None or not set(SO101_JOINT_KEYS) <= set(getattr(robot, "action_features", {})):
             raise CliError("--teleop.type=keyboard_ee drives an SO-101 follower (sim, virtual or real)")
         return KeyboardEETeleop(config, robot)
+    if isinstance(config, GamepadEEConfig):
+        from jrobot.features import SO101_JOINT_KEYS
+        from jrobot.recording.gamepad import GamepadEETeleop
+
+        if robot is None or not set(SO101_JOINT_KEYS) <= set(getattr(robot, "action_features", {})):
+            raise CliError("--teleop.type=gamepad_ee drives an SO-101 follower (sim, virtual or real)")
+        return GamepadEETeleop(config, robot)
     return make_hw_teleop(config)
 
 
