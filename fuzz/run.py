@@ -13,9 +13,11 @@ status is 1 when any harness crashed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +64,11 @@ def run_one(name: str, seconds: int) -> dict:
     before = set(out.glob("crash-*")) | set(out.glob("timeout-*")) | set(out.glob("oom-*"))
     cmd = [sys.executable, "-m", "fuzz.run", name, "--", *libfuzzer_flags(name, seconds)]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, errors="replace")
+    # libFuzzer ends the child with exit(), which skips Python's atexit: the harness's scratch folders
+    # go into a temporary folder this process removes
+    with tempfile.TemporaryDirectory(prefix=f"jrobot-fuzz-{name}-") as tmp:
+        env = {**os.environ, "TMPDIR": tmp}
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, errors="replace", env=env)
     wall = time.monotonic() - t0
     log = proc.stdout + proc.stderr
     (out / "last.log").write_text(log)
