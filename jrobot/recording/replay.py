@@ -383,19 +383,24 @@ def format_report(report: Mapping[str, Any]) -> str:
     for name, r in report["joints"].items():
         row = [
             name,
-            f"{r['mean_abs']:.2f}",
-            f"{r['max_abs']:.2f}",
-            f"{r['lag_compensated_mean_abs']:.2f}",
-            f"{r['lag_compensated_max_abs']:.2f}",
+            _num(r["mean_abs"]),
+            _num(r["max_abs"]),
+            _num(r["lag_compensated_mean_abs"]),
+            _num(r["lag_compensated_max_abs"]),
             str(r["clamped_by_limits"]),
             str(r["limited_by_robot"]),
         ]
         if has_state:
-            row.append(f"{r['recorded_state_mean_abs']:.2f}" if "recorded_state_mean_abs" in r else "")
+            row.append(_num(r["recorded_state_mean_abs"]) if "recorded_state_mean_abs" in r else "")
         rows.append(row)
     width = max(len(r[0]) for r in rows) + 2
     lines += [r[0].ljust(width) + "".join(f"{c:>12}" for c in r[1:]) for r in rows]
     return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    """A tracking error in the feature's units: degrees as 1.23, metres (end-effector space) as 0.00042."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g}"
 
 
 def _json_default(x: Any) -> Any:
