@@ -72,14 +72,11 @@ import contextlib
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +87,8 @@ from common import print_result
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from jrobot.serving.process import ServerProcess, serve_in_background  # noqa: E402
+
 PARITY = REPO.parent / "shared" / "fixtures" / "parity"
 ACT_CKPT = PARITY / "act_so101_tiny" / "pretrained_model"
 VLA_CKPT = PARITY / "smolvla_so101_tiny" / "pretrained_model"
@@ -159,56 +158,18 @@ def bundle_for(name: str, work: Path, args: argparse.Namespace) -> Path:
 # the server process
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen, port: int, lines: list[str], start_s: float):
-        self.proc, self.port, self.lines, self.start_s = proc, port, lines, start_s
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+Server = ServerProcess
 
 
 @contextlib.contextmanager
 def serving(
     bundle: Path, min_latency_ms: float, cpus: set[int] | None = None, timeout_s: float = 300.0
-) -> Iterator[Server]:
+) -> Iterator[ServerProcess]:
     """`python -m jrobot.serve` on `bundle`, listening on a free loopback port; stopped on exit."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable, "-m", "jrobot.serve", f"--policy={bundle}", "--port=0",
-        f"--min_latency_ms={min_latency_ms:g}",
-    ]  # fmt: skip
-    t0 = time.perf_counter()
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env, preexec_fn=pin
-    )
-    lines: list[str] = []
-    found: list[int] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-            m = re.search(r"^serving .* on ws://[^ ]+:(\d+) ", line)
-            if m and not found:
-                found.append(int(m.group(1)))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        if not ready.wait(timeout_s) or not found:
-            raise RuntimeError(f"jrobot.serve did not start ({' '.join(cmd)}):\n{''.join(lines[-30:])}")
-        yield Server(proc, found[0], lines, time.perf_counter() - t0)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+    with serve_in_background(
+        bundle, f"--min_latency_ms={min_latency_ms:g}", cpus=cpus, timeout_s=timeout_s, cwd=REPO
+    ) as server:
+        yield server
 
 
 # ---------------------------------------------------------------------------------------------------
