@@ -237,10 +237,13 @@ def test_concurrent_clients_are_batched_into_one_call(act_bundle):
             t.join()
         for ws in clients:
             ws.close()
-    # The first request finds the engine idle and runs alone; the other three arrive while it runs (each
-    # call takes at least 600 ms) and share the next call. Served one by one, each would say 1.
+    # The four are sent at once and every call takes at least 600 ms: whatever reaches the idle engine
+    # first runs (alone or with others), the rest arrive while it runs and share the next call. So at
+    # most two calls serve the four ([1, 3], [2, 2] or [4], as the machine's load orders them); served
+    # one by one they would take four. Each reply says how many requests its call served.
     sizes = sorted(r[0]["server_timing"]["batch_requests"] for r in replies)
-    assert sizes[-1] >= 3 and sum(1 for n in sizes if n == 1) <= 1, f"not batched: calls served {sizes}"
+    calls = sum(1 / n for n in sizes)
+    assert round(calls) <= 2 and max(sizes) >= 2, f"not batched: calls served {sizes}"
     for i, (reply, _) in enumerate(replies):
         want = local.predict({k: v[None] for k, v in obs[i].items()})[0]
         np.testing.assert_allclose(reply["actions"], want, atol=1e-5)
