@@ -35,6 +35,11 @@ MATRIX = [
         ["--robot.type=sim", "--teleop.type=sim_expert", "--teleop_tim_s=3"],
         "--teleop_tim_s; did you mean --teleop_time_s?",
     ),
+    (
+        "find-joint-limits",
+        ["--robot.type=sim", "--robot.space=ee", "--teleop.type=sim_expert", "--teleop_time_s=1"],
+        "drop --robot.space=ee",
+    ),
     ("record", ["--robot.type=so101_folower", "--teleop.type=sim_expert"], "did you mean 'so101_follower'?"),
     ("record", ["--robot.type=sim", "--teleop.type=sim_expert", "--dataset.root={t}/afile"], "{t}/afile"),
     ("replay", ["--robot.type=sim", "--dataset.root={t}/nodata", "--dataset.episode=0"], "{t}/nodata"),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jrobot.errors import InputError
 from jrobot.hw import safety
 from jrobot.hw.safety import torque_safety
 
@@ -30,6 +31,11 @@ log = logging.getLogger("jrobot.find_joint_limits")
 FORMAT = "jrobot.joint_limits"
 VERSION = 1
 EE_LINK = "gripper_frame_link"  # LeRobot's end-effector frame (jrobot.kinematics.so101)
+
+
+class JointLimitsError(ValueError, InputError):
+    """A joint limits file that cannot be used (not JSON, another format, missing or inconsistent ranges),
+    or a robot whose joints cannot be recorded."""
 
 
 @dataclasses.dataclass
@@ -189,6 +195,11 @@ def find_joint_limits(
     from jrobot.recording.teleoperate import teleop_loop
 
     names = list(robot.action_features)
+    if names and all(n.startswith("ee.") for n in names):
+        raise JointLimitsError(
+            "find_joint_limits records the joints' ranges (and the end-effector box from them): "
+            "drop --robot.space=ee"
+        )
     fk = EndEffectorFK(_use_degrees(robot)) if EndEffectorFK.supports(names) else None
     if fk is None:
         log.warning("%s has no SO-101 joints: only the joint ranges are recorded", robot_info(robot)["name"])
@@ -243,13 +254,13 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: no joint limits file there (python -m jrobot.find_joint_limits writes one)"
         ) from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a joint limits file (invalid JSON: {e})") from None
+        raise JointLimitsError(f"{path}: not a joint limits file (invalid JSON: {e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("joints"), dict) or not doc["joints"]:
-        raise ValueError(
+        raise JointLimitsError(
             f'{path}: not a joint limits file (no "joints" object; see jrobot.find_joint_limits)'
         )
     if doc.get("format", FORMAT) != FORMAT or int(doc.get("version", VERSION)) > VERSION:
-        raise ValueError(
+        raise JointLimitsError(
             f"{path}: format {doc.get('format')!r} version {doc.get('version')!r} is not "
             f"{FORMAT!r} <= {VERSION}"
         )
@@ -258,7 +269,7 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _bound(path: Path, what: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{path}: {what} must be a finite number, got {value!r}")
+        raise JointLimitsError(f"{path}: {what} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -274,18 +285,20 @@ def load_joint_limits(
         names = list(joints)
     missing = [n for n in names if n not in joints]
     if missing:
-        raise ValueError(f"{path}: no limits for {missing} (the file has {list(joints)})")
+        raise JointLimitsError(f"{path}: no limits for {missing} (the file has {list(joints)})")
     lower, upper = [], []
     for n in names:
         entry = joints[n]
         if not isinstance(entry, dict):
-            raise ValueError(f'{path}: joint {n!r} must map to {{"min": ..., "max": ...}}, got {entry!r}')
+            raise JointLimitsError(
+                f'{path}: joint {n!r} must map to {{"min": ..., "max": ...}}, got {entry!r}'
+            )
         lower.append(_bound(path, f"{n}.min", entry.get("min")))
         upper.append(_bound(path, f"{n}.max", entry.get("max")))
     lo, hi = np.asarray(lower), np.asarray(upper)
     bad = [n for n, a, b in zip(names, lo, hi, strict=True) if a > b]
     if bad:
-        raise ValueError(f"{path}: min > max for {bad}")
+        raise JointLimitsError(f"{path}: min > max for {bad}")
     return list(names), lo, hi
 
 
@@ -305,7 +318,9 @@ def narrow_to_joint_limits(
         hi = np.minimum(np.asarray(upper, np.float64), hi)
     empty = [n for n, a, b in zip(names, lo, hi, strict=True) if a > b]
     if empty:
-        raise ValueError(f"{path}: the joint ranges of {empty} do not overlap the action range to clamp to")
+        raise JointLimitsError(
+            f"{path}: the joint ranges of {empty} do not overlap the action range to clamp to"
+        )
     return lo, hi
 
 
@@ -315,10 +330,10 @@ def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     path = Path(path)
     ee = _read(path).get("ee_position_m")
     if not isinstance(ee, dict):
-        raise ValueError(f"{path}: no end-effector range (ee_position_m) in this file")
+        raise JointLimitsError(f"{path}: no end-effector range (ee_position_m) in this file")
     frame = ee.get("link") or ee.get("site")
     if frame is not None and frame != EE_LINK:
-        raise ValueError(
+        raise JointLimitsError(
             f"{path}: its end-effector range is of {frame!r}, not LeRobot's "
             f"{EE_LINK} frame; run `python -m jrobot.find_joint_limits` again"
         )
@@ -326,8 +341,8 @@ def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     for key in ("min", "max"):
         v = ee.get(key)
         if not isinstance(v, list) or len(v) != 3:
-            raise ValueError(f"{path}: ee_position_m.{key} must be [x, y, z], got {v!r}")
+            raise JointLimitsError(f"{path}: ee_position_m.{key} must be [x, y, z], got {v!r}")
         out.append(np.array([_bound(path, f"ee_position_m.{key}", x) for x in v]))
     if np.any(out[0] > out[1]):
-        raise ValueError(f"{path}: ee_position_m min > max")
+        raise JointLimitsError(f"{path}: ee_position_m min > max")
     return out[0], out[1]
