@@ -5,8 +5,8 @@ pipeline, the share of step time spent waiting for data, and each bundle's infer
     python benchmarks/gpu_suite.py --small --out /tmp/gpu_suite_small   # any machine: the same path, tiny
 
 Everything is made on the spot, nothing is downloaded: scripted-expert episodes recorded in the MuJoCo
-simulator (`jrobot.recording.record`, the instruction-conditioned task, two cameras; EGL rendering on a
-GPU machine, OSMesa elsewhere), ArrayRecord shards at each policy's resolution (`build_shards`), and
+simulator (`jrobot.train.demo.stage_record`, the instruction-conditioned task, two cameras; EGL on a
+GPU machine, OSMesa elsewhere), ArrayRecord shards at each policy's resolution (`stage_shards`), and
 for SmolVLA a VLM folder with smolvla_base's architecture (SmolVLM2-500M, 16 text layers kept,
 random weights: `benchmarks/smolvla_inference.write_full_vlm`) trained as LeRobot's recipe does (bf16
 mixed precision, VLM frozen, `train_expert_only`). Each policy trains from its config
@@ -29,7 +29,7 @@ LeRobot interpreter on the same machine, `benchmarks/act_train_step.py` gives Le
 
 The machine needs this repo, its Python with jax[cuda], flax, optax, orbax, grain, array-record,
 mujoco, av, pyarrow, ml-collections, tokenizers and safetensors (jrobot's own dependencies), and no
-network. Budget: under 8 minutes on one H100/H200 with the defaults. One JSON line with every figure
+network. The issue gives it 8 minutes on one GPU; its GPU time is not measured yet (no GPU was lent). One JSON line with every figure
 comes last.
 """
 
@@ -115,21 +115,22 @@ def bf16_peak(device: Any, override: float | None) -> float | None:
 
 
 def record_dataset(out: Path, episodes: int, size: tuple[int, int]) -> dict[str, Any]:
-    from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
-    from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
+    """The demo's own recording stage, on the instruction-conditioned task (SmolVLA reads the task)."""
+    from jrobot.train.demo import stage_record
 
-    robot = SimRobot(SimRobotConfig(task="pick_color", image_size=size, cameras=("front", "wrist")))
-    cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=14.0, vcodec="libsvtav1")
     t0 = time.perf_counter()
-    summary = record(robot, SimExpertTeleop(robot), RecordOptions(dataset=cfg, status=False, seed=0))
-    return {"episodes": len(summary["saved"]), "frames": summary["num_frames"], "s": time.perf_counter() - t0}
+    return {
+        **stage_record(out, episodes, 0, size, task="pick_color", episode_time_s=14.0),
+        "s": time.perf_counter() - t0,
+    }
 
 
-def make_shards(dataset: Path, out: Path, resolution: tuple[int, int], workers: int) -> Path:
-    from jrobot.shards.builder import build_shards
+def make_shards(dataset: Path, out: Path, resolution: tuple[int, int]) -> Path:
+    """The demo's shard stage, once per resolution (ACT at batch 64 and at batch 8 share one set)."""
+    from jrobot.train.demo import stage_shards
 
     if not (out / "manifest.json").exists():
-        build_shards(dataset, out, resolution=resolution, workers=workers, progress=False)
+        stage_shards(dataset, out, resolution)
     return out
 
 
@@ -317,9 +318,7 @@ def main() -> None:
         write_full_vlm(vlm)
     for name in names:
         config_file, resolution = table[name.removesuffix("8")]
-        shards = make_shards(
-            dataset, work / f"shards_{resolution[0]}x{resolution[1]}", resolution, args.workers
-        )
+        shards = make_shards(dataset, work / f"shards_{resolution[0]}x{resolution[1]}", resolution)
         config = policy_config(name, config_file, shards, args, vlm)
         print(
             f"\n== {name}: {config_file}, batch {config.batch_size}, images {resolution[0]}x{resolution[1]}"

@@ -106,6 +106,31 @@ class EEDeltaToJoints:
         }
 
 
+class EEDeltaTeleop:
+    """What the keyboard and gamepad teleoperators share: their actions are the follower's joints, made
+    from each tick's end-effector step by `EEDeltaToJoints`, starting from the follower's measured pose
+    at the first action (so the teleoperator can connect before the robot does)."""
+
+    def __init__(self, config: EEControlConfig, robot: Any) -> None:
+        self.config = config
+        self.robot = robot
+        self._control: EEDeltaToJoints | None = None
+
+    @property
+    def action_features(self) -> dict[str, Any]:
+        return self.robot.action_features
+
+    def _start_control(self) -> None:
+        self._control = EEDeltaToJoints(self.config)
+
+    def _joints_for(self, delta: Mapping[str, Any]) -> dict[str, float]:
+        if self._control is None:
+            raise RuntimeError(f"{type(self).__name__}: connect() first")
+        if self._control.target_m is None:
+            self._control.reset(self.robot.get_observation())
+        return self._control(delta)
+
+
 def _finite(value: Any, default: float = 0.0) -> float:
     try:
         v = float(value)

@@ -35,9 +35,9 @@ from jrobot.hw.factory import make_teleoperator as make_hw_teleop
 from jrobot.hw.opencv_camera import OpenCVCameraConfig
 from jrobot.hw.prompts import AcceptCalibrationFile, Prompter
 from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
-from jrobot.kinematics.ee_control import EEControlConfig
 from jrobot.kinematics.ee_space import EESpaceConfig, EESpaceRobot, JointsToEETeleop
 from jrobot.recording.gamepad import GamepadEEConfig
+from jrobot.recording.joint_limits import EETeleopConfig, ee_box
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 
 
@@ -71,20 +71,11 @@ class SimExpertConfig:
 
 
 @dataclasses.dataclass
-class KeyboardEEConfig(EEControlConfig):
+class KeyboardEEConfig(EETeleopConfig):
     """End-effector control from the keyboard (`jrobot.recording.keyboard.KeyboardEETeleop`); the step sizes,
     bounds and gripper speed of `EEControlConfig`; `ee_bounds`, a find_joint_limits file, gives the box."""
 
-    ee_bounds: Path | None = None
     type: str = "keyboard_ee"
-
-    def __post_init__(self) -> None:
-        if self.ee_bounds is not None:
-            from jrobot.recording.joint_limits import load_ee_bounds
-
-            lo, hi = load_ee_bounds(self.ee_bounds)
-            self.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
-        super().__post_init__()
 
 
 ROBOT_TYPES: dict[str, type] = {**HW_ROBOTS, "virtual": VirtualRobotConfig, "sim": SimRobotConfig}
@@ -204,10 +195,7 @@ def robot_from_flags(binder: Binder, *, required: bool = True) -> Any:
     if space.space == "joints":
         return robot
     if space.ee_bounds is not None:
-        from jrobot.recording.joint_limits import load_ee_bounds
-
-        lo, hi = load_ee_bounds(space.ee_bounds)
-        space.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
+        space.bounds_m = ee_box(space.ee_bounds)
     try:
         return EESpaceRobot(robot, space)
     except ValueError as e:

@@ -22,11 +22,11 @@ import os
 import select
 import struct
 import threading
-from pathlib import Path
 from typing import Any
 
 from jrobot.errors import InputError
-from jrobot.kinematics.ee_control import EEControlConfig
+from jrobot.kinematics.ee_control import EEDeltaTeleop
+from jrobot.recording.joint_limits import EETeleopConfig
 
 EVENT = struct.Struct("<IhBB")  # struct js_event: time, value, type, number
 JS_BUTTON, JS_AXIS, JS_INIT = 0x01, 0x02, 0x80
@@ -42,7 +42,7 @@ class GamepadNotFoundError(GamepadError, InputError):
 
 
 @dataclasses.dataclass
-class GamepadEEConfig(EEControlConfig):
+class GamepadEEConfig(EETeleopConfig):
     """The pad (`device`, default the first /dev/input/js*) and its layout; the step sizes, bounds and
     gripper speed of `EEControlConfig`; `ee_bounds`, a find_joint_limits file, gives the box."""
 
@@ -53,15 +53,9 @@ class GamepadEEConfig(EEControlConfig):
     axis_z: int = 4  # right stick vertical: up (negative) moves +z
     button_close: int = 5  # RB
     button_open: int = 4  # LB
-    ee_bounds: Path | None = None
     type: str = "gamepad_ee"
 
     def __post_init__(self) -> None:
-        if self.ee_bounds is not None:
-            from jrobot.recording.joint_limits import load_ee_bounds
-
-            lo, hi = load_ee_bounds(self.ee_bounds)
-            self.bounds_m = (tuple(map(float, lo)), tuple(map(float, hi)))
         if not 0.0 <= self.deadzone < 1.0:
             raise ValueError(f"deadzone must be in [0, 1), got {self.deadzone}")
         super().__post_init__()
@@ -143,31 +137,23 @@ class JoystickReader:
         os.close(self._fd)
 
 
-class GamepadEETeleop:
+class GamepadEETeleop(EEDeltaTeleop):
     """Drives an SO-101 follower in Cartesian space from a gamepad (module docstring). It starts from
     the follower's measured pose at its first action, so it can connect before the robot does."""
 
     name = "gamepad_ee"
 
     def __init__(self, config: GamepadEEConfig, robot: Any) -> None:
-        self.config = config
-        self.robot = robot
+        super().__init__(config, robot)
         self._reader: JoystickReader | None = None
-        self._control: Any = None
-
-    @property
-    def action_features(self) -> dict[str, Any]:
-        return self.robot.action_features
 
     @property
     def is_connected(self) -> bool:
         return self._reader is not None
 
     def connect(self, calibrate: bool = True) -> None:
-        from jrobot.kinematics.ee_control import EEDeltaToJoints
-
         self._reader = JoystickReader(self.config.device or find_gamepad())
-        self._control = EEDeltaToJoints(self.config)
+        self._start_control()
         print(
             f"gamepad end-effector control ({self._reader.path}): left stick x/y, right stick z, "
             "RB close, LB open"
@@ -196,10 +182,7 @@ class GamepadEETeleop:
         }
 
     def get_action(self) -> dict[str, float]:
-        delta = self.delta()
-        if self._control.target_m is None:
-            self._control.reset(self.robot.get_observation())
-        return self._control(delta)
+        return self._joints_for(self.delta())
 
     def disconnect(self) -> None:
         if self._reader is not None:

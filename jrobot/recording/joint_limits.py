@@ -25,6 +25,7 @@ import numpy as np
 from jrobot.errors import InputError
 from jrobot.hw import safety
 from jrobot.hw.safety import torque_safety
+from jrobot.kinematics.ee_control import EEControlConfig
 
 log = logging.getLogger("jrobot.find_joint_limits")
 
@@ -346,3 +347,22 @@ def load_ee_bounds(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     if np.any(out[0] > out[1]):
         raise JointLimitsError(f"{path}: ee_position_m min > max")
     return out[0], out[1]
+
+
+def ee_box(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`load_ee_bounds` as the (min corner, max corner) of an end-effector config's `bounds_m`."""
+    lo, hi = load_ee_bounds(path)
+    return tuple(map(float, lo)), tuple(map(float, hi))
+
+
+@dataclasses.dataclass
+class EETeleopConfig(EEControlConfig):
+    """End-effector control whose box may come from a find_joint_limits file (`ee_bounds`), as the
+    keyboard and gamepad teleoperators take it."""
+
+    ee_bounds: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.ee_bounds is not None:
+            self.bounds_m = ee_box(self.ee_bounds)
+        super().__post_init__()

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jrobot.kinematics.ee_control import EEDeltaTeleop
+
 _ESC = 0x1B
 _SEQ_TIMEOUT_S = 0.05
 
@@ -155,7 +157,7 @@ EE_KEYS = {
 }  # fmt: skip
 
 
-class KeyboardEETeleop:
+class KeyboardEETeleop(EEDeltaTeleop):
     """Drives an SO-101 follower in Cartesian space from the terminal (`--teleop.type=keyboard_ee`).
 
     Each press of w/s, a/d, r/f moves the gripper's target one step along x, y, z of the base frame
@@ -168,19 +170,13 @@ class KeyboardEETeleop:
     name = "keyboard_ee"
 
     def __init__(self, config: Any, robot: Any, *, fd: int | None = None) -> None:
-        self.config = config
-        self.robot = robot
+        super().__init__(config, robot)
         self.fd = fd
         self.external_keys = False  # True: a recording's TerminalKeys feeds `press` (one reader)
         self._pending: list[str] = []
         self._lock = threading.Lock()
         self._keys: TerminalKeys | None = None
-        self._control: Any = None
         self._connected = False
-
-    @property
-    def action_features(self) -> dict[str, Any]:
-        return self.robot.action_features
 
     @property
     def is_connected(self) -> bool:
@@ -192,24 +188,20 @@ class KeyboardEETeleop:
                 self._pending.append(key)
 
     def connect(self, calibrate: bool = True) -> None:
-        from jrobot.kinematics.ee_control import EEDeltaToJoints
-
-        self._control = EEDeltaToJoints(self.config)
+        self._start_control()
         if not self.external_keys:
             self._keys = TerminalKeys(None, fd=self.fd, on_key=self.press).__enter__()
         self._connected = True
         print("keyboard end-effector control: w/s forward/back, a/d left/right, r/f up/down, e/q open/close")
 
     def get_action(self) -> dict[str, float]:
-        if self._control.target_m is None:
-            self._control.reset(self.robot.get_observation())
         with self._lock:
             keys, self._pending = self._pending, []
         delta = {"delta_x": 0.0, "delta_y": 0.0, "delta_z": 0.0, "gripper": 1.0}
         for key in keys:
             axis, value = EE_KEYS[key]
             delta[axis] = value if axis == "gripper" else delta[axis] + value
-        return self._control(delta)
+        return self._joints_for(delta)
 
     def disconnect(self) -> None:
         if self._keys is not None:

@@ -29,9 +29,18 @@ import numpy as np
 MAX_EXPANSION = 64
 # what a truncated or crafted zip, pickle or storage makes the standard library raise
 _CORRUPT_FILE_ERRORS = (
-    OSError, zipfile.BadZipFile, zlib.error, EOFError, LookupError, TypeError, AttributeError,
-    OverflowError, NotImplementedError, RecursionError, struct.error,
-)  # fmt: skip
+    OSError,
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    NotImplementedError,
+    RecursionError,
+    struct.error,
+)
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64),
