@@ -1,4 +1,5 @@
-"""What every benchmark shares: running the LeRobot side in its own interpreter, and the final report.
+"""What every benchmark shares: running the LeRobot side in its own interpreter, this CPU's matmul and
+memory-read ceilings, and the final report.
 
 LeRobot (and torch) never enter the jrobot process: each benchmark hands a self-contained script to
 the interpreter of a separate LeRobot venv and reads one JSON line back. Keeping that in one place
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 
@@ -41,3 +43,46 @@ def print_result(result: dict[str, Any]) -> None:
     start = result.get("load_avg_start", result["load_avg_end"])
     print(f"load average at start/end: {start[0]:.2f} / {result['load_avg_end'][0]:.2f}")
     print(json.dumps(result))
+
+
+def matmul_ceiling_gflops() -> float:
+    """This CPU's float32 matmul ceiling under XLA: the best of a few large square-ish products.
+
+    Measured in the same run as the figure it scales, so achieved FLOP/s are stated as a share of what
+    this machine does at its best, not of a datasheet number.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (3072, 768, 3072), (1024, 3072, 768)):
+        a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            r = f(a, b)
+        r.block_until_ready()
+        best = max(best, 2 * m * k * n * 10 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def memory_read_gbps(nbytes: int, calls: int = 10) -> float:
+    """This machine's streaming read bandwidth under XLA: a jitted sum over `nbytes` of float32 (median).
+
+    A batch-1 network whose weights do not fit the caches has to read every weight once per call, so
+    weight bytes / this bandwidth is the fastest that call can be on this machine.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.ones((max(1, nbytes // 4),), jnp.float32)
+    f = jax.jit(jnp.sum)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return a.nbytes / float(np.median(times)) / 1e9

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import matmul_ceiling_gflops, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -255,24 +255,6 @@ def flops_per_chunk(ckpt: Path, obs: dict[str, np.ndarray]) -> float:
     cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"])
-
-
-def matmul_ceiling_gflops() -> float:
-    """This CPU's float32 matmul ceiling under XLA: the best of a few large square-ish products."""
-    import jax
-    import jax.numpy as jnp
-
-    best = 0.0
-    for m, k, n in ((2048, 2048, 2048), (3072, 768, 3072), (1024, 3072, 768)):
-        a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
-        f = jax.jit(lambda x, y: x @ y)
-        f(a, b).block_until_ready()
-        t0 = time.perf_counter()
-        for _ in range(10):
-            r = f(a, b)
-        r.block_until_ready()
-        best = max(best, 2 * m * k * n * 10 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def main() -> None:
