@@ -5,7 +5,8 @@
 Records a LeRobot v3.0 dataset with jrobot's writer (2 cameras, AV1 g=2 crf 30: LeRobot's defaults;
 images are moving gradients with noise so the video has a realistic bitrate), then times each
 operation and prints frames/s and MB/s of the source, and each operation's MB/s as a ratio of a plain
-copy of the same folder (the physical ceiling for a rewrite). Video is stream-copied in all but the
+copy of the same folder (the physical ceiling for a rewrite), timed in the same round; the median of
+`--rounds` rounds is reported with each round's ratio. Video is stream-copied in all but the
 recompute run, so those numbers measure I/O and parquet work; `--recompute-stats always` decodes
 LeRobot's sampled frames of every episode.
 """
@@ -69,6 +70,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--size", default="240x320", help="HxW of the cameras")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternations of the copy baseline and the operations"
+    )
     p.add_argument("--workdir", default=None, help="where to build (default: a temp folder, removed after)")
     args = p.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
@@ -82,56 +86,70 @@ def main() -> None:
             f"source: {args.episodes} episodes x {args.frames} frames, 2 cameras {h}x{w}, {mb:.1f} MB (recorded in {t:.1f} s)"
         )
 
-        t0 = time.perf_counter()
-        shutil.copytree(src, work / "copy")
-        copy_mbps = mb / (time.perf_counter() - t0)
+        # This VM's speed drifts by up to +-20% over minutes: each round times the copy baseline and
+        # then every operation, the ratio to the copy is taken within the round, and the median round
+        # is reported with the spread of the rounds.
+        ops = [
+            ("convert (v3.0 -> v3.0)", lambda out: edit.convert_dataset(src, out, durable=False), n, mb),
+            (
+                "merge (2 copies)",
+                lambda out: edit.merge_datasets([src, work / "copy"], out, durable=False),
+                2 * n,
+                2 * mb,
+            ),
+            (
+                "delete 1 episode",
+                lambda out: edit.delete_episodes(src, out, [0], durable=False),
+                n - args.frames,
+                mb,
+            ),
+            (
+                "convert + recompute stats",
+                lambda out: edit.convert_dataset(src, out, recompute_stats="always", durable=False),
+                n,
+                mb,
+            ),
+        ]
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in ops}
+        extras: dict[str, str] = {}
+        copies = []
+        for r in range(args.rounds):
+            shutil.rmtree(work / "copy", ignore_errors=True)
+            t0 = time.perf_counter()
+            shutil.copytree(src, work / "copy")
+            copy_mbps = mb / (time.perf_counter() - t0)
+            copies.append(copy_mbps)
+            for name, fn, frames, megabytes in ops:
+                out = work / f"out_{r}"
+                t0 = time.perf_counter()
+                report = fn(out)
+                dt = time.perf_counter() - t0
+                shutil.rmtree(out, ignore_errors=True)
+                report = getattr(report, "rewrite", report)
+                if hasattr(report, "reencoded_videos"):
+                    extras[name] = (
+                        f"  ({report.copied_videos} segments copied, {len(report.reencoded_videos)} re-encoded, "
+                        f"{len(report.recomputed_image_stats)} image stats decoded)"
+                    )
+                rounds[name].append(
+                    {"seconds": dt, "frames_per_s": frames / dt, "mb_per_s": megabytes / dt,
+                     "vs_copy": megabytes / dt / copy_mbps}
+                )  # fmt: skip
+        copy_mbps = float(np.median(copies))
         print(
             f"{'baseline: copy the folder':<28} {mb / copy_mbps:7.2f} s  {'':>9}           {copy_mbps:7.1f} MB/s"
+            f"  (median of {args.rounds} rounds: {', '.join(f'{c:.0f}' for c in copies)})"
         )
         results: dict[str, dict[str, float]] = {}
-
-        def timed(name: str, fn, frames: int, megabytes: float) -> None:
-            t0 = time.perf_counter()
-            report = fn()
-            dt = time.perf_counter() - t0
-            extra = ""
-            if hasattr(report, "rewrite"):
-                report = report.rewrite
-            if hasattr(report, "reencoded_videos"):
-                extra = f"  ({report.copied_videos} segments copied, {len(report.reencoded_videos)} re-encoded, {len(report.recomputed_image_stats)} image stats decoded)"
-            ratio = megabytes / dt / copy_mbps
+        for name, *_ in ops:
+            rs = sorted(rounds[name], key=lambda x: x["vs_copy"])
+            med = rs[len(rs) // 2]
+            spread = ", ".join(f"{x['vs_copy']:.2f}" for x in rounds[name])
             print(
-                f"{name:<28} {dt:7.2f} s  {frames / dt:9.0f} frames/s  {megabytes / dt:7.1f} MB/s"
-                f"  = {ratio:.2f}x a plain copy{extra}"
+                f"{name:<28} {med['seconds']:7.2f} s  {med['frames_per_s']:9.0f} frames/s  {med['mb_per_s']:7.1f} MB/s"
+                f"  = {med['vs_copy']:.2f}x a plain copy (rounds: {spread}){extras.get(name, '')}"
             )
-            results[name] = {
-                "seconds": dt,
-                "frames_per_s": frames / dt,
-                "mb_per_s": megabytes / dt,
-                "vs_copy": ratio,
-            }
-
-        timed(
-            "convert (v3.0 -> v3.0)", lambda: edit.convert_dataset(src, work / "conv", durable=False), n, mb
-        )
-        timed(
-            "merge (2 copies)",
-            lambda: edit.merge_datasets([src, work / "conv"], work / "merged", durable=False),
-            2 * n,
-            2 * mb,
-        )
-        timed(
-            "delete 1 episode",
-            lambda: edit.delete_episodes(src, work / "deleted", [0], durable=False),
-            n - args.frames,
-            mb,
-        )
-        timed(
-            "convert + recompute stats",
-            lambda: edit.convert_dataset(src, work / "recomputed", recompute_stats="always", durable=False),
-            n,
-            mb,
-        )
+            results[name] = {**med, "rounds_vs_copy": [x["vs_copy"] for x in rounds[name]]}
         with open_dataset(src) as ds:
             t0 = time.perf_counter()
             count = sum(1 for e in ds.episodes for _ in ds.iter_camera(e.index, "observation.images.front"))
