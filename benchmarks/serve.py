@@ -54,15 +54,16 @@ server, one unbatched observation (224x224 uint8 frames, resized by the server, 
 against jrobot's `RemotePolicy.predict` on the same observation and server in the same run. Skipped when
 no interpreter is given.
 
-LeRobot (`--lerobot-python` or JROBOT_LEROBOT_PYTHON): NOT MEASURED. LeRobot's async inference is two
-gRPC processes, `python -m lerobot.async_inference.policy_server` and
-`python -m lerobot.async_inference.robot_client --robot.type=... --policy_type=act
---pretrained_name_or_path=... --actions_per_chunk=10 --chunk_size_threshold=0.5
---aggregate_fn_name=weighted_average`; the client drives a LeRobot `Robot` (a real follower's config)
-and the server has no injected-delay option. Running it on this simulator needs a LeRobot `Robot`
-wrapping jrobot's MuJoCo sim inside the LeRobot venv (which has neither jrobot nor mujoco) and a patched
-policy server for the delay; that is not written, so with an interpreter given the benchmark prints
-that the comparison was not run, and no LeRobot figure is ever printed.
+LeRobot (`--lerobot-python` or JROBOT_LEROBOT_PYTHON), baseline (b), variant `lerobot_async`, for the
+ACT scenarios: LeRobot 0.4's own async inference on the same simulated arm, policy architecture, chunk
+and delay. `benchmarks/lerobot_async.py` runs in that interpreter: `python -m
+lerobot.async_inference.policy_server` in its own process (each `_predict_action_chunk` held to at least
+`MS`, as `--min_latency_ms` does here) and LeRobot's `RobotClient` (its receiving thread,
+`chunk_size_threshold=--threshold`, `weighted_average` aggregation) driving jrobot's `SimRobot`, which
+has LeRobot's `Robot` interface. `act` uses the same checkpoint on both sides; for `act50` LeRobot draws
+its own random weights for the chunk-50 architecture (timing only, as for jrobot's). That interpreter
+needs grpcio, protobuf and mujoco (see `benchmarks/lerobot_async.py`). Compared: loop period p99 and
+ticks without a fresh action, `lerobot_async` against `async_t50` (the same threshold).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result
+from common import print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -93,8 +94,14 @@ PARITY = REPO.parent / "shared" / "fixtures" / "parity"
 ACT_CKPT = PARITY / "act_so101_tiny" / "pretrained_model"
 VLA_CKPT = PARITY / "smolvla_so101_tiny" / "pretrained_model"
 VLA_VLM = PARITY / "smolvla_so101_tiny" / "vlm"
-VARIANTS = ("async", "async_t50", "sync", "local_async")
+VARIANTS = ("async", "async_t50", "sync", "local_async", "lerobot_async")
 DEFAULT_SCENARIOS = "act@0,act@100,act@300,act50@300,vla@0"
+# a run's figures (what `drive` returns and `print_run` shows), all present in every variant's run
+RUN_KEYS = (
+    "loop_period_ms_p50", "loop_period_ms_p99", "loop_period_ms_max", "p99_over_target", "target_ms",
+    "ticks_without_fresh_action", "requests", "round_trip_ms_p50", "round_trip_ms_p99", "server_infer_ms_p50",
+    "stale_actions_dropped",
+)  # fmt: skip
 
 
 def pct(x: list[float], q: float) -> float | None:
@@ -248,6 +255,24 @@ def drive(robot: Any, policy: Any, *, mode: str, threshold: float | None, args: 
         "overruns": stats.overruns,
     }
     return out
+
+
+def drive_lerobot(name: str, delay_ms: float, args: argparse.Namespace) -> dict:
+    """Baseline (b): LeRobot's policy server and RobotClient on the simulated arm (`lerobot_async.py`)."""
+    payload = {
+        "repo": str(REPO), "ckpt": str(ACT_CKPT), "chunk": 10 if name == "act" else 50, "delay_ms": delay_ms,
+        "fps": 30, "steps": args.steps, "seed": args.seed, "threshold": args.threshold,
+        "aggregate": "weighted_average", "first_chunk_timeout_s": 120,
+    }  # fmt: skip
+    script = (Path(__file__).with_name("lerobot_async.py")).read_text()
+    out = run_lerobot_script(args.lerobot_python, script, payload, timeout=600)
+    if out is None:
+        out = {"stopped": "the LeRobot run failed (see above)", "steps": 0}
+    return {
+        **dict.fromkeys(RUN_KEYS),
+        "share_without_fresh_action": 0.0, "hold_gaps": 0, "longest_hold_ms": 0.0,
+        **out, "mode": "lerobot async", "chunk_threshold": args.threshold,
+    }  # fmt: skip
 
 
 def print_run(scenario: str, variant: str, r: dict) -> None:
@@ -455,7 +480,20 @@ def main() -> None:
                     mode = "sync" if v == "sync" else "async"
                     runs[v] = drive(robot, slow, mode=mode, threshold=None, args=args)
                     print_run(key, v, runs[v])
+            if "lerobot_async" in variants and args.lerobot_python and name in ("act", "act50"):
+                runs["lerobot_async"] = drive_lerobot(name, delay_ms, args)
+                print_run(key, "lerobot_async", runs["lerobot_async"])
             summary: dict[str, Any] = {}
+            lr, t50 = runs.get("lerobot_async"), runs.get("async_t50")
+            if lr and t50 and lr["loop_period_ms_p99"] and t50["loop_period_ms_p99"]:
+                summary["lerobot_p99_over_jrobot_t50_p99"] = (
+                    lr["loop_period_ms_p99"] / t50["loop_period_ms_p99"]
+                )
+                print(
+                    f"[{key}] RATIO LeRobot async p99 / jrobot async_t50 p99: "
+                    f"{summary['lerobot_p99_over_jrobot_t50_p99']:.2f}; ticks without a fresh action: LeRobot "
+                    f"{lr['ticks_without_fresh_action']}, jrobot {t50['ticks_without_fresh_action']}"
+                )
             a, s = runs.get("async"), runs.get("sync")
             if a and s and a["loop_period_ms_p99"] and s["loop_period_ms_p99"]:
                 summary["async_p99_over_sync_p99"] = a["loop_period_ms_p99"] / s["loop_period_ms_p99"]
@@ -472,16 +510,10 @@ def main() -> None:
                     f"({'met' if a['ticks_without_fresh_action'] == 0 and not a['stopped'] else 'NOT met'}: target 0)"
                 )
             result["scenarios"][key] = {"bundle": str(bundle), "delay_ms": delay_ms, "runs": runs, **summary}
-        if args.lerobot_python:
-            why = (
-                "not run: LeRobot's async inference (lerobot.async_inference policy_server + robot_client) "
-                "drives a LeRobot Robot, and no LeRobot Robot wraps jrobot's simulator; see this script's "
-                "docstring"
-            )
-        else:
+        if not args.lerobot_python:
             why = "skipped: no LeRobot environment given (--lerobot-python / JROBOT_LEROBOT_PYTHON)"
-        print(f"LeRobot async inference: {why}")
-        result["lerobot"] = {"skipped": why}
+            print(f"LeRobot async inference: {why}")
+            result["lerobot"] = {"skipped": why}
         if not args.openpi_python:
             print("openpi-client: skipped: no interpreter given (--openpi-python / JROBOT_OPENPI_PYTHON)")
             result["openpi"] = {"skipped": "no interpreter given"}
