@@ -13,6 +13,7 @@ and `lerobot.async_inference.robot_client.RobotClient` here, with its action-rec
 supplied from outside, and nothing else is changed:
 - the robot: `make_robot_from_config` returns jrobot's `SimRobot` (pick-and-place, 2 cameras 96x128),
   which has LeRobot's `Robot` interface (`observation_features`, `get_observation`, `send_action`);
+  for SmolVLA the task sent with each observation is the sim's instruction;
 - the delay: every `_predict_action_chunk` on the server takes at least `delay_ms`, as
   `python -m jrobot.serve --min_latency_ms` does. (LeRobot's own `--inference_latency` counts from the
   moment `GetActions` starts waiting for an observation, so it would add less delay after one arrives.)
@@ -118,15 +119,19 @@ def main() -> None:
         [sys.executable, "-c", SERVER, str(port), str(a["fps"]), str(a["delay_ms"] / 1000)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=a.get("server_cwd"),  # SmolVLA's checkpoint names its VLM folder relative to this
     )
     try:
-        ckpt = checkpoint_with_chunk(Path(a["ckpt"]), int(a["chunk"]), work / "ckpt")
+        policy_type = a.get("policy_type", "act")
+        ckpt = Path(a["ckpt"])
+        if policy_type == "act":
+            ckpt = checkpoint_with_chunk(ckpt, int(a["chunk"]), work / "ckpt")
         wait_for_port(port, server)
         robot = SimRobot(SimRobotConfig(image_size=(96, 128), seed=a["seed"]))
         rc.make_robot_from_config = lambda _config: robot
         cfg = RobotClientConfig(
-            policy_type="act",
-            pretrained_name_or_path=str(ckpt),
+            policy_type=policy_type,
+            pretrained_name_or_path=str(ckpt.absolute()),
             robot=None,  # the robot is the one above
             actions_per_chunk=int(a["chunk"]),
             server_address=f"127.0.0.1:{port}",
@@ -135,6 +140,7 @@ def main() -> None:
             aggregate_fn_name=a["aggregate"],
         )
         client = rc.RobotClient(cfg)
+        task = robot.task if policy_type == "smolvla" else ""  # the sim's instruction, as jrobot sends it
         round_trips: list[float] = []
         aggregate = client._aggregate_action_queues
 
@@ -159,7 +165,7 @@ def main() -> None:
                 client.control_loop_action(False)
                 performed = True
             if client._ready_to_send_observation():
-                client.control_loop_observation("", False)
+                client.control_loop_observation(task, False)
             ticks.append((t, performed))
             if first is None and performed:
                 first = len(ticks) - 1

@@ -55,12 +55,14 @@ against jrobot's `RemotePolicy.predict` on the same observation and server in th
 no interpreter is given.
 
 LeRobot (`--lerobot-python` or JROBOT_LEROBOT_PYTHON), baseline (b), variant `lerobot_async`, for the
-ACT scenarios: LeRobot 0.4's own async inference on the same simulated arm, policy architecture, chunk
+fixture scenarios (`act`, `act50`, and `vla` unless `--vla-bundle` names another bundle): LeRobot 0.4's
+own async inference on the same simulated arm, policy architecture, chunk
 and delay. `benchmarks/lerobot_async.py` runs in that interpreter: `python -m
 lerobot.async_inference.policy_server` in its own process (each `_predict_action_chunk` held to at least
 `MS`, as `--min_latency_ms` does here) and LeRobot's `RobotClient` (its receiving thread,
 `chunk_size_threshold=--threshold`, `weighted_average` aggregation) driving jrobot's `SimRobot`, which
-has LeRobot's `Robot` interface. `act` uses the same checkpoint on both sides; for `act50` LeRobot draws
+has LeRobot's `Robot` interface (SmolVLA gets the sim's instruction as its task). `act` and `vla` use
+the same checkpoint on both sides; for `act50` LeRobot draws
 its own random weights for the chunk-50 architecture (timing only, as for jrobot's). That interpreter
 needs grpcio, protobuf and mujoco (see `benchmarks/lerobot_async.py`). Compared: loop period p99 and
 ticks without a fresh action, `lerobot_async` against `async_t50` (the same threshold).
@@ -258,12 +260,15 @@ def drive(robot: Any, policy: Any, *, mode: str, threshold: float | None, args: 
 
 
 def drive_lerobot(name: str, delay_ms: float, args: argparse.Namespace) -> dict:
-    """Baseline (b): LeRobot's policy server and RobotClient on the simulated arm (`lerobot_async.py`)."""
+    """Baseline (b): LeRobot's policy server and RobotClient on the simulated arm (`lerobot_async.py`),
+    with the same checkpoint (`act`, `vla`) or the same architecture (`act50`)."""
     payload = {
-        "repo": str(REPO), "ckpt": str(ACT_CKPT), "chunk": 10 if name == "act" else 50, "delay_ms": delay_ms,
-        "fps": 30, "steps": args.steps, "seed": args.seed, "threshold": args.threshold,
+        "repo": str(REPO), "ckpt": str(ACT_CKPT), "policy_type": "act", "chunk": 10 if name == "act" else 50,
+        "delay_ms": delay_ms, "fps": 30, "steps": args.steps, "seed": args.seed, "threshold": args.threshold,
         "aggregate": "weighted_average", "first_chunk_timeout_s": 120,
     }  # fmt: skip
+    if name == "vla":  # the SmolVLA fixture; its config names its VLM folder relative to the fixture
+        payload.update(ckpt=str(VLA_CKPT), policy_type="smolvla", chunk=8, server_cwd=str(VLA_CKPT.parent))
     script = (Path(__file__).with_name("lerobot_async.py")).read_text()
     out = run_lerobot_script(args.lerobot_python, script, payload, timeout=600)
     if out is None:
@@ -480,7 +485,8 @@ def main() -> None:
                     mode = "sync" if v == "sync" else "async"
                     runs[v] = drive(robot, slow, mode=mode, threshold=None, args=args)
                     print_run(key, v, runs[v])
-            if "lerobot_async" in variants and args.lerobot_python and name in ("act", "act50"):
+            fixture = name in ("act", "act50") or (name == "vla" and not args.vla_bundle)
+            if "lerobot_async" in variants and args.lerobot_python and fixture:
                 runs["lerobot_async"] = drive_lerobot(name, delay_ms, args)
                 print_run(key, "lerobot_async", runs["lerobot_async"])
             summary: dict[str, Any] = {}
