@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import median_round, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -322,18 +322,10 @@ def main() -> None:
             name = case["name"]
             rs = rounds[name]
             e = exports[name]
-            measured = [r for r in rs if r["ratio"] is not None]
-            if measured:
-                median = sorted(measured, key=lambda r: r["ratio"])[len(measured) // 2]
-                each = ", ".join(f"{r['ratio']:.2f}" for r in measured)
-                print(
-                    f"[{name}] RATIO LeRobot p50 / jrobot p50 (median of {len(measured)} rounds: {each}): "
-                    f"{median['ratio']:.2f}x (target >= 2x) [{'met' if median['ratio'] >= 2 else 'NOT met'}]"
-                )
-            else:
-                median = sorted(rs, key=lambda r: r["jrobot"]["p50_ms"])[len(rs) // 2]
-                why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
-                print(f"[{name}] RATIO vs LeRobot: n/a ({why})")
+            median = median_round(
+                name, rs, what="LeRobot p50 / jrobot p50", fallback=lambda r: r["jrobot"]["p50_ms"], target=2.0,
+                lerobot_given=bool(args.lerobot_python),
+            )  # fmt: skip
             result["cases"][name] = {
                 **median,
                 "rounds": rs,

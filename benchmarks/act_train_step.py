@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import matmul_ceiling_gflops, median_round, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -210,8 +210,6 @@ def main() -> None:
     args = p.parse_args()
     import importlib.util
 
-    from common import matmul_ceiling_gflops
-
     spec = importlib.util.spec_from_file_location("cfg", args.config)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -271,20 +269,10 @@ def main() -> None:
             rounds[name].append(r)
     for c in cases:
         name, rs, s = c["name"], rounds[c["name"]], steps[c["name"]]
-        measured = [r for r in rs if r["ratio"] is not None]
-        if measured:
-            median = sorted(measured, key=lambda r: r["ratio"])[len(measured) // 2]
-            each = ", ".join(f"{r['ratio']:.2f}" for r in measured)
-            print(
-                f"[{name}] RATIO LeRobot step time / jrobot step time (median of {len(measured)} rounds: "
-                f"{each}): {median['ratio']:.2f}x (target >= 1.0x) [{'met' if median['ratio'] >= 1.0 else 'NOT met'}]"
-            )
-        else:
-            median = sorted(rs, key=lambda r: r["jrobot"]["step_s_median"])[len(rs) // 2]
-            why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
-            print(
-                f"[{name}] jrobot {median['jrobot']['step_s_median'] * 1e3:.0f} ms/step; RATIO vs LeRobot: n/a ({why})"
-            )
+        median = median_round(
+            name, rs, what="LeRobot step time / jrobot step time", fallback=lambda r: r["jrobot"]["step_s_median"],
+            target=1.0, lerobot_given=bool(args.lerobot_python),
+        )  # fmt: skip
         result["cases"][name] = {
             **median, "rounds": rs, "hw": c["hw"], "params": s.params, "gflop_per_step": s.flops / 1e9,
             "compile_s": s.compile_s,

@@ -1,5 +1,5 @@
-"""What every benchmark shares: running the LeRobot side in its own interpreter, this CPU's matmul and
-memory-read ceilings, and the final report.
+"""What every benchmark shares: running the LeRobot side in its own interpreter, the median of
+alternating rounds, this CPU's matmul and memory-read ceilings, and the final report.
 
 LeRobot (and torch) never enter the jrobot process: each benchmark hands a self-contained script to
 the interpreter of a separate LeRobot venv and reads one JSON line back. Keeping that in one place
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,6 +36,39 @@ def run_lerobot_script(python: str, script: str, args: dict[str, Any], timeout: 
         print(f"LeRobot run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_round(
+    name: str,
+    rounds: list[dict[str, Any]],
+    *,
+    what: str,
+    fallback: Callable[[dict[str, Any]], float],
+    target: float | None,
+    lerobot_given: bool,
+    note: Callable[[dict[str, Any]], str] = lambda r: "",
+) -> dict[str, Any]:
+    """The round to report out of `rounds` that alternated LeRobot and jrobot; prints the RATIO line.
+
+    This VM's speed drifts by up to +-20% over minutes, so the ratio is taken within each round and
+    the median round by `ratio` is reported, with every round's ratio and the verdict against `target`.
+    Without any ratio (no LeRobot interpreter, or its run failed) it is the median round by `fallback`.
+    """
+    measured = [r for r in rounds if r.get("ratio") is not None]
+    if measured:
+        median = sorted(measured, key=lambda r: r["ratio"])[len(measured) // 2]
+        each = ", ".join(f"{r['ratio']:.2f}" for r in measured)
+        verdict = ""
+        if target is not None:
+            verdict = f" (target >= {target:g}x) [{'met' if median['ratio'] >= target else 'NOT met'}]"
+        print(
+            f"[{name}] RATIO {what} (median of {len(measured)} rounds: {each}): "
+            f"{median['ratio']:.2f}x{note(median)}{verdict}"
+        )
+        return median
+    why = "LeRobot run failed" if lerobot_given else "set JROBOT_LEROBOT_PYTHON to compare"
+    print(f"[{name}] RATIO vs LeRobot: n/a ({why})")
+    return sorted(rounds, key=fallback)[len(rounds) // 2]
 
 
 def print_result(result: dict[str, Any]) -> None:

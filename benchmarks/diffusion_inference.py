@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import memory_read_gbps, print_result, run_lerobot_script
+from common import median_round, memory_read_gbps, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -414,19 +414,11 @@ def main() -> None:
                 rounds[n].append(r)
         for n in names:
             rs, e = rounds[n], exports[n]
-            measured = [r for r in rs if r["ratio"] is not None]
-            if measured:
-                median = sorted(measured, key=lambda r: r["ratio"])[len(measured) // 2]
-                each = ", ".join(f"{r['ratio']:.2f}" for r in measured)
-                est = " (ESTIMATED from U-Net calls, see above)" if median["ratio_is_estimate"] else ""
-                print(
-                    f"[{n}] RATIO LeRobot p50 / jrobot p50 (median of {len(measured)} rounds: {each}): "
-                    f"{median['ratio']:.2f}x{est} (target >= 1.5x) [{'met' if median['ratio'] >= 1.5 else 'NOT met'}]"
-                )
-            else:
-                median = sorted(rs, key=lambda r: r["jrobot"]["p50_ms"])[len(rs) // 2]
-                why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
-                print(f"[{n}] RATIO vs LeRobot: n/a ({why})")
+            median = median_round(
+                n, rs, what="LeRobot p50 / jrobot p50", fallback=lambda r: r["jrobot"]["p50_ms"], target=1.5,
+                lerobot_given=bool(args.lerobot_python),
+                note=lambda r: " (ESTIMATED from U-Net calls, see above)" if r["ratio_is_estimate"] else "",
+            )  # fmt: skip
             result["cases"][n] = {**median, "rounds": rs, "export_s": e["export_s"], "how": e["how"]}
         print_result(result)
     finally:

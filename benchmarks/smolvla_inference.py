@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import matmul_ceiling_gflops, print_result, run_lerobot_script
+from common import matmul_ceiling_gflops, median_round, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -382,17 +382,10 @@ def main() -> None:
         for case in lr_cases:
             name = case["name"]
             rs = rounds[name]
-            measured = [r for r in rs if r["ratio"] is not None]
-            if measured:
-                median = sorted(measured, key=lambda r: r["ratio"])[len(measured) // 2]
-                each = ", ".join(f"{r['ratio']:.2f}" for r in measured)
-                target = " (target >= 1.5x)" if name == "full" else ""
-                print(f"[{name}] RATIO LeRobot p50 / jrobot p50 (median of {len(measured)}: {each}): "
-                      f"{median['ratio']:.2f}x{target}")  # fmt: skip
-            else:
-                median = sorted(rs, key=lambda r: r["jrobot"]["p50_ms"])[len(rs) // 2]
-                why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
-                print(f"[{name}] RATIO vs LeRobot: n/a ({why})")
+            median = median_round(
+                name, rs, what="LeRobot p50 / jrobot p50", fallback=lambda r: r["jrobot"]["p50_ms"],
+                target=1.5 if name == "full" else None, lerobot_given=bool(args.lerobot_python),
+            )  # fmt: skip
             result["cases"][name] = {**median, "rounds": rs, **exports[name]}
         print_result(result)
     finally:
