@@ -106,24 +106,27 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 120.0) -
 def main() -> None:
     a = json.loads(sys.argv[1])
     sys.path.insert(0, a["repo"])
+    work = Path(tempfile.mkdtemp(prefix="lerobot-async-"))
+    os.chdir(work)  # LeRobot's async loggers write ./logs/ on import: keep them out of the caller's folder
+    if a.get("vlm_dir"):  # SmolVLA's checkpoint names its VLM folder relative to the working directory
+        (work / Path(a["vlm_dir"]).name).symlink_to(a["vlm_dir"])
     from lerobot.async_inference import robot_client as rc
     from lerobot.async_inference.configs import RobotClientConfig
 
     from jrobot.sim import gl  # noqa: F401  (decides MUJOCO_GL before mujoco renders)
     from jrobot.sim.robot import SimRobot, SimRobotConfig
 
-    work = Path(tempfile.mkdtemp(prefix="lerobot-async-"))
     port = free_port()
     log = open(work / "server.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(port), str(a["fps"]), str(a["delay_ms"] / 1000)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=a.get("server_cwd"),  # SmolVLA's checkpoint names its VLM folder relative to this
+        cwd=work,
     )
     try:
         policy_type = a.get("policy_type", "act")
-        ckpt = Path(a["ckpt"])
+        ckpt = Path(a["ckpt"]).absolute()
         if policy_type == "act":
             ckpt = checkpoint_with_chunk(ckpt, int(a["chunk"]), work / "ckpt")
         wait_for_port(port, server)

@@ -268,7 +268,7 @@ def drive_lerobot(name: str, delay_ms: float, args: argparse.Namespace) -> dict:
         "aggregate": "weighted_average", "first_chunk_timeout_s": 120,
     }  # fmt: skip
     if name == "vla":  # the SmolVLA fixture; its config names its VLM folder relative to the fixture
-        payload.update(ckpt=str(VLA_CKPT), policy_type="smolvla", chunk=8, server_cwd=str(VLA_CKPT.parent))
+        payload.update(ckpt=str(VLA_CKPT), policy_type="smolvla", chunk=8, vlm_dir=str(VLA_VLM))
     script = (Path(__file__).with_name("lerobot_async.py")).read_text()
     out = run_lerobot_script(args.lerobot_python, script, payload, timeout=600)
     if out is None:
