@@ -15,7 +15,8 @@ gradient clipping at 10; jrobot's step takes uint8 frames and normalizes them in
 float frames (its normalization runs in its processor, outside the timed step). The figure is the median step
 time after warm-up (compilation excluded, reported separately). This VM's speed drifts by up to
 +-20% over minutes, so the sides alternate for `--rounds` rounds, the ratio is taken within each
-round and the median round is reported (target: >= 1.0x). jrobot's achieved FLOP/s (XLA's cost
+round and the median round is reported (target: >= 1.0x). Both sides use the same kind of device:
+JAX's default one, and for LeRobot CUDA when torch sees a GPU (else the CPU). jrobot's achieved FLOP/s (XLA's cost
 analysis of the compiled step) are stated against this CPU's float32 matmul ceiling, measured in the
 same run. Without a LeRobot interpreter only jrobot is measured and the ratio is n/a.
 """
@@ -131,7 +132,9 @@ LEROBOT_SCRIPT = textwrap.dedent(
     from lerobot.configs.types import FeatureType, PolicyFeature
     args = json.loads(sys.argv[1])
     torch.set_num_threads(args["threads"])
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the GPU jrobot runs on, if any
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device), "cases": {}}
     for case in args["cases"]:
         h, w = case["hw"]
         names = ["front", "wrist", "top", "side"][: case["cams"]]
@@ -141,7 +144,7 @@ LEROBOT_SCRIPT = textwrap.dedent(
         cfg = ACTConfig(input_features=inputs, output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
                         pretrained_backbone_weights=None, **case["policy"])
         torch.manual_seed(0)
-        policy = ACTPolicy(cfg)
+        policy = ACTPolicy(cfg).to(device)
         policy.train()
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-5, weight_decay=1e-4)
         b, chunk = case["batch"], cfg.chunk_size
@@ -150,11 +153,13 @@ LEROBOT_SCRIPT = textwrap.dedent(
                  "action_is_pad": torch.zeros(b, chunk, dtype=torch.bool)}
         for c in names:
             batch[f"observation.images.{c}"] = torch.rand(b, 3, h, w, generator=g)
+        batch = {k: v.to(device) for k, v in batch.items()}
         def step():
             loss, _ = policy.forward(batch)
             opt.zero_grad(); loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
             opt.step()
+            sync()
             return float(loss)
         t0 = time.perf_counter(); step(); warm = time.perf_counter() - t0
         times = []
@@ -250,7 +255,7 @@ def main() -> None:
                 timeout=3600,
             )
             if lr is not None:
-                result["lerobot"] = {"torch": lr["torch"], "threads": lr["threads"]}
+                result["lerobot"] = {"torch": lr["torch"], "threads": lr["threads"], "device": lr["device"]}
         for c in cases:
             name = c["name"]
             j = steps[name].time(c["steps"])
