@@ -77,7 +77,7 @@ def upsample_x2(conv: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
     s = 2t - 1 + k gets x[t] @ kernel[k].T, so even outputs 2u take taps k=1 (t=u) and k=3 (t=u-1),
     odd outputs 2u+1 take k=2 (t=u) and k=0 (t=u+1).
     """
-    kernel = conv.kernel[...].astype(x.dtype)
+    kernel = conv.kernel[...]  # promoted with x as nnx.ConvTranspose(dtype=None) does
     b, t, c_in = x.shape
     # kernel (4, O, I) as a row-major (4*O, I) left operand: a plain matmul over I with no copy of it
     z = (kernel.reshape(-1, c_in) @ x.reshape(b * t, c_in).T).T.reshape(b, t, 4, -1)  # (B, T, 4, O)
@@ -85,7 +85,7 @@ def upsample_x2(conv: nnx.ConvTranspose, x: jax.Array) -> jax.Array:
     even = z[:, :, 1] + jnp.concatenate([zero, z[:, :-1, 3]], axis=1)
     odd = z[:, :, 2] + jnp.concatenate([z[:, 1:, 0], zero], axis=1)
     y = jnp.stack([even, odd], axis=2).reshape(b, 2 * t, -1)
-    return y if conv.bias is None else y + conv.bias[...].astype(y.dtype)
+    return y if conv.bias is None else y + conv.bias[...]
 
 
 def mish(x: jax.Array) -> jax.Array:
