@@ -17,8 +17,8 @@ time after warm-up (compilation excluded, reported separately). This VM's speed 
 +-20% over minutes, so the sides alternate for `--rounds` rounds, the ratio is taken within each
 round and the median round is reported (target: >= 1.0x). Both sides use the same kind of device:
 JAX's default one, and for LeRobot CUDA when torch sees a GPU (else the CPU). jrobot's achieved FLOP/s (XLA's cost
-analysis of the compiled step) are stated against this CPU's float32 matmul ceiling, measured in the
-same run. Without a LeRobot interpreter only jrobot is measured and the ratio is n/a.
+analysis of the compiled step) are stated against the float32 matmul ceiling of JAX's default device,
+measured in the same run. Without a LeRobot interpreter only jrobot is measured and the ratio is n/a.
 """
 
 from __future__ import annotations

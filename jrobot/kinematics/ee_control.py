@@ -29,6 +29,17 @@ DELTA_KEYS = ("delta_x", "delta_y", "delta_z")
 DEFAULT_BOUNDS_M = ((0.05, -0.35, 0.0), (0.45, 0.35, 0.40))
 
 
+def check_ee_settings(bounds_m: tuple[Sequence[float], Sequence[float]], **positive: float) -> None:
+    """The checks every end-effector config shares: each of `positive` is a finite number > 0, and
+    `bounds_m` is two finite (x, y, z) corners with min < max. Raises ValueError naming the field."""
+    for name, value in positive.items():
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    lo, hi = (np.asarray(b, np.float64) for b in bounds_m)
+    if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or np.any(hi <= lo):
+        raise ValueError(f"bounds_m must be two (x, y, z) corners, min < max, got {bounds_m}")
+
+
 @dataclasses.dataclass
 class EEControlConfig:
     step_m: float = 0.005  # target displacement per tick at full delta (LeRobot's end_effector_step_sizes)
@@ -37,13 +48,12 @@ class EEControlConfig:
     bounds_m: tuple[Sequence[float], Sequence[float]] = DEFAULT_BOUNDS_M
 
     def __post_init__(self) -> None:
-        for name in ("step_m", "max_ee_step_m", "gripper_speed"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        lo, hi = (np.asarray(b, np.float64) for b in self.bounds_m)
-        if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or np.any(hi <= lo):
-            raise ValueError(f"bounds_m must be two (x, y, z) corners, min < max, got {self.bounds_m}")
+        check_ee_settings(
+            self.bounds_m,
+            step_m=self.step_m,
+            max_ee_step_m=self.max_ee_step_m,
+            gripper_speed=self.gripper_speed,
+        )
 
 
 class EEDeltaToJoints:

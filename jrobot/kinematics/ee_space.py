@@ -26,7 +26,7 @@ import mujoco
 import numpy as np
 
 from jrobot.features import SO101_JOINT_KEYS
-from jrobot.kinematics.ee_control import DEFAULT_BOUNDS_M
+from jrobot.kinematics.ee_control import DEFAULT_BOUNDS_M, check_ee_settings
 
 if TYPE_CHECKING:
     from jrobot.kinematics.so101 import SO101Kinematics
@@ -92,11 +92,7 @@ class EESpaceConfig:
     def __post_init__(self) -> None:
         if self.space not in ("joints", "ee"):
             raise ValueError(f"space must be 'joints' or 'ee', got {self.space!r}")
-        if not (np.isfinite(self.max_ee_step_m) and self.max_ee_step_m > 0):
-            raise ValueError(f"max_ee_step_m must be a positive number, got {self.max_ee_step_m!r}")
-        lo, hi = (np.asarray(b, np.float64) for b in self.bounds_m)
-        if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or np.any(hi <= lo):
-            raise ValueError(f"bounds_m must be two (x, y, z) corners, min < max, got {self.bounds_m}")
+        check_ee_settings(self.bounds_m, max_ee_step_m=self.max_ee_step_m)
 
 
 class EESpaceRobot:

@@ -37,7 +37,7 @@ _CORRUPT_FILE_ERRORS = (
     TypeError,
     AttributeError,
     OverflowError,
-    NotImplementedError,
+    NotImplementedError,  # zipfile: a member stored with a compression method it does not support
     RecursionError,
     struct.error,
 )
