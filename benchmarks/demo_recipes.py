@@ -29,9 +29,16 @@ ACT recipes (`configs/act_so101_sim_cpu.py` unless named):
   front_only     the front camera alone
   privileged     `configs/act_so101_sim_cpu_privileged.py`: the cube pose, no camera
 VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
-  vla            the demo's: tiny SmolVLM (64 wide, 4 text layers), both cameras 72x96 padded to 96x96
+  vla            the demo's: tiny SmolVLM (64 wide, 4 text layers), both cameras 48x64 padded to 64x64
   vla_lr3e-4     peak learning rate 3e-4 instead of 1e-3
   vla_front_only the front camera alone
+  vla_keypoints  the ACT demo's vision for the VLA: `image_encoder="keypoints"` (cnn trunk 16-32-32, 32
+                 soft-argmax keypoints per camera, one token each) on the 48x64 images, no padding
+  vla_keypoints_dim6  + `max_state_dim = max_action_dim = 6` (the SO-101's joints; LeRobot's 32 makes the
+                 flow-matching loss fit 26 padded dims of pure noise)
+  vla_pick_place the same VLA (keypoints, dim 6) on the ACT demo's single-cube task: no object to choose,
+                 so it measures the flow-matching policy's precision apart from grounding the instruction
+  vla_pick_place_wide_expert  + `expert_width_multiplier=2.0` (a 128-wide action expert)
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class Recipe:
 ACT_CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
 VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
 STATE_FRONT = ("observation.state", "observation.images.front")
+VLA_KEYPOINTS = {"policy.config.image_encoder": "keypoints", "policy.config.resize_imgs_with_padding": None}
+VLA_DIM6 = {"policy.config.max_state_dim": 6, "policy.config.max_action_dim": 6}
 RECIPES: dict[str, Recipe] = {
     "camera": Recipe("act", ACT_CAMERA),
     "camera_shift2": Recipe("act", ACT_CAMERA, {"policy.config.random_shift_pixels": 2}),
@@ -70,6 +79,12 @@ RECIPES: dict[str, Recipe] = {
     "vla": Recipe("smolvla", VLA),
     "vla_lr3e-4": Recipe("smolvla", VLA, {"optimizer.lr": 3e-4, "policy.config.optimizer_lr": 3e-4}),
     "vla_front_only": Recipe("smolvla", VLA, {"policy.input_features": STATE_FRONT}),
+    "vla_keypoints": Recipe("smolvla", VLA, VLA_KEYPOINTS),
+    "vla_keypoints_dim6": Recipe("smolvla", VLA, {**VLA_KEYPOINTS, **VLA_DIM6}),
+    "vla_pick_place": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6}),
+    "vla_pick_place_wide_expert": Recipe(
+        "act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "policy.config.expert_width_multiplier": 2.0}
+    ),
 }
 DEFAULT_RUNS = ["privileged@3000", "camera@1000,2000,3000,4000", "camera_shift2@3000"]
 DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@1500,3000"]

@@ -42,6 +42,11 @@ class SpatialSoftmax(nnx.Module):
         )
 
     def __call__(self, features: jax.Array) -> jax.Array:
+        _, expected_xy = self.attend(features)
+        return expected_xy.reshape(expected_xy.shape[0], -1)
+
+    def attend(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(attention (N, K, h*w) over row-major positions, keypoints (N, K, 2) as (x, y))."""
         if self.nets is not None:
             features = self.nets(features)
         n, h, w, k = features.shape
@@ -52,8 +57,7 @@ class SpatialSoftmax(nnx.Module):
             )
         logits = jnp.moveaxis(features, -1, 1).reshape(n, k, h * w)
         attention = jax.nn.softmax(logits, axis=-1)
-        expected_xy = jnp.einsum("nkp,pd->nkd", attention, jnp.asarray(keypoint_grid(h, w)))
-        return expected_xy.reshape(n, 2 * k)
+        return attention, jnp.einsum("nkp,pd->nkd", attention, jnp.asarray(keypoint_grid(h, w)))
 
     def torch_leaves(self) -> dict[str, TorchLeaf]:
         """LeRobot keys: `nets.{weight,bias}` and the `pos_grid` buffer (checked on load, not stored)."""

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from jrobot.policies.conv_trunk import validate_trunk
 from jrobot.policies.lerobot.checkpoint import policy_hyperparameters
 from jrobot.policies.spec import HyperparameterDict, parse_normalization_mapping
 
@@ -21,9 +22,25 @@ DEFAULT_VLM = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
 PRECISIONS = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean_all", "mean_valid")
 PAD_LANGUAGE = ("longest", "max_length")
+IMAGE_ENCODERS = ("siglip", "keypoints")
 VISION_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "gelu_new", "gelu_fast", "quick_gelu")
 # LeRobot config keys that change nothing in the computation jrobot runs (accepted, reported once).
 NO_EFFECT_KEYS = ("use_cache", "compile_model", "compile_mode", "rtc_config", "load_vlm_weights")
+
+
+# SmolVLAConfig fields LeRobot's config.json never sets (a checkpoint of LeRobot is always "siglip")
+JROBOT_OPTIONS = frozenset(
+    {
+        "vlm",
+        "vlm_path",
+        "precision",
+        "loss_reduction",
+        "image_encoder",
+        "keypoint_cnn_channels",
+        "keypoint_cnn_strides",
+        "num_keypoints",
+    }
+)
 
 
 def _default_norm_map() -> dict[str, str]:
@@ -180,6 +197,11 @@ class SmolVLAConfig(HyperparameterDict):
       projections LeRobot creates as plain `nn.Linear` (state/action/time, cross-attention k/v) in fp32.
     - `loss_reduction`: "mean_all" (0.4.4: padded steps and padded action dims included) or
       "mean_valid" (LeRobot HEAD: mean over valid steps and the real action dims only).
+    - `image_encoder`: "siglip" (SmolVLM's vision tower and connector, as LeRobot) or "keypoints"
+      (`jrobot.policies.keypoint_tokens`: a conv trunk of `keypoint_cnn_channels` / `keypoint_cnn_strides`
+      reduced to `num_keypoints` soft-argmax keypoints per camera, one token each), for a VLA trained from
+      scratch where no pretrained tower exists. The keypoint encoder always trains (`freeze_vision_encoder`
+      and `train_expert_only` freeze only the VLM); the text model can still load SmolVLM2's weights.
     """
 
     n_obs_steps: int = 1
@@ -226,13 +248,22 @@ class SmolVLAConfig(HyperparameterDict):
     vlm_path: str | None = None
     precision: str = "float32"
     loss_reduction: str = "mean_all"
+    image_encoder: str = "siglip"
+    keypoint_cnn_channels: tuple[int, ...] = (16, 32, 32)
+    keypoint_cnn_strides: tuple[int, ...] = (2, 2, 1)
+    num_keypoints: int = 32
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
             self.normalization_mapping, where="SmolVLAConfig.normalization_mapping"
         )
         object.__setattr__(self, "normalization_mapping", {k: v.value for k, v in mapping.items()})
-        for name in ("optimizer_betas", "resize_imgs_with_padding"):
+        for name in (
+            "optimizer_betas",
+            "resize_imgs_with_padding",
+            "keypoint_cnn_channels",
+            "keypoint_cnn_strides",
+        ):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
@@ -254,6 +285,14 @@ class SmolVLAConfig(HyperparameterDict):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ValueError(f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}")
+        if self.uses_keypoints:
+            validate_trunk(
+                self.keypoint_cnn_channels, self.keypoint_cnn_strides, "SmolVLAConfig.keypoint_cnn"
+            )
+            if int(self.num_keypoints) < 1:
+                raise ValueError(f"SmolVLAConfig.num_keypoints must be >= 1, got {self.num_keypoints}")
         for name in (
             "num_steps",
             "tokenizer_max_length",
@@ -310,7 +349,7 @@ class SmolVLAConfig(HyperparameterDict):
                 f"{arch.scale_factor} (pixel shuffle)"
             )
         side = self.resize_imgs_with_padding
-        if side is not None and tuple(side) != (v.image_size, v.image_size):
+        if not self.uses_keypoints and side is not None and tuple(side) != (v.image_size, v.image_size):
             raise ValueError(
                 f"{where}: resize_imgs_with_padding {tuple(side)} must equal the vision tower's image size "
                 f"({v.image_size}, {v.image_size}); its position embeddings are fixed to that grid"
@@ -357,6 +396,10 @@ class SmolVLAConfig(HyperparameterDict):
         return VLMArch.from_dict(self.vlm)
 
     @property
+    def uses_keypoints(self) -> bool:
+        return self.image_encoder == "keypoints"
+
+    @property
     def cross_attention(self) -> bool:
         return "cross" in self.attention_mode
 
@@ -395,7 +438,7 @@ class SmolVLAConfig(HyperparameterDict):
     def from_lerobot(cls, d: Mapping[str, Any]) -> tuple[SmolVLAConfig, list[str]]:
         """From a LeRobot config.json dict; unknown keys and keys without effect here come back as notes."""
         hp = policy_hyperparameters(d)
-        names = {f.name for f in dataclasses.fields(cls)} - {"vlm", "vlm_path", "precision", "loss_reduction"}
+        names = {f.name for f in dataclasses.fields(cls)} - JROBOT_OPTIONS
         notes = [
             f"config.json key {k!r} is not a SmolVLA hyperparameter jrobot knows; ignored"
             for k in sorted(set(hp) - names)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jrobot.policies.keypoint_tokens import KeypointTokens, image_hw_of
 from jrobot.policies.layers import Buffer, torch_bias_init, torch_kernel_init
 from jrobot.policies.normalize import Normalizer
 from jrobot.policies.smolvla.config import SmolVLAConfig, TextArch, VisionArch, VLMArch, intermediate_size
@@ -440,17 +441,20 @@ class TextModel(nnx.Module):
 
 
 class SmolVLMModel(nnx.Module):
-    def __init__(self, arch: VLMArch, n_layers: int, dtype: Any, *, rngs: nnx.Rngs):
-        self.vision_model = VisionTransformer(arch.vision, dtype, rngs=rngs)
-        self.connector = Connector(arch, dtype, rngs=rngs)
+    """Without `vision` (a policy whose images go through another encoder) only the text model is built."""
+
+    def __init__(self, arch: VLMArch, n_layers: int, dtype: Any, *, rngs: nnx.Rngs, vision: bool = True):
+        if vision:
+            self.vision_model = VisionTransformer(arch.vision, dtype, rngs=rngs)
+            self.connector = Connector(arch, dtype, rngs=rngs)
         self.text_model = TextModel(arch, n_layers, dtype, rngs=rngs)
 
 
 class SmolVLM(nnx.Module):
     """`SmolVLMForConditionalGeneration` minus its `lm_head` (unused by SmolVLA; dropped on import)."""
 
-    def __init__(self, arch: VLMArch, n_layers: int, dtype: Any, *, rngs: nnx.Rngs):
-        self.model = SmolVLMModel(arch, n_layers, dtype, rngs=rngs)
+    def __init__(self, arch: VLMArch, n_layers: int, dtype: Any, *, rngs: nnx.Rngs, vision: bool = True):
+        self.model = SmolVLMModel(arch, n_layers, dtype, rngs=rngs, vision=vision)
 
 
 class Expert(nnx.Module):
@@ -479,7 +483,7 @@ class Expert(nnx.Module):
 
 class VLMWithExpert(nnx.Module):
     def __init__(self, config: SmolVLAConfig, arch: VLMArch, dtype: Any, *, rngs: nnx.Rngs):
-        self.vlm = SmolVLM(arch, config.num_vlm_layers, dtype, rngs=rngs)
+        self.vlm = SmolVLM(arch, config.num_vlm_layers, dtype, rngs=rngs, vision=not config.uses_keypoints)
         self.lm_expert = Expert(config, arch, dtype, rngs=rngs)
         self.plan = tuple(config.layer_plan())
 
@@ -487,13 +491,30 @@ class VLMWithExpert(nnx.Module):
 # ---------------------------------------------------------------------------------------------------
 # VLAFlowMatching
 class VLAFlowMatching(nnx.Module):
-    """LeRobot's `VLAFlowMatching`: prefix embedding, the layer stack, suffix heads, loss and sampler."""
+    """LeRobot's `VLAFlowMatching`: prefix embedding, the layer stack, suffix heads, loss and sampler.
 
-    def __init__(self, config: SmolVLAConfig, *, rngs: nnx.Rngs):
+    With `image_encoder="keypoints"` the images go through `image_encoder` (built for `image_hw`, the
+    (H, W) the cameras reach it at) instead of SmolVLM's vision tower and connector.
+    """
+
+    def __init__(self, config: SmolVLAConfig, *, rngs: nnx.Rngs, image_hw: tuple[int, int] | None = None):
         arch = config.arch
         dtype = DTYPES[config.precision]
         self.config = config
         self.vlm_with_expert = VLMWithExpert(config, arch, dtype, rngs=rngs)
+        if config.uses_keypoints:
+            if image_hw is None:
+                raise ValueError(
+                    "image_encoder='keypoints' needs the cameras' (H, W) to build its keypoint grid"
+                )
+            self.image_encoder = KeypointTokens(
+                image_hw,
+                config.keypoint_cnn_channels,
+                config.keypoint_cnn_strides,
+                config.num_keypoints,
+                arch.text.hidden_size,
+                rngs=rngs,
+            )
         width = config.expert_hidden_size(arch)
         self.state_proj = torch_linear_fp32(config.max_state_dim, arch.text.hidden_size, rngs=rngs)
         self.action_in_proj = torch_linear_fp32(config.max_action_dim, width, rngs=rngs)
@@ -503,15 +524,20 @@ class VLAFlowMatching(nnx.Module):
         vlm = self.vlm_with_expert.vlm.model
         if config.train_expert_only:
             freeze(self.vlm_with_expert.vlm)
-        elif config.freeze_vision_encoder:
+        elif config.freeze_vision_encoder and not config.uses_keypoints:
             freeze(vlm.vision_model)
         if not config.train_state_proj:
             freeze(self.state_proj)
 
     # -- prefix -----------------------------------------------------------------------------------
     def embed_image(self, img: jax.Array) -> jax.Array:
+        """(B, tokens, text width): SigLIP's tokens scaled by sqrt(width) as LeRobot does, or keypoint tokens."""
+        if self.config.uses_keypoints:
+            text_dtype = self.vlm_with_expert.vlm.model.text_model.embed_tokens.embedding.get_value().dtype
+            return self.image_encoder(img).astype(text_dtype)
         vlm = self.vlm_with_expert.vlm.model
-        return vlm.connector(vlm.vision_model(img))
+        e = vlm.connector(vlm.vision_model(img))
+        return e * jnp.asarray(e.shape[-1] ** 0.5, e.dtype)
 
     def embed_tokens(self, ids: jax.Array) -> jax.Array:
         return self.vlm_with_expert.vlm.model.text_model.embed_tokens(ids)
@@ -541,7 +567,6 @@ class VLAFlowMatching(nnx.Module):
             if cfg.add_image_special_tokens:
                 special([arch.fake_image_token_id, arch.global_image_token_id])
             e = self.embed_image(img)
-            e = e * jnp.asarray(e.shape[-1] ** 0.5, e.dtype)
             embs.append(e)
             pads.append(jnp.broadcast_to(mask[:, None], e.shape[:2]))
             att.extend([0] * e.shape[1])
@@ -692,5 +717,9 @@ class SmolVLAPolicy(nnx.Module):
         self.normalizer = Normalizer(
             features, spec.normalization_mapping, stats, eps=eps, missing=missing_stats
         )
-        self.model = VLAFlowMatching(config, rngs=rngs)
+        image_hw = None
+        if config.uses_keypoints:
+            shapes = {k: spec.input_features[k].shape for k in spec.image_keys}
+            image_hw = image_hw_of(shapes, config.resize_imgs_with_padding, "SmolVLA keypoint encoder")
+        self.model = VLAFlowMatching(config, rngs=rngs, image_hw=image_hw)
         self.tokenizer = tokenizer

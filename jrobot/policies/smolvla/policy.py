@@ -110,7 +110,7 @@ def prepare_inputs(
         x = norm.normalize(key, image_to_unit_float(take(key), key))
         if cfg.resize_imgs_with_padding is not None:
             x = resize_with_pad(x, *cfg.resize_imgs_with_padding)
-        elif x.shape[1:3] != (side, side):
+        elif not cfg.uses_keypoints and x.shape[1:3] != (side, side):
             raise ValueError(
                 f"{key}: the vision tower reads {side}x{side} images and resize_imgs_with_padding is None, "
                 f"got {x.shape[1]}x{x.shape[2]}"
@@ -370,7 +370,9 @@ def with_vlm(
 
 def load_pretrained_vlm(model: SmolVLAPolicy, folder: Path) -> list[str]:
     """Copy SmolVLM2's pretrained weights (model.safetensors of the VLM folder) into `model`, strictly."""
-    sd, dropped = vlm_folder.read_vlm_state_dict(folder, model.config.num_vlm_layers)
+    sd, dropped = vlm_folder.read_vlm_state_dict(
+        folder, model.config.num_vlm_layers, vision=not model.config.uses_keypoints
+    )
     load_state_dict(model.model.vlm_with_expert.vlm, sd, source=str(folder))
     return dropped
 

@@ -128,10 +128,13 @@ def weight_files(folder: Path, *, required: bool = True) -> list[Path]:
     return []
 
 
-def read_vlm_state_dict(folder: Path, num_vlm_layers: int) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_vlm_state_dict(
+    folder: Path, num_vlm_layers: int, *, vision: bool = True
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """SmolVLM's weights as (state dict keyed like `SmolVLM`'s torch keys, keys left out).
 
-    Text layers beyond `num_vlm_layers` (LeRobot truncates the model) and `lm_head` are left out.
+    Text layers beyond `num_vlm_layers` (LeRobot truncates the model) and `lm_head` are left out, and
+    without `vision` (a policy with its own image encoder) the vision tower and connector too.
     """
     import ml_dtypes  # noqa: F401  (bf16 tensors)
     from safetensors.numpy import load_file
@@ -142,7 +145,8 @@ def read_vlm_state_dict(folder: Path, num_vlm_layers: int) -> tuple[dict[str, np
     for f in weight_files(folder):
         for k, v in load_file(str(f)).items():
             m = layer.match(k)
-            if k.startswith("lm_head.") or (m and int(m.group(1)) >= num_vlm_layers):
+            unused_vision = not vision and k.startswith(("model.vision_model.", "model.connector."))
+            if k.startswith("lm_head.") or unused_vision or (m and int(m.group(1)) >= num_vlm_layers):
                 dropped.append(k)
             else:
                 keep[k] = v
