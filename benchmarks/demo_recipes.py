@@ -39,6 +39,7 @@ VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
   vla_pick_place the same VLA (keypoints, dim 6) on the ACT demo's single-cube task: no object to choose,
                  so it measures the flow-matching policy's precision apart from grounding the instruction
   vla_pick_place_wide_expert  + `expert_width_multiplier=2.0` (a 128-wide action expert)
+  vla_pick_place_batch64      + batches of 64 (ACT's) instead of 32
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ RECIPES: dict[str, Recipe] = {
     "vla_pick_place_wide_expert": Recipe(
         "act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "policy.config.expert_width_multiplier": 2.0}
     ),
+    "vla_pick_place_batch64": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "batch_size": 64}),
 }
 DEFAULT_RUNS = ["privileged@3000", "camera@1000,2000,3000,4000", "camera_shift2@3000"]
 DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@1500,3000"]
