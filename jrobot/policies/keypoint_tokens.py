@@ -10,6 +10,9 @@ its own token rather than one vector per camera: its (x, y), the trunk's feature
 attention map (what it found there, e.g. the colour), projected to the language model's width, plus a
 learned embedding of which keypoint it is. A keypoint channel that tracks red things then becomes a
 token the instruction's "red" can attend to.
+
+Measured on the VLA demo (`benchmarks/README.md`, demo_recipes.py), it did not lift success: there the
+limit turned out to be the flow-matching action head's precision at CPU size, not the vision.
 """
 
 from __future__ import annotations
