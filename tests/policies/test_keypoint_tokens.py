@@ -46,7 +46,9 @@ def test_tokens_are_position_and_found_features_plus_identity():
     np.testing.assert_allclose(np.asarray(tokens), np.asarray(expected), rtol=1e-5, atol=1e-6)
     # each image's tokens are its own: permuting the batch permutes the tokens
     np.testing.assert_allclose(np.asarray(enc(images[::-1])), np.asarray(tokens[::-1]), rtol=1e-5, atol=1e-6)
-    # keypoint identity: the same position and features give different tokens for different keypoints
+    # keypoint identity: a trained embedding per keypoint, so the same position and features give
+    # different tokens for different keypoints
+    assert isinstance(enc.keypoint_embedding, nnx.Param)
     assert not np.allclose(
         np.asarray(enc.keypoint_embedding[...][0]), np.asarray(enc.keypoint_embedding[...][1])
     )
