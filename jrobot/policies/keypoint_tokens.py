@@ -1,18 +1,28 @@
-"""Camera images as keypoint tokens: a small conv trunk, spatial soft-argmax, one token per keypoint.
+"""Camera images as keypoint tokens for a VLA: a small conv trunk, spatial soft-argmax, then tokens.
 
 Why: a VLA must find the object its instruction names. SmolVLA finds it with SmolVLM2's pretrained
 SigLIP tower; trained from scratch on a 2-core CPU, the same ViT at a CPU's width does not learn in a
-demo's minutes to locate a cube a few pixels wide among others (2% success after 20 minutes,
-`benchmarks/README.md`). The ACT demo's encoder, a few convolutions reduced to spatial soft-argmax
-keypoints (`jrobot.policies.conv_trunk`, `jrobot.policies.spatial_softmax`), locates its cube within
-a thousand steps. For a VLA the instruction has to select one of several objects, so each keypoint is
-its own token rather than one vector per camera: its (x, y), the trunk's features averaged under its
-attention map (what it found there, e.g. the colour), projected to the language model's width, plus a
-learned embedding of which keypoint it is. A keypoint channel that tracks red things then becomes a
-token the instruction's "red" can attend to.
+demo's minutes to locate a cube a few pixels wide (2% success after 20 minutes, `benchmarks/README.md`).
+The ACT demo's encoder, a few convolutions reduced to spatial soft-argmax keypoints
+(`jrobot.policies.conv_trunk`, `jrobot.policies.spatial_softmax`), locates its cube within a thousand
+steps. The trunk is shared by the cameras (as LeRobot's policies share one backbone); each camera has
+its own keypoint detectors, as ACT has its own pool per camera, since a front view and a wrist view see
+different things.
 
-Measured on the VLA demo (`benchmarks/README.md`, demo_recipes.py), it did not lift success: there the
-limit turned out to be the flow-matching action head's precision at CPU size, not the vision.
+Two layouts put the keypoints into the VLM's prefix:
+- `"per_camera"` (ACT's): one token per camera, that camera's own projection of all its keypoints'
+  (x, y). What the VLA demo uses.
+- `"per_keypoint"`: one token per keypoint, its (x, y) and the trunk's features averaged under its
+  attention map (what it found there, e.g. a colour) through one shared projection, plus a learned
+  embedding of which keypoint of which camera it is.
+
+Measured on the demos (`benchmarks/README.md`: demo_recipes.py, policy_precision.py): with a token per
+keypoint the VLA learned to read the arm's joint state instead of its cameras. On the scripted
+expert's own states its predictions hardly changed when it was shown another episode's images (ACT's
+error grew 2.5x), so in closed loop it reached 1-3 cm beside the cube: 32% success on the single-cube
+task where ACT reaches 96%. With one token per camera the cube's place is as easy to read as the
+joints: the VLA looks (its error doubles with another episode's images), the same 2,000 steps reach
+80%, and a step costs half as much (2 image tokens instead of 64).
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ from jrobot.policies.conv_trunk import ConvTrunk
 from jrobot.policies.layers import torch_bias_init, torch_kernel_init
 from jrobot.policies.spatial_softmax import SpatialSoftmax
 
+LAYOUTS = ("per_keypoint", "per_camera")
+
 
 class KeypointTokens(nnx.Module):
-    """(B, H, W, 3) images in [-1, 1] -> (B, num_keypoints, width) tokens."""
+    """(B, H, W, 3) images in [-1, 1] of camera `camera` -> (B, tokens, width): `num_keypoints` tokens
+    (`layout="per_keypoint"`), or one token of all the keypoints' positions (`"per_camera"`, ACT's)."""
 
     def __init__(
         self,
@@ -41,20 +54,52 @@ class KeypointTokens(nnx.Module):
         width: int,
         *,
         rngs: nnx.Rngs,
+        num_cameras: int = 1,
+        layout: str = "per_keypoint",
         embedding_std: float = 0.3,
     ):
+        if int(num_cameras) < 1:
+            raise ValueError(f"KeypointTokens needs num_cameras >= 1, got {num_cameras}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"KeypointTokens layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.trunk = ConvTrunk(channels, strides, rngs=rngs)
         c = self.trunk.out_channels
-        self.pool = SpatialSoftmax(c, self.trunk.feature_hw(*self.image_hw), int(num_keypoints), rngs=rngs)
-        self.proj = nnx.Linear(
-            2 + c, width, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2 + c), rngs=rngs
+        hw = self.trunk.feature_hw(*self.image_hw)
+        self.pools = nnx.List(
+            [SpatialSoftmax(c, hw, int(num_keypoints), rngs=rngs) for _ in range(int(num_cameras))]
         )
-        self.keypoint_embedding = nnx.Param(
-            nnx.initializers.normal(embedding_std)(rngs.params(), (int(num_keypoints), width), jnp.float32)
-        )
+        k = int(num_keypoints)
+        if layout == "per_keypoint":
+            self.proj = nnx.Linear(
+                2 + c, width, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2 + c), rngs=rngs
+            )
+            shape = (int(num_cameras), k, width)
+            self.keypoint_embedding = nnx.Param(
+                nnx.initializers.normal(embedding_std)(rngs.params(), shape, jnp.float32)
+            )
+        else:  # ACT's: the (x, y) of all a camera's keypoints in one vector, through its own projection
+            self.camera_proj = nnx.List(
+                [
+                    nnx.Linear(
+                        2 * k,
+                        width,
+                        kernel_init=torch_kernel_init,
+                        bias_init=torch_bias_init(2 * k),
+                        rngs=rngs,
+                    )
+                    for _ in range(int(num_cameras))
+                ]
+            )
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    @property
+    def num_cameras(self) -> int:
+        return len(self.pools)
+
+    def __call__(self, images: jax.Array, camera: int = 0) -> jax.Array:
+        if not 0 <= camera < self.num_cameras:
+            raise ValueError(f"camera {camera} out of range: the keypoint encoder has {self.num_cameras}")
         if images.shape[1:3] != self.image_hw:
             raise ValueError(
                 f"the keypoint encoder was built for {self.image_hw[0]}x{self.image_hw[1]} images, got "
@@ -62,9 +107,11 @@ class KeypointTokens(nnx.Module):
             )
         features = self.trunk(images.astype(jnp.float32))
         n, h, w, c = features.shape
-        attention, xy = self.pool.attend(features)
+        attention, xy = self.pools[camera].attend(features)
+        if self.layout == "per_camera":
+            return self.camera_proj[camera](xy.reshape(n, -1))[:, None, :]
         found = jnp.einsum("nkp,npc->nkc", attention, features.reshape(n, h * w, c))
-        return self.proj(jnp.concatenate([xy, found], axis=-1)) + self.keypoint_embedding[...][None]
+        return self.proj(jnp.concatenate([xy, found], axis=-1)) + self.keypoint_embedding[...][camera][None]
 
 
 def image_hw_of(shapes: dict[str, Any], resize_wh: tuple[int, int] | None, where: str) -> tuple[int, int]:

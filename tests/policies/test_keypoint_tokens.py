@@ -35,25 +35,51 @@ def test_attend_is_what_the_keypoints_are_made_of():
 
 
 def test_tokens_are_position_and_found_features_plus_identity():
-    enc = KeypointTokens((12, 16), (8, 8), (2, 1), 4, 24, rngs=nnx.Rngs(0))
+    enc = KeypointTokens((12, 16), (8, 8), (2, 1), 4, 24, rngs=nnx.Rngs(0), num_cameras=2)
     images = jax.random.uniform(jax.random.key(2), (3, 12, 16, 3), minval=-1, maxval=1)
-    tokens = enc(images)
-    assert tokens.shape == (3, 4, 24)
     features = enc.trunk(images)
-    attention, xy = enc.pool.attend(features)
-    found = jnp.einsum("nkp,npc->nkc", attention, features.reshape(3, 6 * 8, 8))
-    expected = enc.proj(jnp.concatenate([xy, found], -1)) + enc.keypoint_embedding[...][None]
-    np.testing.assert_allclose(np.asarray(tokens), np.asarray(expected), rtol=1e-5, atol=1e-6)
-    # each image's tokens are its own: permuting the batch permutes the tokens
-    np.testing.assert_allclose(np.asarray(enc(images[::-1])), np.asarray(tokens[::-1]), rtol=1e-5, atol=1e-6)
-    # keypoint identity: a trained embedding per keypoint, so the same position and features give
-    # different tokens for different keypoints
+    for camera in (0, 1):
+        tokens = enc(images, camera)
+        assert tokens.shape == (3, 4, 24)
+        attention, xy = enc.pools[camera].attend(features)
+        found = jnp.einsum("nkp,npc->nkc", attention, features.reshape(3, 6 * 8, 8))
+        expected = enc.proj(jnp.concatenate([xy, found], -1)) + enc.keypoint_embedding[...][camera][None]
+        np.testing.assert_allclose(np.asarray(tokens), np.asarray(expected), rtol=1e-5, atol=1e-6)
+        # each image's tokens are its own: permuting the batch permutes the tokens
+        np.testing.assert_allclose(
+            np.asarray(enc(images[::-1], camera)), np.asarray(tokens[::-1]), rtol=1e-5, atol=1e-6
+        )
+    # keypoint identity: a trained embedding per keypoint and camera, so the same position and features
+    # give different tokens for different keypoints, and the same image through another camera's
+    # detectors gives other tokens (its own keypoints, its own identities)
     assert isinstance(enc.keypoint_embedding, nnx.Param)
-    assert not np.allclose(
-        np.asarray(enc.keypoint_embedding[...][0]), np.asarray(enc.keypoint_embedding[...][1])
-    )
+    emb = np.asarray(enc.keypoint_embedding[...])
+    assert emb.shape == (2, 4, 24)
+    assert not np.allclose(emb[0, 0], emb[0, 1]) and not np.allclose(emb[0, 0], emb[1, 0])
+    assert not np.allclose(np.asarray(enc(images, 0)), np.asarray(enc(images, 1)))
     with pytest.raises(ValueError, match="built for 12x16 images, got 16x16"):
         enc(jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="camera 2 out of range: the keypoint encoder has 2"):
+        enc(images, 2)
+
+
+def test_per_camera_layout_is_acts_one_token_of_all_keypoint_positions():
+    enc = KeypointTokens(
+        (12, 16), (8, 8), (2, 1), 4, 24, rngs=nnx.Rngs(0), num_cameras=2, layout="per_camera"
+    )
+    images = jax.random.uniform(jax.random.key(2), (3, 12, 16, 3), minval=-1, maxval=1)
+    features = enc.trunk(images)
+    for camera in (0, 1):
+        tokens = enc(images, camera)
+        assert tokens.shape == (3, 1, 24)
+        _, xy = enc.pools[camera].attend(features)
+        expected = enc.camera_proj[camera](xy.reshape(3, 8))[:, None]
+        np.testing.assert_allclose(np.asarray(tokens), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    # each camera has its own detectors and projection: the same image gives each camera other tokens
+    assert not np.allclose(np.asarray(enc(images, 0)), np.asarray(enc(images, 1)))
+    assert not hasattr(enc, "keypoint_embedding") and not hasattr(enc, "proj")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        KeypointTokens((12, 16), (8,), (2,), 4, 24, rngs=nnx.Rngs(0), layout="per_image")
 
 
 def square_scenes(
@@ -158,19 +184,32 @@ def batch(rng: np.random.Generator, n: int = 2, h: int = 48, w: int = 64) -> dic
     }
 
 
-def test_keypoint_smolvla_builds_without_the_vision_tower_and_trains_its_encoder():
-    model = sv.build(keypoint_config(), features(), stats())  # LeRobot's defaults: the VLM frozen
+@pytest.mark.parametrize("layout", ["per_keypoint", "per_camera"])
+def test_keypoint_smolvla_builds_without_the_vision_tower_and_trains_its_encoder(layout):
+    # LeRobot's defaults: the VLM frozen
+    model = sv.build(keypoint_config(keypoint_tokens=layout), features(), stats())
     paths = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model))]
     assert not any("vision_model" in p or "connector" in p for p in paths)
     trainable = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     assert any(p.startswith("model.image_encoder.trunk.") for p in trainable)
-    assert "model.image_encoder.keypoint_embedding" in trainable
+    assert {p.startswith("model.image_encoder.pools.1.") for p in trainable} == {True, False}
+    if layout == "per_keypoint":
+        assert "model.image_encoder.keypoint_embedding" in trainable
+    else:
+        assert {
+            "model.image_encoder.camera_proj.0.kernel",
+            "model.image_encoder.camera_proj.1.kernel",
+        } <= set(trainable)
     assert isinstance(
         model.model.vlm_with_expert.vlm.model.text_model.layers[0].self_attn.q_proj.kernel, Buffer
     )
 
     rng = np.random.default_rng(0)
     obs = batch(rng)
+    images, masks, tokens, lang_mask, state = sv.prepare_inputs(model, obs)
+    prefix, _, _ = model.model.embed_prefix(images, masks, tokens, lang_mask, state)
+    per_camera = 5 if layout == "per_keypoint" else 1  # num_keypoints tokens, or one
+    assert prefix.shape[1] == 2 * per_camera + tokens.shape[1] + 1  # cameras, language, state
     b = {**obs, "action": rng.standard_normal((2, model.config.chunk_size, 6)).astype(np.float32)}
 
     @nnx.jit
@@ -221,6 +260,8 @@ def test_keypoint_options_are_checked_and_round_trip():
         keypoint_config(keypoint_cnn_strides=(2, 3))
     with pytest.raises(ValueError, match="num_keypoints must be >= 1"):
         keypoint_config(num_keypoints=0)
+    with pytest.raises(ValueError, match="keypoint_tokens must be one of"):
+        keypoint_config(keypoint_tokens="per_image")
     cfg = keypoint_config()
     again = SmolVLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.keypoint_cnn_channels == (8, 16)

@@ -23,6 +23,7 @@ PRECISIONS = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean_all", "mean_valid")
 PAD_LANGUAGE = ("longest", "max_length")
 IMAGE_ENCODERS = ("siglip", "keypoints")
+KEYPOINT_LAYOUTS = ("per_keypoint", "per_camera")  # jrobot.policies.keypoint_tokens.LAYOUTS
 VISION_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "gelu_new", "gelu_fast", "quick_gelu")
 # LeRobot config keys that change nothing in the computation jrobot runs (accepted, reported once).
 NO_EFFECT_KEYS = ("use_cache", "compile_model", "compile_mode", "rtc_config", "load_vlm_weights")
@@ -39,6 +40,7 @@ JROBOT_OPTIONS = frozenset(
         "keypoint_cnn_channels",
         "keypoint_cnn_strides",
         "num_keypoints",
+        "keypoint_tokens",
     }
 )
 
@@ -199,9 +201,13 @@ class SmolVLAConfig(HyperparameterDict):
       "mean_valid" (LeRobot HEAD: mean over valid steps and the real action dims only).
     - `image_encoder`: "siglip" (SmolVLM's vision tower and connector, as LeRobot) or "keypoints"
       (`jrobot.policies.keypoint_tokens`: a conv trunk of `keypoint_cnn_channels` / `keypoint_cnn_strides`
-      reduced to `num_keypoints` soft-argmax keypoints per camera, one token each), for a VLA trained from
-      scratch where no pretrained tower exists. The keypoint encoder always trains (`freeze_vision_encoder`
-      and `train_expert_only` freeze only the VLM); the text model can still load SmolVLM2's weights.
+      reduced to `num_keypoints` soft-argmax keypoints per camera), for a VLA trained from scratch where
+      no pretrained tower exists. The keypoint encoder always trains (`freeze_vision_encoder` and
+      `train_expert_only` freeze only the VLM); the text model can still load SmolVLM2's weights.
+    - `keypoint_tokens`: how a camera's keypoints enter the prefix: "per_keypoint" (one token each: its
+      position, the features it found, its identity) or "per_camera" (ACT's: one token of all its
+      keypoints' positions). Measured on the demos, "per_camera" is what makes the VLA use its cameras
+      rather than the joint state (`jrobot.policies.keypoint_tokens`).
     """
 
     n_obs_steps: int = 1
@@ -252,6 +258,7 @@ class SmolVLAConfig(HyperparameterDict):
     keypoint_cnn_channels: tuple[int, ...] = (16, 32, 32)
     keypoint_cnn_strides: tuple[int, ...] = (2, 2, 1)
     num_keypoints: int = 32
+    keypoint_tokens: str = "per_keypoint"
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
@@ -293,6 +300,10 @@ class SmolVLAConfig(HyperparameterDict):
             )
             if int(self.num_keypoints) < 1:
                 raise ValueError(f"SmolVLAConfig.num_keypoints must be >= 1, got {self.num_keypoints}")
+            if self.keypoint_tokens not in KEYPOINT_LAYOUTS:
+                raise ValueError(
+                    f"SmolVLAConfig.keypoint_tokens must be one of {KEYPOINT_LAYOUTS}, got {self.keypoint_tokens!r}"
+                )
         for name in (
             "num_steps",
             "tokenizer_max_length",

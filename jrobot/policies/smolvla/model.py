@@ -497,7 +497,14 @@ class VLAFlowMatching(nnx.Module):
     (H, W) the cameras reach it at) instead of SmolVLM's vision tower and connector.
     """
 
-    def __init__(self, config: SmolVLAConfig, *, rngs: nnx.Rngs, image_hw: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        config: SmolVLAConfig,
+        *,
+        rngs: nnx.Rngs,
+        image_hw: tuple[int, int] | None = None,
+        num_cameras: int = 1,
+    ):
         arch = config.arch
         dtype = DTYPES[config.precision]
         self.config = config
@@ -514,6 +521,8 @@ class VLAFlowMatching(nnx.Module):
                 config.num_keypoints,
                 arch.text.hidden_size,
                 rngs=rngs,
+                num_cameras=num_cameras,
+                layout=config.keypoint_tokens,
             )
         width = config.expert_hidden_size(arch)
         self.state_proj = torch_linear_fp32(config.max_state_dim, arch.text.hidden_size, rngs=rngs)
@@ -530,11 +539,12 @@ class VLAFlowMatching(nnx.Module):
             freeze(self.state_proj)
 
     # -- prefix -----------------------------------------------------------------------------------
-    def embed_image(self, img: jax.Array) -> jax.Array:
-        """(B, tokens, text width): SigLIP's tokens scaled by sqrt(width) as LeRobot does, or keypoint tokens."""
+    def embed_image(self, img: jax.Array, camera: int = 0) -> jax.Array:
+        """(B, tokens, text width) of image number `camera`: SigLIP's tokens scaled by sqrt(width) as
+        LeRobot does (one tower for all cameras), or that camera's keypoint tokens."""
         if self.config.uses_keypoints:
             text_dtype = self.vlm_with_expert.vlm.model.text_model.embed_tokens.embedding.get_value().dtype
-            return self.image_encoder(img).astype(text_dtype)
+            return self.image_encoder(img, camera).astype(text_dtype)
         vlm = self.vlm_with_expert.vlm.model
         e = vlm.connector(vlm.vision_model(img))
         return e * jnp.asarray(e.shape[-1] ** 0.5, e.dtype)
@@ -563,10 +573,10 @@ class VLAFlowMatching(nnx.Module):
             pads.append(jnp.ones((b, len(ids)), bool))
             att.extend([0] * len(ids))
 
-        for img, mask in zip(images, img_masks, strict=True):
+        for camera, (img, mask) in enumerate(zip(images, img_masks, strict=True)):
             if cfg.add_image_special_tokens:
                 special([arch.fake_image_token_id, arch.global_image_token_id])
-            e = self.embed_image(img)
+            e = self.embed_image(img, camera)
             embs.append(e)
             pads.append(jnp.broadcast_to(mask[:, None], e.shape[:2]))
             att.extend([0] * e.shape[1])
@@ -721,5 +731,6 @@ class SmolVLAPolicy(nnx.Module):
         if config.uses_keypoints:
             shapes = {k: spec.input_features[k].shape for k in spec.image_keys}
             image_hw = image_hw_of(shapes, config.resize_imgs_with_padding, "SmolVLA keypoint encoder")
-        self.model = VLAFlowMatching(config, rngs=rngs, image_hw=image_hw)
+        num_cameras = len(spec.image_keys) + config.empty_cameras
+        self.model = VLAFlowMatching(config, rngs=rngs, image_hw=image_hw, num_cameras=max(num_cameras, 1))
         self.tokenizer = tokenizer
