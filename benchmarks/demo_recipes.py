@@ -40,6 +40,9 @@ VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
                  so it measures the flow-matching policy's precision apart from grounding the instruction
   vla_pick_place_wide_expert  + `expert_width_multiplier=2.0` (a 128-wide action expert)
   vla_pick_place_batch64      + batches of 64 (ACT's) instead of 32
+  vla_pick_place_per_camera   `vla_pick_place` with `keypoint_tokens="per_camera"`: one token per camera
+                 (ACT's layout) instead of one per keypoint
+  vla_keypoints_per_camera    the same on the instruction task: `vla_keypoints_dim6` with one token per camera
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
 STATE_FRONT = ("observation.state", "observation.images.front")
 VLA_KEYPOINTS = {"policy.config.image_encoder": "keypoints", "policy.config.resize_imgs_with_padding": None}
 VLA_DIM6 = {"policy.config.max_state_dim": 6, "policy.config.max_action_dim": 6}
+PER_CAMERA = {"policy.config.keypoint_tokens": "per_camera"}
 RECIPES: dict[str, Recipe] = {
     "camera": Recipe("act", ACT_CAMERA),
     "camera_shift2": Recipe("act", ACT_CAMERA, {"policy.config.random_shift_pixels": 2}),
@@ -87,6 +91,8 @@ RECIPES: dict[str, Recipe] = {
         "act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "policy.config.expert_width_multiplier": 2.0}
     ),
     "vla_pick_place_batch64": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "batch_size": 64}),
+    "vla_pick_place_per_camera": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, **PER_CAMERA}),
+    "vla_keypoints_per_camera": Recipe("smolvla", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, **PER_CAMERA}),
 }
 DEFAULT_RUNS = ["privileged@3000", "camera@1000,2000,3000,4000", "camera_shift2@3000"]
 DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@1500,3000"]
