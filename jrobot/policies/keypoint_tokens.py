@@ -11,18 +11,20 @@ different things.
 
 Two layouts put the keypoints into the VLM's prefix:
 - `"per_camera"` (ACT's): one token per camera, that camera's own projection of all its keypoints'
-  (x, y). What the VLA demo uses.
+  (x, y). The one that makes a VLA trained from scratch look (below).
 - `"per_keypoint"`: one token per keypoint, its (x, y) and the trunk's features averaged under its
   attention map (what it found there, e.g. a colour) through one shared projection, plus a learned
   embedding of which keypoint of which camera it is.
 
 Measured on the demos (`benchmarks/README.md`: demo_recipes.py, policy_precision.py): with a token per
 keypoint the VLA learned to read the arm's joint state instead of its cameras. On the scripted
-expert's own states its predictions hardly changed when it was shown another episode's images (ACT's
-error grew 2.5x), so in closed loop it reached 1-3 cm beside the cube: 32% success on the single-cube
-task where ACT reaches 96%. With one token per camera the cube's place is as easy to read as the
-joints: the VLA looks (its error doubles with another episode's images), the same 2,000 steps reach
-80%, and a step costs half as much (2 image tokens instead of 64).
+expert's own states its predictions hardly changed when it was shown another episode's images (x1.08
+on the reach; ACT's error grew x3.5), so in closed loop it reached 1-3 cm beside the cube: 32% success
+on the single-cube task where ACT reaches 96%. With one token per camera the cube's place is as easy
+to read as the joints: the VLA looks (x2.2), the same 2,000 steps reach 80%, and a step costs half as
+much (2 image tokens instead of 64). On the instruction task (three cubes) neither layout succeeds yet:
+one token per camera leaves no per-object token for the instruction to pick (0%), one per keypoint
+has them but reads the joints (2-4%).
 """
 
 from __future__ import annotations

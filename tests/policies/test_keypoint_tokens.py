@@ -16,10 +16,10 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from jrobot.policies import smolvla as sv
-from jrobot.policies.keypoint_tokens import KeypointTokens, image_hw_of
+from jrobot.policies.keypoint_tokens import LAYOUTS, KeypointTokens, image_hw_of
 from jrobot.policies.layers import Buffer
 from jrobot.policies.lerobot.statedict import state_dict
-from jrobot.policies.smolvla.config import SmolVLAConfig
+from jrobot.policies.smolvla.config import KEYPOINT_LAYOUTS, SmolVLAConfig
 from jrobot.policies.spatial_softmax import SpatialSoftmax
 from jrobot.policies.spec import FeatureType, PolicyFeature
 from tests.policies.test_smolvla import FIXTURE, copy_flat, fixture_config
@@ -262,6 +262,7 @@ def test_keypoint_options_are_checked_and_round_trip():
         keypoint_config(num_keypoints=0)
     with pytest.raises(ValueError, match="keypoint_tokens must be one of"):
         keypoint_config(keypoint_tokens="per_image")
+    assert KEYPOINT_LAYOUTS == LAYOUTS  # the config checks what the encoder builds
     cfg = keypoint_config()
     again = SmolVLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.keypoint_cnn_channels == (8, 16)
