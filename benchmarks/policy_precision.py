@@ -60,7 +60,9 @@ def _batch(obs: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def images_of(obs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obs.items() if k.startswith("observation.images.")}
+    from jrobot.features import IMAGE_PREFIX
+
+    return {k: v for k, v in obs.items() if k.startswith(IMAGE_PREFIX)}
 
 
 def measure(
@@ -105,20 +107,24 @@ def measure(
                 noise_rng = noise_generator(seed + ep)
                 for t in range(0, len(actions_arr) - AHEAD, stride):
                     swapped = {**states[t], **images_of(others[min(t, len(others) - 1)])}
-                    means = []
-                    for obs_t in (states[t], swapped):
-                        prepared = policy.observation_builder(task if language else None).push(obs_t)
-                        kwargs = {}
-                        if stochastic:
-                            shape = (k, *policy.spec.noise_shape)
-                            kwargs["noise"] = noise_rng.standard_normal(shape, dtype=np.float32)
-                        chunk = np.asarray(policy.predict(_batch(prepared, k), **kwargs))
-                        means.append(chunk.mean(axis=0))
-                    mean = means[0]
+                    kwargs = {}
+                    if stochastic:  # the same noise for both, so only the images differ
+                        shape = (k, *policy.spec.noise_shape)
+                        kwargs["noise"] = noise_rng.standard_normal(shape, dtype=np.float32)
+                    own, other = (
+                        np.asarray(
+                            policy.predict(
+                                _batch(policy.observation_builder(task if language else None).push(o), k),
+                                **kwargs,
+                            )
+                        )
+                        for o in (states[t], swapped)
+                    )
+                    mean = own.mean(axis=0)
                     err0 = np.abs(mean[0] - actions_arr[t])
                     err10 = np.abs(mean[AHEAD] - actions_arr[t + AHEAD])
-                    err10_swapped = np.abs(means[1][AHEAD] - actions_arr[t + AHEAD])
-                    spread = chunk[:, AHEAD, :5].std(axis=0).mean() if k > 1 else 0.0
+                    err10_swapped = np.abs(other.mean(axis=0)[AHEAD] - actions_arr[t + AHEAD])
+                    spread = own[:, AHEAD, :5].std(axis=0).mean() if k > 1 else 0.0
                     rows[b][phases[t]].append(
                         np.array(
                             [err0[:5].mean(), err0[5], err10[:5].mean(), spread, err10_swapped[:5].mean()]

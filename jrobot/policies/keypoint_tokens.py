@@ -18,10 +18,10 @@ Two layouts put the keypoints into the VLM's prefix:
 
 Measured on the demos (`benchmarks/README.md`: demo_recipes.py, policy_precision.py): with a token per
 keypoint the VLA learned to read the arm's joint state instead of its cameras. On the scripted
-expert's own states its predictions hardly changed when it was shown another episode's images (x1.08
+expert's own states its predictions hardly changed when it was shown another episode's images (x1.09
 on the reach; ACT's error grew x3.5), so in closed loop it reached 1-3 cm beside the cube: 32% success
 on the single-cube task where ACT reaches 96%. With one token per camera the cube's place is as easy
-to read as the joints: the VLA looks (x2.2), the same 2,000 steps reach 80%, and a step costs half as
+to read as the joints: the VLA looks (x2.19), the same 2,000 steps reach 80%, and a step costs half as
 much (2 image tokens instead of 64). On the instruction task (three cubes) neither layout succeeds yet:
 one token per camera leaves no per-object token for the instruction to pick (0%), one per keypoint
 has them but reads the joints (2-4%).

@@ -262,7 +262,7 @@ def test_keypoint_options_are_checked_and_round_trip():
         keypoint_config(num_keypoints=0)
     with pytest.raises(ValueError, match="keypoint_tokens must be one of"):
         keypoint_config(keypoint_tokens="per_image")
-    assert KEYPOINT_LAYOUTS == LAYOUTS  # the config checks what the encoder builds
+    assert KEYPOINT_LAYOUTS is LAYOUTS  # the config checks what the encoder builds, from one tuple
     cfg = keypoint_config()
     again = SmolVLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.keypoint_cnn_channels == (8, 16)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jrobot.policies.conv_trunk import validate_trunk
+from jrobot.policies.keypoint_tokens import LAYOUTS as KEYPOINT_LAYOUTS
 from jrobot.policies.lerobot.checkpoint import policy_hyperparameters
 from jrobot.policies.spec import HyperparameterDict, parse_normalization_mapping
 
@@ -23,7 +24,6 @@ PRECISIONS = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean_all", "mean_valid")
 PAD_LANGUAGE = ("longest", "max_length")
 IMAGE_ENCODERS = ("siglip", "keypoints")
-KEYPOINT_LAYOUTS = ("per_keypoint", "per_camera")  # jrobot.policies.keypoint_tokens.LAYOUTS
 VISION_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "gelu_new", "gelu_fast", "quick_gelu")
 # LeRobot config keys that change nothing in the computation jrobot runs (accepted, reported once).
 NO_EFFECT_KEYS = ("use_cache", "compile_model", "compile_mode", "rtc_config", "load_vlm_weights")

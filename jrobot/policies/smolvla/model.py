@@ -732,5 +732,5 @@ class SmolVLAPolicy(nnx.Module):
             shapes = {k: spec.input_features[k].shape for k in spec.image_keys}
             image_hw = image_hw_of(shapes, config.resize_imgs_with_padding, "SmolVLA keypoint encoder")
         num_cameras = len(spec.image_keys) + config.empty_cameras
-        self.model = VLAFlowMatching(config, rngs=rngs, image_hw=image_hw, num_cameras=max(num_cameras, 1))
+        self.model = VLAFlowMatching(config, rngs=rngs, image_hw=image_hw, num_cameras=num_cameras)
         self.tokenizer = tokenizer
