@@ -116,5 +116,8 @@ class OffscreenRenderer:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # not contextlib.suppress: at interpreter exit the module's globals may already be None
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
