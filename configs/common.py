@@ -32,6 +32,10 @@ def run_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 8  # decoding worker processes; 0 = threads of the training process
     c.data.read_threads = 4
     c.data.prefetch = 4  # batches buffered per worker
+    # Each episode's first `episode_start_frames` frames drawn 1 + `episode_start_repeats` times per epoch
+    # (0 = off): where only the instruction says where to go (jrobot.pipeline.windows).
+    c.data.episode_start_frames = 0
+    c.data.episode_start_repeats = 0
     c.data.augment = None  # e.g. {"color_jitter": True, "random_crop_scale": (0.8, 1.0)}
 
     c.policy = ml_collections.ConfigDict()

@@ -31,7 +31,13 @@ import numpy as np
 from jrobot.pipeline.augment import AugmentConfig, ImageAugment
 from jrobot.pipeline.memory import retain_freed_memory
 from jrobot.pipeline.sampling import BatchPositions
-from jrobot.pipeline.windows import WindowSource, WindowSpec, select_frames, split_episodes
+from jrobot.pipeline.windows import (
+    WindowSource,
+    WindowSpec,
+    oversample_episode_starts,
+    select_frames,
+    split_episodes,
+)
 from jrobot.pipeline.workers import SharedMemoryPrefetch
 from jrobot.shards.format import ShardSet
 
@@ -53,6 +59,10 @@ class PipelineConfig:
     num_workers: int = 0  # worker processes (0 = decode in `read_threads` threads of this process)
     read_threads: int = 2
     prefetch: int = 4  # batches buffered per worker process (2x that many without workers)
+    # training frames among their episode's first `episode_start_frames` drawn 1 + `episode_start_repeats`
+    # times per epoch (`windows.oversample_episode_starts`); 0 = every frame once
+    episode_start_frames: int = 0
+    episode_start_repeats: int = 0
 
     def per_process_batch(self, process_count: int) -> int:
         if self.batch_size % process_count:
@@ -75,6 +85,10 @@ def make_sources(cfg: PipelineConfig, split: str = "train") -> list[WindowSource
             keep = {int(e) for e in cfg.episodes}
             eps = [e for e in eps if e in keep]
         frames = select_frames(shards, episodes=eps, tasks=cfg.tasks)
+        if split == "train":
+            frames = oversample_episode_starts(
+                shards, frames, cfg.episode_start_frames, cfg.episode_start_repeats
+            )
         src = WindowSource(shards, cfg.window, frames, dataset_index=k)
         if split == "train" and len(src) == 0:
             raise ValueError(f"{path}: no training frames left after the episode/task selection")

@@ -267,6 +267,27 @@ def select_frames(
     return np.flatnonzero(mask).astype(np.int64)
 
 
+def oversample_episode_starts(shards: ShardSet, frames: np.ndarray, first: int, repeats: int) -> np.ndarray:
+    """`frames` plus `repeats` more copies of those among them within the first `first` frames of their
+    episode (LeRobot's `frame_index` < `first`), so an epoch draws them `1 + repeats` times as often.
+
+    Why: a language-conditioned policy needs its instruction only until the arm's motion gives the
+    target away; after that, the joints and the images of the moving arm say where it is going. On
+    the pick-colour demo those first frames are ~10% of the data, and a VLA trained on them at their
+    natural share learnt to ignore the instruction (the same first chunk whatever colour it named).
+    """
+    first, repeats = int(first), int(repeats)
+    if first < 0 or repeats < 0:
+        raise ValueError(
+            f"episode start oversampling needs frames >= 0 and repeats >= 0, got {first}, {repeats}"
+        )
+    frames = np.asarray(frames, dtype=np.int64)
+    if not first or not repeats:
+        return frames
+    start = frames[shards.lowdim("frame_index")[:][frames] < first]
+    return np.concatenate([frames, *([start] * repeats)])
+
+
 def split_episodes(
     shards: ShardSet, *, val_fraction: float = 0.0, val_episodes: Iterable[int] | None = None, seed: int = 0
 ) -> tuple[list[int], list[int]]:

@@ -84,16 +84,32 @@ class ConvTrunk(nnx.Module):
     def feature_hw(self, height: int, width: int) -> tuple[int, int]:
         return trunk_feature_hw(height, width, self.strides)
 
-    def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    def __call__(
+        self,
+        x: jnp.ndarray,
+        *,
+        train: bool = False,
+        modulation: Sequence[tuple[jnp.ndarray, jnp.ndarray]] | None = None,
+    ) -> jnp.ndarray:
+        """`modulation`: FiLM (Perez et al., 2018) per stage, a (scale, shift) pair of (B, channels) applied
+        as `x * (1 + scale) + shift` after the stage's GroupNorm and before its ReLU."""
         del train  # GroupNorm has no running statistics
+        if modulation is not None and len(modulation) != len(self.convs):
+            raise ValueError(f"ConvTrunk has {len(self.convs)} stages, got {len(modulation)} FiLM pairs")
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(
                 f"ConvTrunk expects (B, H, W, 3) channel-last images, got shape {tuple(x.shape)}"
             )
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        for conv, norm in zip(self.convs, self.norms):
-            x = jax.nn.relu(norm(conv(x)))
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = norm(conv(x))
+            if modulation is not None:
+                scale, shift = modulation[i]
+                x = x * (1 + scale[:, None, None, :]).astype(x.dtype) + shift[:, None, None, :].astype(
+                    x.dtype
+                )
+            x = jax.nn.relu(x)
         return x
 
 

@@ -155,6 +155,8 @@ def pipeline_config(config: ml_collections.ConfigDict, spec: PolicySpec) -> Pipe
         num_workers=int(data("num_workers")),
         read_threads=int(data("read_threads")),
         prefetch=int(data("prefetch")),
+        episode_start_frames=int(data("episode_start_frames")),
+        episode_start_repeats=int(data("episode_start_repeats")),
     )
 
 

@@ -17,6 +17,7 @@ from jrobot.pipeline.loader import (
     PipelineConfig,
     batch_spec,
     make_eval_dataset,
+    make_sources,
     make_train_dataset,
 )
 from jrobot.pipeline.windows import WindowSource, WindowSpec
@@ -73,6 +74,32 @@ def test_every_frame_once_per_epoch_then_reshuffled(shards):
     assert sorted(epoch1.tolist()) == list(range(N_FRAMES))
     assert sorted(epoch2.tolist()) == list(range(N_FRAMES))
     assert epoch1.tolist() != epoch2.tolist()
+
+
+def test_episode_starts_oversampled_in_training_only(shards):
+    """data.episode_start_frames / episode_start_repeats: an epoch draws every frame among its episode's
+    first 4 three times, every other frame once; validation windows are not repeated."""
+    c = cfg(shards, episode_start_frames=4, episode_start_repeats=2, val_fraction=0.3)
+    (train,) = make_sources(c)
+    (val,) = make_sources(c, "val")
+    plain = make_sources(cfg(shards, val_fraction=0.3))[0]
+    frame_index = train.shards.lowdim("frame_index")[:]
+    counts = collections.Counter(train.frames.tolist())
+    assert set(counts) == set(plain.frames.tolist())
+    assert all(counts[f] == (3 if frame_index[f] < 4 else 1) for f in counts)
+    n_eps = len(set(train.shards.lowdim("episode_index")[:][plain.frames].tolist()))
+    assert len(train) == len(plain) + 2 * 4 * n_eps
+    assert sorted(val.frames.tolist()) == sorted(
+        make_sources(cfg(shards, val_fraction=0.3), "val")[0].frames.tolist()
+    )
+    # one epoch of the loader draws them so
+    with DataLoader(make_train_dataset(c)) as dl:
+        drawn = np.concatenate([b["index"] for b in take(dl, len(train) // 6)])
+    per_frame = collections.Counter(drawn.tolist())
+    starts = [f for f in per_frame if frame_index[f] < 4]
+    assert starts and sum(per_frame[f] for f in starts) / len(starts) > 2.5
+    with pytest.raises(ValueError, match="repeats >= 0, got 4, -1"):
+        make_sources(cfg(shards, episode_start_frames=4, episode_start_repeats=-1))
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -85,18 +85,33 @@ def test_per_camera_layout_is_acts_one_token_of_all_keypoint_positions():
 def square_scenes(
     rng: np.random.Generator, n: int, h: int = 24, w: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grey images with a red and a blue 3x3 square at random places; target: the red one's centre in
-    [-1, 1] (the keypoint grid's units)."""
+    """Grey images with a red and a blue 3x3 square at random places; targets (n, 2 squares, 2): the red
+    and the blue one's centres in [-1, 1] (the keypoint grid's units)."""
     images = np.full((n, h, w, 3), -0.2, np.float32)
-    target = np.zeros((n, 2), np.float32)
+    target = np.zeros((n, 2, 2), np.float32)
     for i in range(n):
         cells = rng.choice((h - 3) * (w - 3), 2, replace=False)
-        for colour, c in zip(((1.0, -1.0, -1.0), (-1.0, -1.0, 1.0)), cells):
+        for j, (colour, c) in enumerate(zip(((1.0, -1.0, -1.0), (-1.0, -1.0, 1.0)), cells)):
             y, x = divmod(int(c), w - 3)
             images[i, y : y + 3, x : x + 3] = colour
-        y, x = divmod(int(cells[0]), w - 3)
-        target[i] = ((x + 1) / (w - 1) * 2 - 1, (y + 1) / (h - 1) * 2 - 1)
+            target[i, j] = ((x + 1) / (w - 1) * 2 - 1, (y + 1) / (h - 1) * 2 - 1)
     return images, target
+
+
+def fit_probe(model: nnx.Module, inputs: tuple[np.ndarray, ...], target: np.ndarray, steps: int = 300):
+    """Adam on the mean squared error of `model(*inputs)` against `target`, batches of 64."""
+    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, xs, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(*xs) - y) ** 2))(model)
+        opt.update(model, grads)
+        return loss
+
+    n = len(target)
+    for i in range(steps):
+        sl = slice((i * 64) % n, (i * 64) % n + 64)
+        step(model, opt, tuple(jnp.asarray(x[sl]) for x in inputs), jnp.asarray(target[sl]))
 
 
 def test_keypoint_tokens_learn_where_the_red_square_is():
@@ -115,21 +130,64 @@ def test_keypoint_tokens_learn_where_the_red_square_is():
     train_x, train_y = square_scenes(rng, 512)
     test_x, test_y = square_scenes(rng, 128)
     model = Probe(nnx.Rngs(0))
-    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, opt, x, y):
-        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
-        opt.update(model, grads)
-        return loss
-
-    for i in range(300):
-        sl = slice((i * 64) % 512, (i * 64) % 512 + 64)
-        step(model, opt, jnp.asarray(train_x[sl]), jnp.asarray(train_y[sl]))
-    err = np.abs(np.asarray(model(jnp.asarray(test_x))) - test_y)
+    fit_probe(model, (train_x,), train_y[:, 0])
+    err = np.abs(np.asarray(model(jnp.asarray(test_x))) - test_y[:, 0])
     # guessing the mean is off by ~0.5 on average; a pixel is 0.065 wide across, 0.087 down
-    assert float(np.mean(np.abs(test_y - test_y.mean(0)))) > 0.4
+    assert float(np.mean(np.abs(test_y[:, 0] - test_y[:, 0].mean(0)))) > 0.4
     assert float(err.mean()) < 0.12, err.mean()
+
+
+def test_film_lets_the_instruction_choose_which_square_the_token_locates():
+    """Why `condition_width` (RT-1's FiLM): with two squares and an instruction naming one, one token per
+    camera read out linearly, without seeing the instruction, finds the named square only when the
+    instruction modulates the trunk; unconditioned, the token holds both squares and the read-out cannot
+    tell which is asked for."""
+
+    class Probe(nnx.Module):
+        def __init__(self, film: bool, rngs: nnx.Rngs):
+            self.enc = KeypointTokens(
+                (24, 32), (16, 32), (2, 1), 8, 32, rngs=rngs, layout="per_camera",
+                condition_width=4 if film else None,
+            )  # fmt: skip
+            self.head = nnx.Linear(32, 2, rngs=rngs)
+            self.film = film
+
+        def __call__(self, x, instruction):
+            return self.head(self.enc(x, 0, instruction if self.film else None)[:, 0])
+
+    rng = np.random.default_rng(0)
+    words = rng.standard_normal((2, 4)).astype(np.float32)  # the embeddings of "red" and "blue"
+
+    def named(n):
+        x, y = square_scenes(rng, n)
+        which = rng.integers(0, 2, n)
+        return x, words[which], y[np.arange(n), which]
+
+    train, test = named(1024), named(256)
+    errors = {}
+    for film in (True, False):
+        model = Probe(film, nnx.Rngs(0))
+        fit_probe(model, train[:2], train[2], steps=600)
+        errors[film] = float(np.abs(np.asarray(model(*map(jnp.asarray, test[:2]))) - test[2]).mean())
+    # unconditioned, the best guess is between the two squares (~0.35 off); FiLM finds the named one
+    assert errors[False] > 0.25 and errors[True] < 0.12, errors
+
+
+def test_film_starts_as_the_identity_and_needs_its_condition():
+    kw = dict(rngs=nnx.Rngs(0), num_cameras=2, layout="per_camera")
+    plain = KeypointTokens((12, 16), (8, 8), (2, 1), 4, 24, **kw)
+    film = KeypointTokens((12, 16), (8, 8), (2, 1), 4, 24, condition_width=6, **kw)
+    images = jax.random.uniform(jax.random.key(2), (3, 12, 16, 3), minval=-1, maxval=1)
+    cond = jax.random.normal(jax.random.key(3), (3, 6))
+    nnx.update(film, nnx.state(plain))  # the same trunk, detectors and projections
+    # the zero-initialized FiLM changes nothing until it trains
+    np.testing.assert_allclose(np.asarray(film(images, 1, cond)), np.asarray(plain(images, 1)), atol=1e-6)
+    film.film.kernel[...] = jax.random.normal(jax.random.key(4), film.film.kernel.shape)
+    assert not np.allclose(np.asarray(film(images, 1, cond)), np.asarray(film(images, 1, cond[::-1])))
+    with pytest.raises(ValueError, match="FiLM is on"):
+        film(images, 0)
+    with pytest.raises(ValueError, match="FiLM is off"):
+        plain(images, 0, cond)
 
 
 def test_image_size_the_encoder_reads():
@@ -232,6 +290,36 @@ def test_keypoint_smolvla_builds_without_the_vision_tower_and_trains_its_encoder
     # the images matter: another front image gives another chunk from the same noise
     other = {**obs, "observation.images.front": obs["observation.images.front"][::-1]}
     assert not np.allclose(chunk, np.asarray(sample(model, other, noise)))
+
+
+def test_keypoint_film_conditions_the_image_tokens_on_the_instruction():
+    model = sv.build(keypoint_config(keypoint_tokens="per_camera", keypoint_film=True), features(), stats())
+    enc = model.model.image_encoder
+    width = model.config.arch.text.hidden_size
+    assert enc.film.kernel.shape == (width, 2 * sum(enc.trunk.channels))  # every trunk stage
+    rng = np.random.default_rng(0)
+    obs = batch(rng)
+    obs = {
+        k: v[:1].repeat(2, 0) if k != sv.LANGUAGE_TOKENS and k != sv.LANGUAGE_MASK else v
+        for k, v in obs.items()
+    }
+
+    def image_tokens():
+        images, masks, tokens, lang_mask, state = sv.prepare_inputs(model, obs)
+        return np.asarray(model.model.embed_prefix(images, masks, tokens, lang_mask, state)[0][:, :2])
+
+    # the same images and state under two instructions: identical tokens at initialization (FiLM is
+    # the identity), and the instruction reaches the encoder's FiLM through the loss's gradient
+    first = image_tokens()
+    np.testing.assert_allclose(first[0], first[1], atol=1e-6)
+    b = {**obs, "action": rng.standard_normal((2, model.config.chunk_size, 6)).astype(np.float32)}
+    grads = nnx.jit(nnx.grad(lambda m: sv.loss(m, b, jax.random.key(0))[0]))(model)
+    assert np.abs(np.asarray(grads.model.image_encoder.film.kernel.get_value())).max() > 0
+    enc.film.kernel[...] = jax.random.normal(jax.random.key(1), enc.film.kernel.shape)
+    second = image_tokens()
+    assert not np.allclose(second[0], second[1])
+    with pytest.raises(ValueError, match="keypoint_film=True needs image_encoder='keypoints'"):
+        fixture_config(keypoint_film=True)
 
 
 def test_keypoint_smolvla_image_size_checks():

@@ -719,6 +719,40 @@ def test_mean_valid_loss_reduction(imported, cases):
     assert abs(float(everything) - expected) > 1e-3 * expected
 
 
+def test_state_dropout_replaces_some_samples_state_by_the_mean(imported, cases):
+    """state_dropout (training only): each sample's losses are those of its own state or of the
+    dataset's mean state, drawn per sample from the rng; 0 (LeRobot) leaves the state alone."""
+    batch = {**observation(cases), "action": cases["train.action"]}
+    n = batch["observation.state"].shape[0]
+    mean_state = np.asarray(
+        imported.model.normalizer.unnormalize("observation.state", jnp.zeros_like(batch["observation.state"]))
+    )
+    model = with_config(imported.model, state_dropout=0.5)
+    noise, time = cases["train.noise"], cases["train.time"]
+
+    @nnx.jit
+    def per_sample(model, batch, rng):
+        return sv.losses(model, batch, rng, noise=noise, time=time).mean((1, 2))
+
+    kept = np.asarray(per_sample(imported.model, batch, None))
+    dropped = np.asarray(per_sample(imported.model, {**batch, "observation.state": mean_state}, None))
+    assert np.all(np.abs(kept - dropped) > 1e-4 * kept)  # the state matters to this model
+    seen = set()
+    for seed in range(12):
+        got = np.asarray(per_sample(model, batch, jax.random.key(seed)))
+        for i in range(n):
+            if np.isclose(got[i], kept[i], rtol=1e-5):
+                seen.add("kept")
+            else:
+                np.testing.assert_allclose(got[i], dropped[i], rtol=1e-5)
+                seen.add("dropped")
+    assert seen == {"kept", "dropped"}
+    with pytest.raises(ValueError, match="state_dropout > 0 needs an rng"):
+        sv.losses(model, batch, None, noise=noise, time=time)
+    with pytest.raises(ValueError, match=r"state_dropout must be in \[0, 1\), got 1.0"):
+        dataclasses.replace(imported.model.config, state_dropout=1.0)
+
+
 def test_optimizer_preset_follows_the_config():
     """AdamW(1e-4, (0.9, 0.95), 1e-8, 1e-10), clip 10, cosine decay with warmup from the config."""
     p = sv.optimizer_preset(SmolVLAConfig())

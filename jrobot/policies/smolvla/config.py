@@ -41,6 +41,8 @@ JROBOT_OPTIONS = frozenset(
         "keypoint_cnn_strides",
         "num_keypoints",
         "keypoint_tokens",
+        "keypoint_film",
+        "state_dropout",
     }
 )
 
@@ -208,6 +210,13 @@ class SmolVLAConfig(HyperparameterDict):
       position, the features it found, its identity) or "per_camera" (ACT's: one token of all its
       keypoints' positions). Measured on the demos, "per_camera" is what makes the VLA use its cameras
       rather than the joint state (`jrobot.policies.keypoint_tokens`).
+    - `keypoint_film`: the instruction (the mean of its token embeddings, the VLM's own table) scales and
+      shifts the keypoint trunk's channels before the keypoint detectors (RT-1's FiLM), so the keypoints
+      can follow the object the instruction names. Only with `image_encoder="keypoints"`.
+    - `state_dropout`: in training, the share of samples whose joint state is replaced by the dataset's
+      mean (0 = off, LeRobot). Along a scripted expert's paths the joints give the target away, and a
+      VLA trained from scratch learns to read them instead of its cameras (causal confusion); samples
+      without the state can only be solved by looking.
     """
 
     n_obs_steps: int = 1
@@ -259,6 +268,8 @@ class SmolVLAConfig(HyperparameterDict):
     keypoint_cnn_strides: tuple[int, ...] = (2, 2, 1)
     num_keypoints: int = 32
     keypoint_tokens: str = "per_keypoint"
+    keypoint_film: bool = False
+    state_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
@@ -294,6 +305,13 @@ class SmolVLAConfig(HyperparameterDict):
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
         if self.image_encoder not in IMAGE_ENCODERS:
             raise ValueError(f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}")
+        if not 0.0 <= float(self.state_dropout) < 1.0:
+            raise ValueError(f"SmolVLAConfig.state_dropout must be in [0, 1), got {self.state_dropout}")
+        if self.keypoint_film and not self.uses_keypoints:
+            raise ValueError(
+                "SmolVLAConfig.keypoint_film=True needs image_encoder='keypoints' "
+                f"(got {self.image_encoder!r}): it conditions the keypoint encoder on the instruction"
+            )
         if self.uses_keypoints:
             validate_trunk(
                 self.keypoint_cnn_channels, self.keypoint_cnn_strides, "SmolVLAConfig.keypoint_cnn"

@@ -523,6 +523,7 @@ class VLAFlowMatching(nnx.Module):
                 rngs=rngs,
                 num_cameras=num_cameras,
                 layout=config.keypoint_tokens,
+                condition_width=arch.text.hidden_size if config.keypoint_film else None,
             )
         width = config.expert_hidden_size(arch)
         self.state_proj = torch_linear_fp32(config.max_state_dim, arch.text.hidden_size, rngs=rngs)
@@ -539,12 +540,14 @@ class VLAFlowMatching(nnx.Module):
             freeze(self.state_proj)
 
     # -- prefix -----------------------------------------------------------------------------------
-    def embed_image(self, img: jax.Array, camera: int = 0) -> jax.Array:
+    def embed_image(self, img: jax.Array, camera: int = 0, instruction: jax.Array | None = None) -> jax.Array:
         """(B, tokens, text width) of image number `camera`: SigLIP's tokens scaled by sqrt(width) as
-        LeRobot does (one tower for all cameras), or that camera's keypoint tokens."""
+        LeRobot does (one tower for all cameras), or that camera's keypoint tokens (conditioned on
+        `instruction`, the (B, width) instruction embedding, with `keypoint_film`)."""
         if self.config.uses_keypoints:
             text_dtype = self.vlm_with_expert.vlm.model.text_model.embed_tokens.embedding.get_value().dtype
-            return self.image_encoder(img, camera).astype(text_dtype)
+            condition = instruction if self.config.keypoint_film else None
+            return self.image_encoder(img, camera, condition).astype(text_dtype)
         vlm = self.vlm_with_expert.vlm.model
         e = vlm.connector(vlm.vision_model(img))
         return e * jnp.asarray(e.shape[-1] ** 0.5, e.dtype)
@@ -573,16 +576,20 @@ class VLAFlowMatching(nnx.Module):
             pads.append(jnp.ones((b, len(ids)), bool))
             att.extend([0] * len(ids))
 
+        lang = self.embed_tokens(lang_tokens)
+        instruction = None
+        if cfg.keypoint_film:  # the mean of the instruction's own token embeddings (padding excluded)
+            m = lang_masks.astype(jnp.float32)[..., None]
+            instruction = (lang.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
         for camera, (img, mask) in enumerate(zip(images, img_masks, strict=True)):
             if cfg.add_image_special_tokens:
                 special([arch.fake_image_token_id, arch.global_image_token_id])
-            e = self.embed_image(img, camera)
+            e = self.embed_image(img, camera, instruction)
             embs.append(e)
             pads.append(jnp.broadcast_to(mask[:, None], e.shape[:2]))
             att.extend([0] * e.shape[1])
             if cfg.add_image_special_tokens:
                 special([arch.fake_image_token_id])
-        lang = self.embed_tokens(lang_tokens)
         lang = (lang * math.sqrt(lang.shape[-1])).astype(lang.dtype)
         embs.append(lang)
         pads.append(lang_masks.astype(bool))

@@ -163,7 +163,8 @@ def losses(
 ) -> jax.Array:
     """Per-element flow-matching losses (B, chunk, max_action_dim): LeRobot's `model.forward`.
 
-    The noise is N(0, I) and the time Beta(1.5, 1) * 0.999 + 0.001, drawn from `rng` unless given.
+    The noise is N(0, I) and the time Beta(1.5, 1) * 0.999 + 0.001, drawn from `rng` unless given; with
+    `state_dropout` a random share of the samples' joint states is replaced by the dataset's mean.
     """
     cfg, spec = model.config, model.spec
     if ACTION_KEY not in batch:
@@ -177,9 +178,12 @@ def losses(
     if cfg.adapt_to_pi_aloha:
         actions = _aloha(actions, aloha_gripper_from_angular_inv)
     actions = pad_vector(actions, cfg.max_action_dim)
-    k_noise = k_time = None
+    k_noise = k_time = k_drop = None
     if rng is not None:
-        k_noise, k_time = jax.random.split(rng)
+        if cfg.state_dropout:  # a third key only when used: other runs keep their draws
+            k_noise, k_time, k_drop = jax.random.split(rng, 3)
+        else:
+            k_noise, k_time = jax.random.split(rng)
     noise = _noise(model, raw.shape[0], noise, k_noise, "training")
     if time is None:
         if k_time is None:
@@ -187,6 +191,12 @@ def losses(
         time = jax.random.beta(k_time, 1.5, 1.0, (raw.shape[0],), jnp.float32) * 0.999 + 0.001
     time = jnp.asarray(time, jnp.float32).reshape(raw.shape[0])
     images, masks, tokens, lang_mask, state = prepare_inputs(model, batch)
+    if cfg.state_dropout:
+        if k_drop is None:
+            raise ValueError("SmolVLA training with state_dropout > 0 needs an rng")
+        # the normalized state of a dropped sample is 0, the dataset's mean joint positions
+        dropped = jax.random.bernoulli(k_drop, cfg.state_dropout, (state.shape[0], 1))
+        state = jnp.where(dropped, jnp.zeros_like(state), state)
     return model.model.losses(images, masks, tokens, lang_mask, state, actions, noise, time)
 
 
