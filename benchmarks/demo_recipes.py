@@ -29,7 +29,11 @@ ACT recipes (`configs/act_so101_sim_cpu.py` unless named):
   front_only     the front camera alone
   privileged     `configs/act_so101_sim_cpu_privileged.py`: the cube pose, no camera
 VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
-  vla            the demo's: tiny SmolVLM (64 wide, 4 text layers), both cameras 48x64 padded to 64x64
+  vla            the demo's: keypoint vision, one token per camera, FiLM on the instruction, half the
+                 samples without the joint state, episode starts drawn 5x, state/actions padded to 6
+  vla_no_start_oversampling   the demo's without the episode-start oversampling
+  vla_siglip     the demo's config before: SmolVLM's SigLIP-style tower (64 wide) on both cameras 48x64
+                 padded to 64x64, state and actions padded to 32; every recipe below starts from it
   vla_lr3e-4     peak learning rate 3e-4 instead of 1e-3
   vla_front_only the front camera alone
   vla_keypoints  the ACT demo's vision for the VLA: `image_encoder="keypoints"` (cnn trunk 16-32-32, 32
@@ -43,6 +47,9 @@ VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
   vla_pick_place_per_camera   `vla_pick_place` with `keypoint_tokens="per_camera"`: one token per camera
                  (ACT's layout) instead of one per keypoint
   vla_keypoints_per_camera    the same on the instruction task: `vla_keypoints_dim6` with one token per camera
+  vla_keypoints_film          + `keypoint_film`: the instruction scales and shifts the keypoint trunk's
+                 channels (RT-1's FiLM), so the keypoints can follow the cube it names
+  vla_keypoints_film_drop     + `state_dropout=0.5`: half the training samples without the joint state
 """
 
 from __future__ import annotations
@@ -72,9 +79,26 @@ class Recipe:
 ACT_CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
 VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
 STATE_FRONT = ("observation.state", "observation.images.front")
-VLA_KEYPOINTS = {"policy.config.image_encoder": "keypoints", "policy.config.resize_imgs_with_padding": None}
+# the VLA demo's config before the keypoint recipe (2026-12-05): the recipes measured from it keep it
+VLA_SIGLIP = {
+    "policy.config.image_encoder": "siglip",
+    "policy.config.keypoint_tokens": "per_keypoint",
+    "policy.config.keypoint_film": False,
+    "policy.config.state_dropout": 0.0,
+    "policy.config.max_state_dim": 32,
+    "policy.config.max_action_dim": 32,
+    "policy.config.resize_imgs_with_padding": (64, 64),
+    "data.episode_start_frames": 0,
+    "data.episode_start_repeats": 0,
+}
+VLA_KEYPOINTS = {
+    **VLA_SIGLIP,
+    "policy.config.image_encoder": "keypoints",
+    "policy.config.resize_imgs_with_padding": None,
+}
 VLA_DIM6 = {"policy.config.max_state_dim": 6, "policy.config.max_action_dim": 6}
 PER_CAMERA = {"policy.config.keypoint_tokens": "per_camera"}
+FILM = {**VLA_KEYPOINTS, **VLA_DIM6, **PER_CAMERA, "policy.config.keypoint_film": True}
 RECIPES: dict[str, Recipe] = {
     "camera": Recipe("act", ACT_CAMERA),
     "camera_shift2": Recipe("act", ACT_CAMERA, {"policy.config.random_shift_pixels": 2}),
@@ -82,8 +106,12 @@ RECIPES: dict[str, Recipe] = {
     "front_only": Recipe("act", ACT_CAMERA, {"policy.input_features": STATE_FRONT}),
     "privileged": Recipe("act", REPO / "configs" / "act_so101_sim_cpu_privileged.py"),
     "vla": Recipe("smolvla", VLA),
-    "vla_lr3e-4": Recipe("smolvla", VLA, {"optimizer.lr": 3e-4, "policy.config.optimizer_lr": 3e-4}),
-    "vla_front_only": Recipe("smolvla", VLA, {"policy.input_features": STATE_FRONT}),
+    "vla_no_start_oversampling": Recipe("smolvla", VLA, {"data.episode_start_repeats": 0}),
+    "vla_siglip": Recipe("smolvla", VLA, VLA_SIGLIP),
+    "vla_lr3e-4": Recipe(
+        "smolvla", VLA, {**VLA_SIGLIP, "optimizer.lr": 3e-4, "policy.config.optimizer_lr": 3e-4}
+    ),
+    "vla_front_only": Recipe("smolvla", VLA, {**VLA_SIGLIP, "policy.input_features": STATE_FRONT}),
     "vla_keypoints": Recipe("smolvla", VLA, VLA_KEYPOINTS),
     "vla_keypoints_dim6": Recipe("smolvla", VLA, {**VLA_KEYPOINTS, **VLA_DIM6}),
     "vla_pick_place": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6}),
@@ -93,9 +121,11 @@ RECIPES: dict[str, Recipe] = {
     "vla_pick_place_batch64": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, "batch_size": 64}),
     "vla_pick_place_per_camera": Recipe("act", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, **PER_CAMERA}),
     "vla_keypoints_per_camera": Recipe("smolvla", VLA, {**VLA_KEYPOINTS, **VLA_DIM6, **PER_CAMERA}),
+    "vla_keypoints_film": Recipe("smolvla", VLA, FILM),
+    "vla_keypoints_film_drop": Recipe("smolvla", VLA, {**FILM, "policy.config.state_dropout": 0.5}),
 }
 DEFAULT_RUNS = ["privileged@3000", "camera@1000,2000,3000,4000", "camera_shift2@3000"]
-DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@1500,3000"]
+DEFAULT_RUNS += ["feature_map@3000", "front_only@3000", "vla@5000,12000"]
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
