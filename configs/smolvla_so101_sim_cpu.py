@@ -29,7 +29,6 @@ it learn the pick-colour task in a demo's 20 minutes (68% on the named cube, 0% 
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from configs import smolvla_so101_sim
 from jrobot.policies.smolvla.tiny_vlm import SHIPPED
@@ -63,8 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
             "state_dropout": 0.5,
             "max_state_dim": 6,
             "max_action_dim": 6,
-            # the 48x64 images as they are (a placeholder, so --config... can still set a size)
-            "resize_imgs_with_padding": placeholder(tuple),
+            # None: the 48x64 images as they are; typed as a tuple so --config... can set a size
+            "resize_imgs_with_padding": ml_collections.FieldReference(None, field_type=tuple),
             "tokenizer_max_length": 16,
             "precision": "float32",
             "scheduler_warmup_steps": 100,

@@ -273,7 +273,7 @@ def oversample_episode_starts(shards: ShardSet, frames: np.ndarray, first: int, 
 
     Why: a language-conditioned policy needs its instruction only until the arm's motion gives the
     target away; after that, the joints and the images of the moving arm say where it is going. On
-    the pick-colour demo those first frames are ~10% of the data, and a VLA trained on them at their
+    the pick-colour demo its first 20 frames are ~11% of the data, and a VLA trained on them at their
     natural share learnt to ignore the instruction (the same first chunk whatever colour it named).
     """
     first, repeats = int(first), int(repeats)

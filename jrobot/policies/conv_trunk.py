@@ -105,10 +105,8 @@ class ConvTrunk(nnx.Module):
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             x = norm(conv(x))
             if modulation is not None:
-                scale, shift = modulation[i]
-                x = x * (1 + scale[:, None, None, :]).astype(x.dtype) + shift[:, None, None, :].astype(
-                    x.dtype
-                )
+                scale, shift = (m[:, None, None, :].astype(x.dtype) for m in modulation[i])
+                x = x * (1 + scale) + shift
             x = jax.nn.relu(x)
         return x
 
