@@ -753,6 +753,29 @@ def test_state_dropout_replaces_some_samples_state_by_the_mean(imported, cases):
         dataclasses.replace(imported.model.config, state_dropout=1.0)
 
 
+def test_sampling_noise_scale_scales_the_flows_starting_point(imported, cases):
+    """sampling_noise_scale s: the chunk is the one sampled from s * noise (1 = LeRobot's chunk); at 0
+    every noise gives the same chunk; the training loss does not change."""
+    obs = observation(cases)
+    noise = np.asarray(cases["sample.noise"])
+    sample = nnx.jit(lambda mod, o, n: sv.sample_actions(mod, o, noise=n))
+    half = with_config(imported.model, sampling_noise_scale=0.5)
+    zero = with_config(imported.model, sampling_noise_scale=0.0)
+    ref = np.asarray(sample(imported.model, obs, noise))
+    np.testing.assert_allclose(np.asarray(sample(half, obs, noise)), np.asarray(sample(imported.model, obs, 0.5 * noise)), rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert np.abs(np.asarray(sample(half, obs, noise)) - ref).max() > 1e-3
+    z1, z2 = np.asarray(sample(zero, obs, noise)), np.asarray(sample(zero, obs, -noise))
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_allclose(z1, np.asarray(sample(imported.model, obs, np.zeros_like(noise))), rtol=1e-6, atol=1e-6)  # fmt: skip
+    batch = {**obs, "action": cases["train.action"]}
+    t_noise, t_time = cases["train.noise"], cases["train.time"]
+    loss = nnx.jit(lambda mod, b: sv.loss(mod, b, None, noise=t_noise, time=t_time)[0])
+    assert float(loss(zero, batch)) == float(loss(imported.model, batch))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sampling_noise_scale must be a finite number >= 0"):
+            dataclasses.replace(imported.model.config, sampling_noise_scale=bad)
+
+
 def test_optimizer_preset_follows_the_config():
     """AdamW(1e-4, (0.9, 0.95), 1e-8, 1e-10), clip 10, cosine decay with warmup from the config."""
     p = sv.optimizer_preset(SmolVLAConfig())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,7 @@ JROBOT_OPTIONS = frozenset(
         "keypoint_tokens",
         "keypoint_film",
         "state_dropout",
+        "sampling_noise_scale",
     }
 )
 
@@ -217,6 +219,11 @@ class SmolVLAConfig(HyperparameterDict):
       mean (0 = off, LeRobot). Along a scripted expert's paths the joints give the target away, and a
       VLA trained from scratch learns to read them instead of its cameras (causal confusion); samples
       without the state can only be solved by looking.
+    - `sampling_noise_scale`: the flow starts from this multiple of the N(0, I) noise when sampling a
+      chunk (1 = LeRobot; training is unaffected). Below 1 the chunk comes from the middle of what the
+      policy learnt rather than a random draw of it (a diffusion/flow policy's "temperature"); at 0 it is
+      deterministic, and a policy that stalls stays stalled. Measured on the pick-colour demo in
+      benchmarks/README.md.
     """
 
     n_obs_steps: int = 1
@@ -270,6 +277,7 @@ class SmolVLAConfig(HyperparameterDict):
     keypoint_tokens: str = "per_keypoint"
     keypoint_film: bool = False
     state_dropout: float = 0.0
+    sampling_noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
@@ -307,6 +315,10 @@ class SmolVLAConfig(HyperparameterDict):
             raise ValueError(f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}")
         if not 0.0 <= float(self.state_dropout) < 1.0:
             raise ValueError(f"SmolVLAConfig.state_dropout must be in [0, 1), got {self.state_dropout}")
+        if not (math.isfinite(float(self.sampling_noise_scale)) and float(self.sampling_noise_scale) >= 0):
+            raise ValueError(
+                f"SmolVLAConfig.sampling_noise_scale must be a finite number >= 0, got {self.sampling_noise_scale}"
+            )
         if self.keypoint_film and not self.uses_keypoints:
             raise ValueError(
                 "SmolVLAConfig.keypoint_film=True needs image_encoder='keypoints' "

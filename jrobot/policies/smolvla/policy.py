@@ -239,6 +239,8 @@ def predict_chunk_normalized(
         noise = observation.get("noise")
     images, masks, tokens, lang_mask, state = prepare_inputs(model, observation)
     noise = _noise(model, state.shape[0], noise, rng, "sampling")
+    if cfg.sampling_noise_scale != 1.0:
+        noise = noise * cfg.sampling_noise_scale
     x = model.model.sample(images, masks, tokens, lang_mask, state, noise)[:, :, : model.spec.action_dim]
     if cfg.adapt_to_pi_aloha:
         x = _aloha(x, aloha_gripper_from_angular)
@@ -249,7 +251,7 @@ def sample_actions(
     model: SmolVLAPolicy, observation: Mapping[str, Any], rng: jax.Array | None = None, *, noise: Any = None
 ) -> jax.Array:
     """Action chunk in dataset units (B, chunk_size, A); the initial noise is `observation["noise"]`
-    (B, chunk_size, max_action_dim) when given, else drawn from `rng`."""
+    (B, chunk_size, max_action_dim) when given, else drawn from `rng`, times `sampling_noise_scale`."""
     return model.normalizer.unnormalize(
         ACTION_KEY, predict_chunk_normalized(model, observation, rng, noise=noise)
     )
