@@ -17,6 +17,9 @@ def run_config() -> ml_collections.ConfigDict:
     c.num_steps = 100_000
     c.grad_accum_steps = 1
     c.max_train_seconds = 0.0  # > 0: stop (with a checkpoint) once the run has taken this long
+    # With max_train_seconds: time the first steps and, where num_steps would not fit, lay the
+    # learning-rate schedule over the steps that do (jrobot.train.time_fit), rather than stop mid-schedule
+    c.fit_steps_to_time = False
     c.log_every = 100
     c.ema = True  # keep an EMA of the parameters when the policy's preset asks for one
 

@@ -80,7 +80,12 @@ def stage_train(config, shards: Path, workdir: Path, steps: int) -> dict[str, An
     config.checkpoint.every = steps
     config.wandb.mode = "disabled"
     metrics = train(config, workdir)
-    return {"steps": steps, "final_loss": metrics.get("loss"), "steps_per_s": metrics.get("steps_per_s")}
+    return {
+        "steps": int(metrics["steps"]),
+        "configured_steps": steps,
+        "final_loss": metrics.get("loss"),
+        "steps_per_s": metrics.get("steps_per_s"),
+    }
 
 
 def stage_export(workdir: Path, bundle: Path) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from jrobot.train.export import language_tokenizer
 from jrobot.train.metrics_log import MetricsLogger
 from jrobot.train.optim import apply_overrides, make_optimizer
 from jrobot.train.task_tokens import TaskTokenTable
+from jrobot.train.time_fit import StepFitter, saved_fit
 
 log = logging.getLogger("jrobot.train")
 
@@ -239,6 +240,7 @@ class TrainSetup:
     init: Any  # () -> a fresh, sharded train state (jitted)
     step: Any  # (state, batch) -> (state, metrics) (jitted, state donated)
     task_tokens: TaskTokenTable | None = None  # language policies: (shard set, task) -> LANGUAGE inputs
+    step_for: Any = None  # num_steps -> `step` with the learning-rate schedule laid over num_steps
 
     def to_device(self, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """A host batch of the pipeline -> the global batch the step takes (LANGUAGE inputs added first)."""
@@ -259,16 +261,24 @@ class StatePlan:
     sharding: Any
 
 
+def run_optimizer(
+    config: ml_collections.ConfigDict, module: Any, policy_config: Any, params: Any, num_steps: int
+) -> tuple[optax.GradientTransformation, Any]:
+    """(optax transform, lr schedule) of the run: the policy's preset with the config's overrides, its
+    schedule laid over `num_steps` (the state's layout does not depend on it)."""
+    preset = apply_overrides(
+        module.optimizer_preset(policy_config), as_plain_dict(setting(config, "optimizer"))
+    )
+    return make_optimizer(preset, params, module.param_group, num_steps)
+
+
 def plan_train_state(
     config: ml_collections.ConfigDict, module: Any, policy_config: Any, params: Any, frozen: Any, mesh: Any
 ) -> StatePlan:
     """Optimizer state for the trainable `params` only (frozen parts are buffers in `frozen`), and every
     leaf's sharding from `config.sharding_rules`. Works on abstract params (`nnx.eval_shape`), so a
     model's layout on a mesh can be checked without allocating it."""
-    preset = apply_overrides(
-        module.optimizer_preset(policy_config), as_plain_dict(setting(config, "optimizer"))
-    )
-    tx, lr_fn = make_optimizer(preset, params, module.param_group, int(setting(config, "num_steps")))
+    tx, lr_fn = run_optimizer(config, module, policy_config, params, int(setting(config, "num_steps")))
     ema_cfg = module.ema_preset(policy_config) if setting(config, "ema") else None
 
     def init_state(params, frozen):
@@ -303,13 +313,26 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
     batcher = GlobalBatcher(mesh, drop_keys=BOOKKEEPING_KEYS)
     task_tokens = TaskTokenTable.for_policy(policy.spec, policy.tokenizer, shard_sets)
     init_jit = jax.jit(init_state, out_shardings=state_sharding)
-    step_fn = make_train_step(policy, tx, lr_fn, int(setting(config, "grad_accum_steps")), ema_cfg)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(state_sharding, batcher.sharding),
-        out_shardings=(state_sharding, None),
-        donate_argnums=0,
-    )
+    accum = int(setting(config, "grad_accum_steps"))
+
+    def jit_step(tx: optax.GradientTransformation, lr_fn: Any) -> Any:
+        return jax.jit(
+            make_train_step(policy, tx, lr_fn, accum, ema_cfg),
+            in_shardings=(state_sharding, batcher.sharding),
+            out_shardings=(state_sharding, None),
+            donate_argnums=0,
+        )
+
+    def step_for(num_steps: int) -> Any:
+        tx2, lr2 = run_optimizer(config, policy.module, policy.config, params0, num_steps)
+        same = jax.tree.structure(jax.eval_shape(tx2.init, params0)) == jax.tree.structure(
+            jax.eval_shape(tx.init, params0)
+        )
+        if not same:  # never expected: a schedule is a function of the step count, not state
+            raise RuntimeError("the optimizer state's layout depends on num_steps; cannot refit the schedule")
+        return jit_step(tx2, lr2)
+
+    train_step = jit_step(tx, lr_fn)
     return TrainSetup(
         policy=policy,
         mesh=mesh,
@@ -319,11 +342,13 @@ def setup_training(config: ml_collections.ConfigDict, mesh: Any, shard_sets: lis
         init=lambda: init_jit(params0, frozen0),
         step=train_step,
         task_tokens=task_tokens,
+        step_for=step_for,
     )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Train (or resume) into `workdir`; returns the last logged metrics (with steps/s of that window)."""
+    """Train (or resume) into `workdir`; returns the last logged metrics (with steps/s of that window)
+    and `steps`, the optimizer steps the run has taken (fewer than num_steps if its time ran out)."""
     t_start = time.monotonic()
     workdir = Path(workdir)
     pidx, pcount = jax.process_index(), jax.process_count()
@@ -352,6 +377,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
         state = setup.init()
         start = 0
     train_step = setup.step
+    time_limit = setting(config, "max_train_seconds")
+    fit_to_time = bool(time_limit) and bool(setting(config, "fit_steps_to_time"))
+    fitter = None
+    if fit_to_time:
+        fitted = saved_fit(workdir, total_steps)
+        if fitted is not None:  # an earlier try of this run fitted its schedule: keep it
+            total_steps = fitted
+            train_step = setup.step_for(fitted)
+        elif start == 0:
+            fitter = StepFitter(workdir, start, total_steps, float(time_limit), t_start, time.monotonic())
 
     logger = MetricsLogger(config, workdir, total_steps=total_steps, is_main=pidx == 0)
     every = int(setting(config, "checkpoint.every"))
@@ -363,14 +398,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
     last: dict[str, float] = {}
     step = start
     pending = None
-    time_limit = setting(config, "max_train_seconds")
     try:
         logger.start_window(step, loader.wait_s)
+        if fitter is not None:
+            fitter.t_loop = time.monotonic()
         while step < total_steps:
             batch = next(loader)
             state, metrics = train_step(state, batch)
             step += 1
             pending = metrics
+            if fitter is not None and not fitter.done:
+                jax.block_until_ready(metrics)  # ~110 steps timed as they finish, not as dispatched
+                fitted = fitter.after_step(step, time.monotonic())
+                if fitted is not None:
+                    total_steps = logger.total_steps = fitted
+                    train_step = setup.step_for(fitted)
             out_of_time = bool(time_limit) and step % 10 == 0 and _time_is_up(t_start, float(time_limit))
             end = step == total_steps or out_of_time
             if step % log_every == 0 or end:
@@ -393,6 +435,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, f
         ckpt.close()
         loader.close()
         logger.close()
+    last["steps"] = float(step)
     return last
 
 
