@@ -30,8 +30,12 @@ ACT recipes (`configs/act_so101_sim_cpu.py` unless named):
   privileged     `configs/act_so101_sim_cpu_privileged.py`: the cube pose, no camera
 VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
   vla            the demo's: keypoint vision, one token per camera, FiLM on the instruction, half the
-                 samples without the joint state, episode starts drawn 5x, state/actions padded to 6
-  vla_no_start_oversampling   the demo's without the episode-start oversampling
+                 samples without the joint state, episode starts drawn 5x, state/actions padded to 6;
+                 each 30-step chunk executed whole
+  vla_n20        the demo's training, 20 of each 30 steps executed (the demo until 2026-12-05); every
+                 recipe below but `vla_zero_noise` executes 20
+  vla_zero_noise the demo's, each chunk sampled from zero noise (`sampling_noise_scale=0`, deterministic)
+  vla_no_start_oversampling   `vla_n20` without the episode-start oversampling
   vla_siglip     the demo's config before: SmolVLM's SigLIP-style tower (64 wide) on both cameras 48x64
                  padded to 64x64, state and actions padded to 32; every recipe below starts from it
   vla_lr3e-4     peak learning rate 3e-4 instead of 1e-3
@@ -79,8 +83,11 @@ class Recipe:
 ACT_CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
 VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
 STATE_FRONT = ("observation.state", "observation.images.front")
+# how the VLA demo ran its chunks until 2026-12-05: 20 of each 30 steps executed
+N20 = {"policy.config.n_action_steps": 20}
 # the VLA demo's config before the keypoint recipe (2026-12-05): the recipes measured from it keep it
 VLA_SIGLIP = {
+    **N20,
     "policy.config.image_encoder": "siglip",
     "policy.config.keypoint_tokens": "per_keypoint",
     "policy.config.keypoint_film": False,
@@ -106,7 +113,9 @@ RECIPES: dict[str, Recipe] = {
     "front_only": Recipe("act", ACT_CAMERA, {"policy.input_features": STATE_FRONT}),
     "privileged": Recipe("act", REPO / "configs" / "act_so101_sim_cpu_privileged.py"),
     "vla": Recipe("smolvla", VLA),
-    "vla_no_start_oversampling": Recipe("smolvla", VLA, {"data.episode_start_repeats": 0}),
+    "vla_n20": Recipe("smolvla", VLA, N20),
+    "vla_zero_noise": Recipe("smolvla", VLA, {"policy.config.sampling_noise_scale": 0.0}),
+    "vla_no_start_oversampling": Recipe("smolvla", VLA, {**N20, "data.episode_start_repeats": 0}),
     "vla_siglip": Recipe("smolvla", VLA, VLA_SIGLIP),
     "vla_lr3e-4": Recipe(
         "smolvla", VLA, {**VLA_SIGLIP, "optimizer.lr": 3e-4, "policy.config.optimizer_lr": 3e-4}

@@ -17,7 +17,8 @@ demonstrations is off (`use_vae=False`, as LeRobot allows), as is dropout; a hig
 a cosine decay suits the small model. The success-vs-training-time curve of this recipe and of the
 alternatives tried (feature-map tokens, one camera, random-shift augmentation, fewer steps) is in
 `benchmarks/README.md`. `max_train_seconds` caps the training time so `make demo` stays within 20
-minutes on a slow machine (stopping early costs success rate).
+minutes, and `fit_steps_to_time` makes a machine too slow for 4,000 steps in that time train fewer steps
+of the whole cosine schedule instead of stopping partway through it (`jrobot.train.time_fit`).
 
 `configs/act_so101_sim_cpu_privileged.py` is the same policy reading the simulator's cube pose instead
 of the cameras, for debugging only.
@@ -33,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.num_steps = 4000
     c.max_train_seconds = 780.0
+    c.fit_steps_to_time = True
     c.log_every = 250
     c.demo_image_size = "48x64"  # resolution the demo stores in the shards
     c.data.shards = "outputs/demo/shards"
