@@ -30,10 +30,15 @@ def saved_fit(workdir: Path, num_steps: int) -> int | None:
     path = Path(workdir) / FILE
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
-    if int(saved.get("configured_num_steps", -1)) != num_steps:
-        return None
-    return int(saved["num_steps"])
+    try:
+        saved = json.loads(path.read_text())
+        if int(saved.get("configured_num_steps", -1)) != num_steps:
+            return None
+        return int(saved["num_steps"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{path}: not a fitted step count ({e}); delete it to fit the schedule to the time again"
+        ) from e
 
 
 class StepFitter:

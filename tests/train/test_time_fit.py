@@ -27,6 +27,9 @@ def test_fitter_plans_the_remaining_time_at_the_measured_rate(tmp_path):
     assert fitted == pytest.approx(expected, abs=1)
     assert f.after_step(f.probe_to + 1, now + 0.1) is None  # decided once
     assert saved_fit(tmp_path, 100_000) == fitted and saved_fit(tmp_path, 5) is None
+    (tmp_path / time_fit.FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=r"fitted_num_steps\.json: not a fitted step count"):
+        saved_fit(tmp_path, 100_000)
 
     # a run whose steps all fit keeps its num_steps and saves nothing
     g = StepFitter(tmp_path / "g", start_step=0, num_steps=500, limit_s=100.0, t_start=0.0, t_loop=0.0)
