@@ -11,5 +11,13 @@ class PolicyUnavailable(ConnectionError):
     """
 
 
+class PolicyGone(PolicyUnavailable):
+    """A policy that cannot come back: its connection was lost and reconnecting is off.
+
+    A running arm still holds, then stops after the timeout, as for any unavailable policy; a wait
+    with the arm not yet moving (the first chunk) gives up at once instead of waiting the timeout out.
+    """
+
+
 class PolicyTimeoutError(ConnectionError):
     """No fresh action for longer than the controller's timeout: the run stops (torque as on Ctrl-C)."""

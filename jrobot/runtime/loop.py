@@ -16,6 +16,8 @@ The policy is a local bundle or a remote one (`jrobot.serving.client`): the same
 and reports. When no fresh action is there for a tick (a late or vanished server), the arm holds its
 last safe position, never an extrapolation; after `timeout_s` without one the loop stops
 (`PolicyTimeoutError`). An unpaced simulator waits for the policy instead (its clock stands still).
+A policy that cannot come back (`PolicyGone`: a lost connection with reconnecting off) ends a wait with
+the arm not yet moving at once; a moving arm still holds for the timeout before the loop stops.
 
 A language-conditioned policy follows `task`, the instruction the controller's observation builder
 adds to every observation; setting `controller.task` changes it from the next step on.
@@ -39,7 +41,7 @@ import numpy as np
 from jrobot.pacer import Pacer
 from jrobot.policies.ensemble import ActionSchedule, TemporalEnsembler
 from jrobot.robot import Robot
-from jrobot.runtime.errors import PolicyTimeoutError, PolicyUnavailable
+from jrobot.runtime.errors import PolicyGone, PolicyTimeoutError, PolicyUnavailable
 from jrobot.runtime.observations import TIMESTEP_KEY
 
 log = logging.getLogger("jrobot.run")
@@ -121,6 +123,7 @@ class _InferenceWorker:
         self._result: tuple[np.ndarray, int, float] | None = None
         self._error: BaseException | None = None
         self.unavailable: str | None = None
+        self.gone = False  # the last failure cannot pass (`PolicyGone`)
         self._busy = False
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="jrobot-inference", daemon=True)
@@ -168,11 +171,13 @@ class _InferenceWorker:
                 with self._cv:
                     self._result = (chunk, step, dt)
                     self.unavailable = None
+                    self.gone = False
                     self._busy = False
                     self._cv.notify_all()
             except PolicyUnavailable as e:
                 with self._cv:
                     self.unavailable = str(e)
+                    self.gone = isinstance(e, PolicyGone)
                     self._busy = False
                     self._cv.notify_all()
             except BaseException as e:  # surfaced on the control thread
@@ -311,6 +316,8 @@ class PolicyController:
         safe = self.safety.apply(action) if self.safety is not None else np.asarray(action, np.float64)
         if not np.all(np.isfinite(safe)):
             raise UnsafeActionError("policy produced a non-finite action")
+        if self.last_safe is None:
+            log.info("step %d: first action from the policy; the arm starts moving", step)
         self.last_safe = safe
         self.stats.steps += 1
         return {n: float(v) for n, v in zip(self.action_names, safe, strict=True)}
@@ -338,7 +345,7 @@ class PolicyController:
             try:
                 chunk = self.policy.predict({**obs, TIMESTEP_KEY: step})
             except PolicyUnavailable as e:
-                if deadline is None or time.monotonic() >= deadline:
+                if isinstance(e, PolicyGone) or deadline is None or time.monotonic() >= deadline:
                     raise PolicyTimeoutError(f"the policy did not answer ({e}); stopping") from e
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue
@@ -379,6 +386,8 @@ class PolicyController:
                     f"no action from the policy within {timeout_s:g} s ({why}); stopping"
                 )
             self._absorb(worker.take(wait=True, timeout=0.1 if left is None else min(0.1, left)), step)
+            if worker.gone and not worker.busy and self.schedule.ahead(step) == 0:
+                raise PolicyTimeoutError(f"the policy is gone ({worker.unavailable}); stopping")
             if worker.unavailable is not None and not worker.busy:
                 time.sleep(0.05)
 

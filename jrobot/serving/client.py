@@ -25,7 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from jrobot.bundle import BundleError, BundleInfo
 from jrobot.features import IMAGE_PREFIX, STATE_KEY
-from jrobot.runtime.errors import PolicyUnavailable
+from jrobot.runtime.errors import PolicyGone, PolicyUnavailable
 from jrobot.runtime.observations import TASK_KEY, TIMESTEP_KEY, DescribedByBundle
 from jrobot.serving import protocol as P
 from jrobot.serving.wire import WireError, decode_map, encode
@@ -197,9 +197,7 @@ class _Reconnecting:
         if c.is_open:
             return
         if self._ever_open and not self.reconnect:
-            raise PolicyUnavailable(
-                f"{c.url}: connection lost (reconnecting is off; --remote.reconnect=true)"
-            )
+            raise PolicyGone(f"{c.url}: connection lost (reconnecting is off; --remote.reconnect=true)")
         now = time.monotonic()
         if now < self._next_attempt:
             raise PolicyUnavailable(f"{c.url}: connection lost; reconnecting")

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from jrobot.runtime.errors import PolicyTimeoutError, PolicyUnavailable
+from jrobot.runtime.errors import PolicyGone, PolicyTimeoutError, PolicyUnavailable
 from jrobot.runtime.loop import PolicyController, run_episode
 from jrobot.runtime.observations import TIMESTEP_KEY
 
@@ -28,15 +28,17 @@ class _Builder:
 
 class SlowPolicy:
     """Answers after `latency_s` with a chunk whose row i is (timestep + i): what a sent action was for
-    is readable from its value. `fail_after` requests: PolicyUnavailable from then on."""
+    is readable from its value. `fail_after` requests: `fail_with` (PolicyUnavailable) from then on."""
 
     action_names = NAMES
     action_stats = None
     temporal_ensemble_coeff = None
 
-    def __init__(self, latency_s: float, chunk: int, fail_after: int | None = None):
+    def __init__(
+        self, latency_s: float, chunk: int, fail_after: int | None = None, fail_with=PolicyUnavailable
+    ):
         self.latency_s, self.n_action_steps, self.chunk_size = latency_s, chunk, chunk
-        self.fail_after = fail_after
+        self.fail_after, self.fail_with = fail_after, fail_with
         self.asked: list[int] = []
         self.lock = threading.Lock()
 
@@ -46,7 +48,7 @@ class SlowPolicy:
     def predict(self, obs):
         with self.lock:
             if self.fail_after is not None and len(self.asked) >= self.fail_after:
-                raise PolicyUnavailable("server gone")
+                raise self.fail_with("server gone")
             self.asked.append(obs[TIMESTEP_KEY])
         time.sleep(self.latency_s)
         rows = obs[TIMESTEP_KEY] + np.arange(self.chunk_size, dtype=np.float64)
@@ -104,3 +106,21 @@ def test_a_policy_that_stops_answering_makes_the_arm_hold_then_stop():
     assert (sent[last_fresh:] == sent[last_fresh]).all()  # held the last safe position, unchanged
     held = len(sent) - last_fresh - 1
     assert held == controller.stats.starved_ticks >= 10 and controller.stats.hold_gaps_s
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+@pytest.mark.parametrize("error", [PolicyUnavailable, PolicyGone])
+def test_before_the_first_chunk_a_gone_policy_stops_at_once_an_unavailable_one_is_waited_for(mode, error):
+    policy = SlowPolicy(latency_s=0.01, chunk=10, fail_after=0, fail_with=error)
+    robot = TickRobot()
+    controller = PolicyController(policy, mode=mode, timeout_s=1.0, first_chunk_timeout_s=1.0)
+    t0 = time.monotonic()
+    try:
+        controller.reset()
+        with pytest.raises(PolicyTimeoutError, match=r"gone|within 1 s|did not answer"):
+            run_episode(robot, controller, fps=30, max_steps=100, realtime=True)
+    finally:
+        controller.close()
+    waited = time.monotonic() - t0
+    assert robot.sent == []  # the arm was never sent anything
+    assert waited < 0.5 if error is PolicyGone else waited >= 1.0, waited
