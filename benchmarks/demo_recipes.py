@@ -272,7 +272,9 @@ def main() -> None:
         n = episodes.get(demo, d.episodes)
         size = tuple(int(v) for v in load_config_file(d.config).demo_image_size.split("x"))
         print(f"recording {n} demonstrations of {d.task} ...", file=sys.stderr, flush=True)
-        stage_record(args.out / f"dataset_{demo}", n, args.seed, (96, 128), d.task, d.episode_time_s)
+        stage_record(
+            args.out / f"dataset_{demo}", n, args.seed, (96, 128), d.task, d.episode_time_s, d.regrasp_rate
+        )
         shards[demo] = args.out / f"shards_{demo}"
         stage_shards(args.out / f"dataset_{demo}", shards[demo], size)
 

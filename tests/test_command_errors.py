@@ -42,6 +42,13 @@ MATRIX = [
     ),
     ("record", ["--robot.type=so101_folower", "--teleop.type=sim_expert"], "did you mean 'so101_follower'?"),
     ("record", ["--robot.type=sim", "--teleop.type=sim_expert", "--dataset.root={t}/afile"], "{t}/afile"),
+    ("record", ["--robot.type=sim", "--teleop.type=sim_expert", "--teleop.regrasp_rate=2"], "regrasp_rate"),
+    (
+        "record",
+        ["--robot.type=sim", "--robot.task=reach", "--teleop.type=sim_expert", "--teleop.regrasp_rate=0.5",
+         "--dataset.root={t}/r"],
+        "needs a pick-and-place task, not 'reach'",
+    ),
     ("replay", ["--robot.type=sim", "--dataset.root={t}/nodata", "--dataset.episode=0"], "{t}/nodata"),
     ("virtual-arm", ["--ids=1,1"], "--ids has duplicates: 1,1"),
     ("virtual-arm", ["--bogus"], "--bogus"),

@@ -38,8 +38,11 @@ def _demo(out: Path, *flags: str) -> dict:
 
 def test_demo_bundle_reads_a_camera(tmp_path):
     """The ACT demo: record, shards, train, export, eval; the bundle reads the cameras and the joints."""
-    report = _demo(tmp_path / "demo", "--train-steps", "3", "--eval-episodes", "1")
+    report = _demo(tmp_path / "demo", "--train-steps", "3", "--eval-episodes", "1", "--regrasp-rate", "1")
     assert report["policy"] == "act" and report["env"] == "jrobot/SO101PickPlace-v0"
+    rec = report["stages"]["record"]
+    assert rec["regrasp_rate"] == 1.0 and rec["expert_successes"] == 2  # each first grasp missed, then made
+    assert rec["frames"] >= 2 * 8 * 30  # the recovery takes ~3 s more than the plain ~5.5 s
 
 
 @pytest.mark.slow

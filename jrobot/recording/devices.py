@@ -7,6 +7,7 @@
 
     so101_leader / so100_leader / so_leader         a real leader arm
     sim_expert                                      the scripted expert of a `sim` robot's task
+                                                    (--teleop.regrasp_rate: recovery demos)
     keyboard_ee                                     the gripper moved in Cartesian space from the
                                                     terminal's keys (IK in LeRobot's frame), any SO-101
     gamepad_ee                                      the same from a gamepad's sticks (/dev/input/js*)
@@ -39,6 +40,7 @@ from jrobot.kinematics.ee_space import EESpaceConfig, EESpaceRobot, JointsToEETe
 from jrobot.recording.gamepad import GamepadEEConfig
 from jrobot.recording.joint_limits import EETeleopConfig, ee_box
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
+from jrobot.sim.tasks import make_task
 
 
 @dataclasses.dataclass
@@ -65,9 +67,16 @@ class VirtualRobotConfig:
 
 @dataclasses.dataclass
 class SimExpertConfig:
-    """The scripted expert; it needs no settings (it reads the sim robot it is attached to)."""
+    """The scripted expert (it reads the sim robot it is attached to). `regrasp_rate`: the share of
+    pick-and-place episodes whose first grasp is made to miss, so the demonstrations also show the
+    recovery (`jrobot.sim.expert.PickPlaceExpertConfig`); 0 records the plain expert."""
 
     type: str = "sim_expert"
+    regrasp_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.regrasp_rate <= 1.0:
+            raise ValueError(f"--teleop.regrasp_rate must be in [0, 1], got {self.regrasp_rate}")
 
 
 @dataclasses.dataclass
@@ -166,7 +175,10 @@ def make_teleoperator(config: Any, robot: Any) -> Any:
     if isinstance(config, SimExpertConfig):
         if not isinstance(robot, SimRobot):
             raise CliError("--teleop.type=sim_expert drives the simulated arm: use it with --robot.type=sim")
-        return SimExpertTeleop(robot)
+        options = {"regrasp_rate": config.regrasp_rate} if config.regrasp_rate else {}
+        if options and make_task(robot.config.task).name not in ("pick_place", "pick_color"):
+            raise CliError(f"--teleop.regrasp_rate needs a pick-and-place task, not {robot.config.task!r}")
+        return SimExpertTeleop(robot, options)
     if isinstance(config, KeyboardEEConfig):
         from jrobot.features import SO101_JOINT_KEYS
         from jrobot.recording.keyboard import KeyboardEETeleop

@@ -5,7 +5,8 @@ one is made):
 
 - `jrobot/SO101PickPlace-v0`: pick the cube, place it in the bin; 300 steps (10 s at 30 fps);
 - `jrobot/SO101PickColor-v0`: three coloured cubes, put the one the episode's instruction names in the
-  bin; 300 steps, as pick-place (the scripted expert succeeds after ~5.5 s on both);
+  bin; 300 steps, as pick-place (the scripted expert succeeds after ~5.5 s on both, ~8.7 s when it
+  shows a missed grasp and its recovery: `PickPlaceExpertConfig.regrasp_rate`);
 - `jrobot/SO101Reach-v0`: move the gripper to a target point; 150 steps (5 s).
 
 Modules: `units` (LeRobot units <-> radians, numpy only), `model` (scenes), `gl`/`render` (offscreen

@@ -1,9 +1,11 @@
 """Scripted experts: IK-planned, minimum-jerk demonstrations for the simulated SO-101 tasks.
 
-The pick-and-place expert reads the cube pose once per episode (privileged state; for pick-color, the
-pose of the cube the episode's instruction names) and plays a fixed sequence of smooth segments:
-swing above the cube opening the jaws, descend, close, lift, carry to the bin, lower, open, retreat
-and return home. Free-space swings are interpolated in joint space; moves near objects follow
+The pick-and-place expert reads the cube pose at the start of the episode (privileged state; for
+pick-color, the pose of the cube the episode's instruction names) and plays a sequence of smooth
+segments: swing above the cube opening the jaws, descend, close, lift, carry to the bin, lower, open,
+retreat and return home. A grasp that missed (the cube beside the closed jaws, or not lifted) is
+re-planned from where the cube lies; `regrasp_rate` makes a share of the first grasps miss on purpose,
+so that demonstrations also show that recovery. Free-space swings are interpolated in joint space; moves near objects follow
 Cartesian paths (straight down/up, arcs around the base) solved by damped least-squares IK every
 control step. Actions are joint-position targets in LeRobot units, exactly what a leader arm would
 send, so demonstrations recorded from the expert look like teleoperation.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +83,27 @@ class PickPlaceExpertConfig:
     release: float = 0.4
     retreat: float = 0.5
     home: float = 1.0
+    # Regrasp demonstrations. A grasp that did not lift the cube is tried again from where the cube
+    # now lies, up to `max_grasps` times. In a `regrasp_rate` share of the episodes the first grasp is
+    # made to miss: as the jaws start closing, the cube is slid `regrasp_shift` metres across them
+    # (wherever that spot is free), so the recording shows the miss and the recovery (open, swing over
+    # the cube, grasp again) that a policy needs after its own near misses, while every recorded
+    # action still aims at the cube where it is. Which episodes are disturbed is drawn from the
+    # episode's layout, so it is reproducible and leaves the simulator's random stream alone.
+    max_grasps: int = 3
+    regrasp_rate: float = 0.0
+    regrasp_shift: tuple[float, float] = (0.03, 0.045)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.regrasp_rate <= 1.0:
+            raise ValueError(f"regrasp_rate must be in [0, 1], got {self.regrasp_rate}")
+        if self.max_grasps < 1:
+            raise ValueError(f"max_grasps must be >= 1, got {self.max_grasps}")
+        lo, hi = self.regrasp_shift
+        if not 0.0 < lo <= hi:
+            raise ValueError(
+                f"regrasp_shift must be (min, max) metres with 0 < min <= max, got {self.regrasp_shift}"
+            )
 
 
 # Among other cubes the jaws open less: at 45 % the moving finger's outer face swings ~6.2 cm out from
@@ -126,7 +150,8 @@ class _Planner:
         return self._t * self.dt >= self.total_duration
 
     def phase(self) -> str:
-        """Name of the segment the next action belongs to ("done" after the last)."""
+        """Name of the segment of the action `next_action` returned last ("done" once the plan has
+        run out; before the first action, the first segment's)."""
         seg, _ = self._locate(self._t * self.dt)
         return "done" if seg is None else seg.name
 
@@ -202,9 +227,40 @@ class PickPlaceExpert(_Planner):
         ref = self.config.reference_yaw
         return ref + float(wrap_angle(4.0 * (cube_yaw - ref))) / 4.0
 
+    # the cube counts as held when its centre is this far above its resting height as the carry begins
+    HELD_RISE = 0.03
+    # a closed grasp whose centre is this far (horizontally) from the cube's has missed it
+    MISSED_BY = 0.012
+    # where the fingers-down arm grasps and still lifts to the carry height (m from the pan axis)
+    REACH = (0.125, 0.215)
+
     def reset(self) -> None:
         """Plan the episode from the current (target) cube pose and arm targets."""
+        self._q_home = self.arm_rad()
+        self._g_home = float(self.sim.joint_targets()[GRIPPER_INDEX])
+        self._attempt = 1
+        st = self.sim.task_state()
+        layout = np.concatenate(
+            [np.ravel(v["pos"]) for v in st.get("cubes", {}).values()] or [st["cube_pos"]]
+        )
+        rng = np.random.default_rng(np.frombuffer(np.asarray(layout, np.float64).tobytes(), np.uint32))
+        self._push: float | None = None  # signed shift across the jaws for the first grasp, or none
+        if rng.random() < self.config.regrasp_rate:
+            self._push = float(rng.uniform(*self.config.regrasp_shift)) * float(rng.choice([-1.0, 1.0]))
+        self.restart(self._plan(self._q_home, self._g_home))
+
+    def _plan(self, q_start: np.ndarray, g_start: float, rise_from: CylPose | None = None) -> list[Segment]:
+        """Segments from `q_start` (arm joints, rad) and gripper `g_start` (%): over the cube as it
+        lies now, down, grasp, lift, carry, release in the bin, back home; from a missed grasp at
+        `rise_from`, straight up to the approach height first (a joint-space swing from the table
+        would sweep the jaws through the cube)."""
         c = self.config
+        n = "" if self._attempt == 1 else f"#{self._attempt}"
+        rise: list[Segment] = []
+        if rise_from is not None:
+            up = dataclasses.replace(rise_from, z=c.approach_height)
+            rise = [Segment("rise" + n, c.retreat, g_start, g_start, pose_start=rise_from, pose_end=up)]
+            q_start = self.solve(up, q_start)
         st = self.sim.task_state()
         cube, half = st["cube_pos"], st["cube_half"]
         yaw = self.grasp_yaw(st["cube_yaw"])
@@ -214,25 +270,65 @@ class PickPlaceExpert(_Planner):
         bin_c = self.cyl(st["bin_pos"], 0.0)
         over_bin = dataclasses.replace(bin_c, z=c.carry_height, rel_yaw=grasp.rel_yaw)
         in_bin = dataclasses.replace(over_bin, z=c.release_height)
-
-        q_home = self.arm_rad()
-        g_home = float(self.sim.joint_targets()[GRIPPER_INDEX])
-        q_above = self.solve(above, q_home)
+        self._grasp = grasp
+        q_above = self.solve(above, q_start)
         go, gc = c.gripper_open, c.gripper_closed
-        self.restart(
-            [
-                Segment("swing", c.swing, g_home, go, q_start=q_home, q_end=q_above),
-                Segment("descend", c.descend, go, go, pose_start=above, pose_end=grasp),
-                Segment("close", c.close, go, gc, pose_start=grasp, pose_end=grasp),
-                Segment("settle", c.settle, gc, gc, pose_start=grasp, pose_end=grasp),
-                Segment("lift", c.lift, gc, gc, pose_start=grasp, pose_end=lifted),
-                Segment("carry", c.carry, gc, gc, pose_start=lifted, pose_end=over_bin),
-                Segment("lower", c.lower, gc, gc, pose_start=over_bin, pose_end=in_bin),
-                Segment("release", c.release, gc, go, pose_start=in_bin, pose_end=in_bin),
-                Segment("retreat", c.retreat, go, go, pose_start=in_bin, pose_end=over_bin),
-                Segment("home", c.home, go, g_home, q_end=q_home),
-            ]
-        )
+        return [
+            *rise,
+            Segment("swing" + n, c.swing, g_start, go, q_start=q_start, q_end=q_above),
+            Segment("descend" + n, c.descend, go, go, pose_start=above, pose_end=grasp),
+            Segment("close" + n, c.close, go, gc, pose_start=grasp, pose_end=grasp),
+            Segment("settle" + n, c.settle, gc, gc, pose_start=grasp, pose_end=grasp),
+            Segment("lift" + n, c.lift, gc, gc, pose_start=grasp, pose_end=lifted),
+            Segment("carry" + n, c.carry, gc, gc, pose_start=lifted, pose_end=over_bin),
+            Segment("lower" + n, c.lower, gc, gc, pose_start=over_bin, pose_end=in_bin),
+            Segment("release" + n, c.release, gc, go, pose_start=in_bin, pose_end=in_bin),
+            Segment("retreat" + n, c.retreat, go, go, pose_start=in_bin, pose_end=over_bin),
+            Segment("home" + n, c.home, go, self._g_home, q_end=self._q_home),
+        ]
+
+    @property
+    def grasps(self) -> int:
+        """Grasps tried so far this episode (1 until a missed one is tried again)."""
+        return self._attempt
+
+    def next_action(self) -> np.ndarray:
+        seg, _ = self._locate((self._t + 1) * self.dt)
+        name = "" if seg is None else seg.name.split("#")[0]
+        if name == "close" and self._push is not None and self._attempt == 1:
+            self._slide_cube_across_the_jaws(self._push)
+            self._push = None
+        elif self._attempt < self.config.max_grasps and (
+            (name == "lift" and self._missed()) or (name == "carry" and not self._holding())
+        ):
+            grasp = self._grasp
+            self._attempt += 1
+            self.restart(self._plan(self._last_q(), float(seg.g_start), grasp if name == "lift" else None))
+        return super().next_action()
+
+    def _missed(self) -> bool:
+        """The closed jaws are not around the cube (it lies beside them)."""
+        cube = self.sim.task_state()["cube_pos"]
+        grasp_xyz, _ = self.to_world(self._grasp)
+        return float(np.hypot(*(cube[:2] - grasp_xyz[:2]))) > self.MISSED_BY
+
+    def _holding(self) -> bool:
+        st = self.sim.task_state()
+        return float(st["cube_pos"][2]) > float(st["cube_half"]) + self.HELD_RISE
+
+    def _slide_cube_across_the_jaws(self, shift: float) -> bool:
+        """Move the cube `|shift|` m across the jaws (either side, the given one first) to a free spot
+        the arm still reaches; False (the episode stays undisturbed) if there is none."""
+        g = self._grasp
+        across = g.azimuth + g.rel_yaw + math.pi / 2  # the jaws close along azimuth + rel_yaw
+        cube = self.sim.task_state()["cube_pos"][:2]
+        for sign in (1.0, -1.0):
+            xy = cube + sign * shift * np.array([math.cos(across), math.sin(across)])
+            if self.REACH[0] <= float(np.hypot(*(xy - self.pivot))) <= self.REACH[1] and self.sim.move_target(
+                xy
+            ):
+                return True
+        return False
 
 
 class ReachExpert(_Planner):
@@ -262,8 +358,19 @@ EXPERTS: dict[str, Callable[[SO101Sim], Expert]] = {
 }
 
 
-def make_expert(sim: SO101Sim) -> Expert:
-    """The scripted expert for `sim`'s task."""
+def make_expert(sim: SO101Sim, **options: Any) -> Expert:
+    """The scripted expert for `sim`'s task; `options` replace fields of its config (pick-and-place:
+    `PickPlaceExpertConfig`, e.g. `regrasp_rate`)."""
     if sim.task.name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {sim.task.name!r}")
-    return EXPERTS[sim.task.name](sim)
+    make = EXPERTS[sim.task.name]
+    if not options:
+        return make(sim)
+    if make is not PickPlaceExpert:
+        raise ValueError(f"the {sim.task.name!r} expert takes no options, got {sorted(options)}")
+    base = PICK_COLOR_EXPERT_CONFIG if isinstance(sim.task, PickColorTask) else PickPlaceExpertConfig()
+    fields = {f.name for f in dataclasses.fields(PickPlaceExpertConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"unknown pick-and-place expert option(s) {unknown}; it takes {sorted(fields)}")
+    return PickPlaceExpert(sim, dataclasses.replace(base, **options))

@@ -214,15 +214,17 @@ class SimExpertTeleop:
 
     It reads the simulation it is attached to (privileged state: the pose of the cube to move) and
     re-plans whenever the robot starts a new episode. `is_done` tells when the script has finished
-    (the arm is back home), which a recording loop may use to end the episode early.
+    (the arm is back home), which a recording loop may use to end the episode early. `expert_options`
+    replace fields of the expert's config (`make_expert`), e.g. `{"regrasp_rate": 0.3}`.
     """
 
     name = "so101_sim_expert"
 
-    def __init__(self, robot: SimRobot) -> None:
+    def __init__(self, robot: SimRobot, expert_options: Mapping[str, Any] | None = None) -> None:
         if not isinstance(robot, SimRobot):
             raise TypeError(f"SimExpertTeleop drives a SimRobot, got {type(robot).__name__}")
         self.robot = robot
+        self.expert_options = dict(expert_options or {})
         self._connected = False
         self._expert: Expert | None = None
         self._planned_episode = -1
@@ -245,7 +247,7 @@ class SimExpertTeleop:
             raise DeviceNotConnectedError(f"{self.name} is not connected")
         sim = self.robot.sim  # raises if the robot is not connected
         if self._expert is None or self._expert.sim is not sim:
-            self._expert = make_expert(sim)
+            self._expert = make_expert(sim, **self.expert_options)
             self._planned_episode = self.robot.episode_index
         elif self._planned_episode != self.robot.episode_index:
             self._expert.reset()

@@ -179,6 +179,14 @@ class SO101Sim:
         """Privileged object state (e.g. the cube pose) for scripted experts and diagnostics."""
         return self.task.state(self.model, self.data)
 
+    def move_target(self, xy: Sequence[float]) -> bool:
+        """Slide the object the task moves to `xy` (m, on the table) if the spot is free; False, and
+        nothing changes, if the object would touch another one or the arm there."""
+        move = getattr(self.task, "move_target", None)
+        if move is None:
+            raise TypeError(f"task {self.task.name!r} has no object to move")
+        return bool(move(self.model, self.data, np.asarray(xy, dtype=np.float64)))
+
     def task_info(self) -> dict[str, Any]:
         """The task's own per-step facts for the env's `info` (e.g. `wrong_object` for pick_color)."""
         return self.task.info(self.model, self.data)

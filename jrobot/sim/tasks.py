@@ -84,6 +84,25 @@ def geom_touches(data: mujoco.MjData, geom: int, others: frozenset[int]) -> bool
     return False
 
 
+def slide_free_body(
+    model: mujoco.MjModel, data: mujoco.MjData, qpos_adr: int, qvel_adr: int, geom: int, xy: np.ndarray
+) -> bool:
+    """Move a free body to `xy` (same height and orientation, at rest) unless its `geom` would then
+    touch anything but the world's own geoms (the table): False, and the state is as it was."""
+    saved = data.qpos[qpos_adr : qpos_adr + 7].copy(), data.qvel[qvel_adr : qvel_adr + 6].copy()
+    data.qpos[qpos_adr : qpos_adr + 2] = xy
+    data.qvel[qvel_adr : qvel_adr + 6] = 0.0
+    mujoco.mj_forward(model, data)
+    for c in data.contact[: data.ncon]:
+        if geom in (c.geom1, c.geom2):
+            other = c.geom2 if c.geom1 == geom else c.geom1
+            if model.geom_bodyid[other] != 0:
+                data.qpos[qpos_adr : qpos_adr + 7], data.qvel[qvel_adr : qvel_adr + 6] = saved
+                mujoco.mj_forward(model, data)
+                return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class BinGeometry:
     """The open bin of the pick scenes (`bin` body, `bin_floor` and `bin_wall_*` geoms)."""
@@ -160,6 +179,12 @@ class PickPlaceTask:
 
     def cube_in_bin(self, data: mujoco.MjData) -> bool:
         return self._bin.contains(data, self._cube_body)
+
+    def move_target(self, model: mujoco.MjModel, data: mujoco.MjData, xy: np.ndarray) -> bool:
+        """Slide the cube to `xy` on the table if that spot is free (`slide_free_body`): a scripted
+        disturbance, e.g. the expert's regrasp demonstrations."""
+        geom = self._cube_geom
+        return slide_free_body(model, data, self._cube_qpos, self._cube_qvel, geom, np.asarray(xy))
 
     def cube_touches_arm(self, data: mujoco.MjData) -> bool:
         return geom_touches(data, self._cube_geom, self._arm_geoms)
@@ -362,6 +387,15 @@ class PickColorTask:
 
     def cube_in_bin(self, data: mujoco.MjData, color: str) -> bool:
         return self._bin.contains(data, self._cube_body[color])
+
+    def move_target(self, model: mujoco.MjModel, data: mujoco.MjData, xy: np.ndarray) -> bool:
+        """Slide the named cube to `xy` on the table if that spot is free (`slide_free_body`: not on
+        another cube, the bin or the arm): a scripted disturbance, e.g. the expert's regrasp
+        demonstrations."""
+        c = self.target_color
+        return slide_free_body(
+            model, data, self._cube_qpos[c], self._cube_qvel[c], self._cube_geom[c], np.asarray(xy)
+        )
 
     def cube_touches_arm(self, data: mujoco.MjData, color: str) -> bool:
         return geom_touches(data, self._cube_geom[color], self._arm_geoms)

@@ -27,6 +27,7 @@ class DemoRecipe:
     out: Path  # default output directory
     episodes: int  # default number of demonstrations
     episode_time_s: float
+    regrasp_rate: float = 0.0  # share of demonstrations whose first grasp misses (`PickPlaceExpertConfig`)
 
 
 DEMOS: dict[str, DemoRecipe] = {
@@ -49,6 +50,7 @@ def stage_record(
     image_size: tuple[int, int],
     task: str = "pick_place",
     episode_time_s: float = 12.0,
+    regrasp_rate: float = 0.0,
 ) -> dict[str, Any]:
     from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
@@ -56,11 +58,14 @@ def stage_record(
     # the cube pose is recorded too (`observation.environment_state`), for analysis and for the
     # `*_privileged` debugging configs; the demo's policies do not read it
     robot = SimRobot(task=task, image_size=image_size, environment_state=True)
-    teleop = SimExpertTeleop(robot)
+    teleop = SimExpertTeleop(robot, {"regrasp_rate": regrasp_rate} if regrasp_rate else None)
     cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=episode_time_s)
     summary = record(robot, teleop, RecordOptions(dataset=cfg, seed=seed, status=sys.stderr.isatty()))
     ok = sum(bool(e["success"]) for e in summary["saved"])
-    return {"episodes": len(summary["saved"]), "frames": summary["num_frames"], "expert_successes": ok}
+    return {
+        "episodes": len(summary["saved"]), "frames": summary["num_frames"], "expert_successes": ok,
+        "regrasp_rate": regrasp_rate,
+    }  # fmt: skip
 
 
 def stage_shards(dataset: Path, out: Path, resolution: tuple[int, int]) -> dict[str, Any]:
@@ -153,6 +158,7 @@ class DemoOptions:
     eval_episodes: int = 50
     record_size: str = "96x128"  # camera HxW recorded into the dataset
     train_size: str | None = None  # HxW of the training images (default: the config's)
+    regrasp_rate: float | None = None  # share of demonstrations showing a missed grasp and its recovery
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -162,6 +168,9 @@ class DemoOptions:
         self.out = Path(self.out or recipe.out)
         self.config = Path(self.config or recipe.config)
         self.episodes = int(self.episodes or recipe.episodes)
+        self.regrasp_rate = float(recipe.regrasp_rate if self.regrasp_rate is None else self.regrasp_rate)
+        if not 0.0 <= self.regrasp_rate <= 1.0:
+            raise ValueError(f"--regrasp-rate must be in [0, 1], got {self.regrasp_rate}")
 
 
 def run_demo(args: DemoOptions) -> dict[str, Any]:
@@ -202,7 +211,7 @@ def run_demo(args: DemoOptions) -> dict[str, Any]:
     eval_seed = 100_000 + args.seed
     stage(
         "record", stage_record, out / "dataset", args.episodes, args.seed, record_size, recipe.task,
-        recipe.episode_time_s,
+        recipe.episode_time_s, args.regrasp_rate,
     )  # fmt: skip
     stage("shards", stage_shards, out / "dataset", out / "shards", train_size)
     stage("train", stage_train, config, out / "shards", out / "train", steps)

@@ -188,3 +188,23 @@ def test_ctrl_c_keeps_saved_episodes(tmp_path):
     assert ds.num_episodes == 1
     assert ds[0]["episode_index"] == 0
     ds.close()
+
+
+def test_regrasp_demonstrations_record_the_miss_and_the_recovery(tmp_path):
+    from jrobot.recording.devices import SimExpertConfig, make_teleoperator
+
+    robot = SimRobot(SimRobotConfig(task="pick_color", image_size=(48, 64), environment_state=True))
+    teleop = make_teleoperator(SimExpertConfig(regrasp_rate=1.0), robot)  # --teleop.regrasp_rate=1
+    cfg = DatasetRecordConfig(root=tmp_path / "ds", num_episodes=2, episode_time_s=14.0)
+    summary = record(robot, teleop, RecordOptions(dataset=cfg, status=False, seed=3))
+    assert all(e["success"] for e in summary["saved"])
+    ds = open_dataset(tmp_path / "ds")
+    for ep in ds.episodes:
+        # the plain expert succeeds after ~5.5 s; the missed grasp and the second one take ~3 s more
+        assert 8 * 30 <= ep.length < 10 * 30
+        env = np.stack([f["observation.environment_state"] for f in ds.iter_episode(ep.index)])
+        target = int(np.argmax(env[0, -3:]))  # the one-hot target colour closes the vector
+        xy = env[:, 5 * target : 5 * target + 2]
+        jumps = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+        assert ((jumps > 0.025) & (jumps < 0.05)).sum() == 1  # slid once across the jaws, then carried
+    ds.close()
