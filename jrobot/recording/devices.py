@@ -39,6 +39,7 @@ from jrobot.hw.so101 import SO101Follower, SO101FollowerConfig, SO101Leader
 from jrobot.kinematics.ee_space import EESpaceConfig, EESpaceRobot, JointsToEETeleop
 from jrobot.recording.gamepad import GamepadEEConfig
 from jrobot.recording.joint_limits import EETeleopConfig, ee_box
+from jrobot.sim.expert import PickPlaceExpertConfig
 from jrobot.sim.robot import SimExpertTeleop, SimRobot, SimRobotConfig
 from jrobot.sim.tasks import make_task
 
@@ -75,8 +76,7 @@ class SimExpertConfig:
     regrasp_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.regrasp_rate <= 1.0:
-            raise ValueError(f"--teleop.regrasp_rate must be in [0, 1], got {self.regrasp_rate}")
+        PickPlaceExpertConfig(regrasp_rate=self.regrasp_rate)  # checked where the expert checks it
 
 
 @dataclasses.dataclass

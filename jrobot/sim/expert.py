@@ -206,7 +206,9 @@ class PickPlaceExpert(_Planner):
     passes over them at `carry_height`.
     """
 
-    def __init__(self, sim: SO101Sim, config: PickPlaceExpertConfig | None = None) -> None:
+    def __init__(self, sim: SO101Sim, config: PickPlaceExpertConfig | None = None, **options: Any) -> None:
+        """`options` replace fields of `config` (default: the task's own, `PICK_COLOR_EXPERT_CONFIG`
+        for pick-color), e.g. `regrasp_rate=0.3`."""
         if not isinstance(sim.task, PickPlaceTask | PickColorTask):
             raise TypeError(
                 f"PickPlaceExpert needs a PickPlaceTask or PickColorTask sim, got {type(sim.task).__name__}"
@@ -216,7 +218,12 @@ class PickPlaceExpert(_Planner):
             config = (
                 PICK_COLOR_EXPERT_CONFIG if isinstance(sim.task, PickColorTask) else PickPlaceExpertConfig()
             )
-        self.config = config
+        fields = {f.name for f in dataclasses.fields(PickPlaceExpertConfig)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ValueError(f"unknown pick-and-place expert option(s) {unknown}; it takes {sorted(fields)}")
+        self.config = dataclasses.replace(config, **options)
+        self._segment_seen: str | None = None
         self.reset()
 
     def grasp_yaw(self, cube_yaw: float) -> float:
@@ -239,6 +246,7 @@ class PickPlaceExpert(_Planner):
         self._q_home = self.arm_rad()
         self._g_home = float(self.sim.joint_targets()[GRIPPER_INDEX])
         self._attempt = 1
+        self._segment_seen = None
         st = self.sim.task_state()
         layout = np.concatenate(
             [np.ravel(v["pos"]) for v in st.get("cubes", {}).values()] or [st["cube_pos"]]
@@ -294,7 +302,10 @@ class PickPlaceExpert(_Planner):
 
     def next_action(self) -> np.ndarray:
         seg, _ = self._locate((self._t + 1) * self.dt)
-        name = "" if seg is None else seg.name.split("#")[0]
+        if seg is None or seg.name == self._segment_seen:  # the checks below run as a segment begins
+            return super().next_action()
+        self._segment_seen = seg.name
+        name = seg.name.split("#")[0]
         if name == "close" and self._push is not None and self._attempt == 1:
             self._slide_cube_across_the_jaws(self._push)
             self._push = None
@@ -364,13 +375,6 @@ def make_expert(sim: SO101Sim, **options: Any) -> Expert:
     if sim.task.name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {sim.task.name!r}")
     make = EXPERTS[sim.task.name]
-    if not options:
-        return make(sim)
-    if make is not PickPlaceExpert:
+    if options and make is not PickPlaceExpert:
         raise ValueError(f"the {sim.task.name!r} expert takes no options, got {sorted(options)}")
-    base = PICK_COLOR_EXPERT_CONFIG if isinstance(sim.task, PickColorTask) else PickPlaceExpertConfig()
-    fields = {f.name for f in dataclasses.fields(PickPlaceExpertConfig)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"unknown pick-and-place expert option(s) {unknown}; it takes {sorted(fields)}")
-    return PickPlaceExpert(sim, dataclasses.replace(base, **options))
+    return make(sim, **options)

@@ -169,8 +169,9 @@ class DemoOptions:
         self.config = Path(self.config or recipe.config)
         self.episodes = int(self.episodes or recipe.episodes)
         self.regrasp_rate = float(recipe.regrasp_rate if self.regrasp_rate is None else self.regrasp_rate)
-        if not 0.0 <= self.regrasp_rate <= 1.0:
-            raise ValueError(f"--regrasp-rate must be in [0, 1], got {self.regrasp_rate}")
+        from jrobot.sim.expert import PickPlaceExpertConfig
+
+        PickPlaceExpertConfig(regrasp_rate=self.regrasp_rate)  # checked where the expert checks it
 
 
 def run_demo(args: DemoOptions) -> dict[str, Any]:
