@@ -233,7 +233,8 @@ def export_bundle(
 def unet_call_ms(bundle: Path, noise: np.ndarray, calls: int = 10) -> tuple[float, int]:
     """One jitted U-Net call of the bundle's architecture (the unit the sampler repeats), and its weight bytes.
 
-    The weights are a fresh random init: the U-Net's cost does not depend on their values.
+    The weights are a fresh random init (the U-Net's cost does not depend on their values), laid out
+    as export stores them (`diffusion.inference_model`).
     """
     import jax
     import jax.numpy as jnp
@@ -246,7 +247,7 @@ def unet_call_ms(bundle: Path, noise: np.ndarray, calls: int = 10) -> tuple[floa
     cfg = diffusion.DiffusionConfig.from_dict(info.spec.config)
     feats = {**info.spec.input_features, **info.spec.output_features}
     model = diffusion.build(cfg, feats, info.stats, seed=0, load_pretrained_backbone=False)
-    graphdef, state = nnx.split(model.diffusion.unet)
+    graphdef, state = nnx.split(diffusion.inference_model(model).diffusion.unet)
 
     @jax.jit
     def call(state, x, t, gc):

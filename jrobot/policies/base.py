@@ -101,7 +101,8 @@ class PolicyModule(Protocol):
     """What the package `jrobot.policies.<t>` provides; `load_policy_module` checks every member.
 
     `ema_preset` is part of the contract for every policy, returning None when the policy keeps no EMA of
-    its parameters, so the trainer asks instead of guessing from the module's attributes.
+    its parameters, so the trainer asks instead of guessing from the module's attributes; likewise
+    `inference_model` returns the model itself when export should store it as trained.
     """
 
     POLICY_TYPE: str
@@ -154,6 +155,11 @@ class PolicyModule(Protocol):
 
     def ema_preset(self, config: Any) -> EMAConfig | None:
         """The EMA schedule the trainer keeps of the parameters, or None for no EMA."""
+        ...
+
+    def inference_model(self, model: Any) -> nnx.Module:
+        """What export traces and stores: `model`, or a copy computing the same with its weights laid
+        out for batch-1 inference (`jrobot.policies.rows_layout`); `model` itself is left as it is."""
         ...
 
 

@@ -14,7 +14,7 @@ as LeRobot's: `nn.Linear`/`nn.Conv*` weights and biases are U(-1/sqrt(fan_in), 1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,21 @@ IM2COL_MAX_POSITIONS = {1: 4, 2: 64}  # by number of spatial dimensions
 _CHANNEL_LAST = {1: ((0, 2, 1), (2, 1, 0)), 2: ((0, 3, 1, 2), (3, 2, 0, 1))}  # NWC/WIO, NHWC/HWIO
 
 
+def im2col(
+    x: jax.Array, ks: Sequence[int], strides: Sequence[int], padding: Sequence[Sequence[int]]
+) -> jax.Array:
+    """Channel-last (B, *spatial, C) -> (B, *out, K*C) patches, kernel offsets major, channels minor:
+    the rows a convolution's (K*C, Cout) kernel multiplies."""
+    nsp = len(ks)
+    out = [(x.shape[1 + d] + padding[d][0] + padding[d][1] - ks[d]) // strides[d] + 1 for d in range(nsp)]
+    xp = jnp.pad(x, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
+    patches = []
+    for offs in np.ndindex(*ks):
+        idx = tuple(slice(o, o + strides[d] * (out[d] - 1) + 1, strides[d]) for d, o in enumerate(offs))
+        patches.append(xp[(slice(None), *idx)])
+    return jnp.concatenate(patches, axis=-1)
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -116,20 +131,11 @@ def conv_general_dilated(
             for d in range(nsp)
         ]
         if math.prod(out) <= IM2COL_MAX_POSITIONS[nsp]:
-            xp = jnp.pad(lhs, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
-            patches = []
-            for offs in np.ndindex(*ks):
-                idx = tuple(
-                    slice(o, o + window_strides[d] * (out[d] - 1) + 1, window_strides[d])
-                    for d, o in enumerate(offs)
-                )
-                patches.append(xp[(slice(None), *idx)])
             # (B, *out, K*Cin) against the kernel's own row-major (K*Cin, Cout): one plain matmul that
             # reads the kernel in place. Stacking to (..., K, Cin) instead made XLA transpose the
             # weight-sized kernel on every call (6x slower for the U-Net's 2048-channel blocks).
-            cols = jnp.concatenate(patches, axis=-1)
             return jnp.matmul(
-                cols,
+                im2col(lhs, ks, window_strides, padding),
                 rhs.reshape(math.prod(ks) * cin, cout),
                 precision=precision,
                 preferred_element_type=preferred_element_type,

@@ -136,6 +136,7 @@ def write_bundle(
 ) -> BundleInfo:
     from safetensors.numpy import save_file
 
+    model = module.inference_model(model)  # its weights laid out for inference, where the policy does
     spec: PolicySpec = model.spec
     tokenizer = language_tokenizer(model)
     out = Path(out)

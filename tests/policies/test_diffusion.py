@@ -656,6 +656,78 @@ def test_exported_bundle_takes_the_noise_its_spec_declares(tmp_path):
         policy.predict(batch, noise=noise[:, :4])
 
 
+def test_bundle_stores_the_unet_kernels_as_rows_and_reads_them_in_place(tmp_path):
+    """Export stores every U-Net convolution and linear kernel as (out, in) rows, the layout a batch-1
+    U-Net call reads fastest on a CPU, computes the same chunks, leaves the trained model as it was, and
+    the exported sampler reads the rows without copying any into another layout per step."""
+    import re
+
+    from jrobot.bundle import read_params
+    from jrobot.runtime.policy import BundlePolicy, read_exported
+    from jrobot.train.export import default_features_for, flatten_state, write_bundle
+
+    feats = _features(state=3, action=2, env=4)
+    cfg = DiffusionConfig(
+        **(TINY | dict(noise_scheduler_type="DDIM", num_inference_steps=3, down_dims=(32, 64)))
+    )
+    model = _materialize(cfg, feats)
+    trained = flatten_state(nnx.state(model))
+    out = tmp_path / "bundle"
+    write_bundle(
+        model, diffusion, out, features=default_features_for(model.spec), fps=30, robot_type=None, source={}
+    )
+    assert flatten_state(nnx.state(model)).keys() == trained.keys()  # the trained model is untouched
+    stored = read_params(out)
+    # every U-Net kernel but the upsampling's (a transposed convolution, read as rows already)
+    expected = {
+        p
+        for p in trained
+        if p.startswith("diffusion/unet/")
+        and p.endswith("/kernel")
+        and not re.search(r"up_modules/\d+/resample/", p)
+    }
+    assert len(expected) > 15
+    for p, v in trained.items():
+        if p in expected:
+            rows = stored.pop(p + "_rows")
+            assert rows.shape == (v.shape[-1], v.size // v.shape[-1]), p
+            np.testing.assert_array_equal(rows.T.reshape(v.shape), v)
+        else:
+            np.testing.assert_array_equal(stored.pop(p), v)
+    assert not stored
+
+    batch = {k: v for k, v in _batch(feats, cfg).items() if k != "action"}
+    noise = np.random.default_rng(1).standard_normal((2, cfg.horizon, 2)).astype(np.float32)
+    want = diffusion.sample_actions(model, {**batch, "noise": jnp.asarray(noise)})
+    policy = BundlePolicy(out)
+    np.testing.assert_allclose(policy.predict(batch, noise=noise), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+    exported = read_exported(out, "uint8+noise")
+    prepared, _ = policy.prepare(batch)
+    obs = {**{k: jnp.asarray(v) for k, v in prepared.items()}, "noise": jnp.asarray(noise)}
+    hlo = jax.jit(exported.call).lower(policy.params, obs, jnp.zeros((2,), jnp.uint32)).compile().as_text()
+    kernels = {
+        tuple(sorted((v.shape[-1], v.size // v.shape[-1]))) for p, v in trained.items() if p in expected
+    }
+    relayouts = []
+    for line in hlo.splitlines():
+        m = re.search(r"= f32\[([\d,]+)\]\{[\d,]+\} (copy|transpose)\(", line)
+        if m and tuple(sorted(int(d) for d in m.group(1).split(","))) in kernels:
+            relayouts.append(line.strip()[:160])
+    assert not relayouts, "kernel-sized relayouts in the exported sampler:\n" + "\n".join(relayouts)
+
+
+def test_rows_layers_refuse_what_they_cannot_compute():
+    from jrobot.policies.rows_layout import RowsConv, RowsLinear
+
+    with pytest.raises(ValueError, match="no groups, dilation"):
+        RowsConv(nnx.Conv(4, 8, (3,), padding=((1, 1),), kernel_dilation=2, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="no groups, dilation"):
+        RowsConv(nnx.Conv(4, 8, (3,), padding="SAME", rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"plain nnx\.Linear"):
+        RowsLinear(nnx.Linear(4, 8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+
+
 def test_module_implements_the_policy_interface():
     mod = load_policy_module("diffusion")
     assert mod.POLICY_TYPE == "diffusion" and mod.Config is DiffusionConfig

@@ -120,6 +120,7 @@ def test_the_contract_names_what_a_policy_module_lacks():
         "param_group",
         "optimizer_preset",
         "ema_preset",
+        "inference_model",
     )
     fake = types.ModuleType("jrobot.policies.fake")
     for name in POLICY_MEMBERS:

@@ -77,7 +77,7 @@ def _sample_actions(model, observation, rng=None):
     return base[:, None, None] * model.scale[...] + noise
 
 
-STUB = types.SimpleNamespace(sample_actions=_sample_actions)
+STUB = types.SimpleNamespace(sample_actions=_sample_actions, inference_model=lambda model: model)
 
 
 def _expected(tok: TaskTokenizer, tasks, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -312,7 +312,7 @@ def _plain_sample_actions(model, observation, rng=None):
     )
 
 
-_PlainStub = types.SimpleNamespace(sample_actions=_plain_sample_actions)
+_PlainStub = types.SimpleNamespace(sample_actions=_plain_sample_actions, inference_model=lambda model: model)
 
 
 # -- python -m jrobot.run, offline ---------------------------------------------------------------------
