@@ -8,6 +8,8 @@ crf=30, preset 12), then measures:
   with N threads each holding its own reader (as data-loader workers would);
 - the sequential ceiling: every frame of the same mp4 files decoded front to back with PyAV
   (RGB conversion), with one decoder thread and with frame threads; and jrobot's `iter_camera`;
+- the bound on that ratio for these files: a random frame must decode its GOP's keyframe and the
+  frames up to it, a sequential walk decodes each frame once (`decode_costs` times both kinds);
 - save latency of a 60 s, 30 fps, 2-camera episode recorded in real time (frames paced at 30 fps,
   as a robot loop delivers them): the `save_episode()` call; the other episodes are fed as fast as
   the encoders accept (back-pressure), so their save also flushes the encoders' backlog. Also how
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import random
 import shutil
 import tempfile
@@ -91,6 +94,48 @@ def sequential_fps(paths: list[Path], threads: int) -> float:
     return frames / (time.perf_counter() - t0)
 
 
+def decode_costs(paths: list[Path]) -> dict[str, float]:
+    """Per-frame costs on one decoder thread: keyframe and inter-frame decode, RGB conversion; GOP size.
+
+    Random access to one frame must decode its GOP's keyframe and every frame up to it, so with
+    keyframe cost K, inter-frame cost P, conversion C and GOP g, a frame costs K + P (g - 1) / 2 + C
+    on average, against (K + P (g - 1)) / g + C in a front-to-back walk: the ratio of the two is the
+    most any reader of single random frames can reach on these files.
+    """
+    key, inter, conv, gops = [], [], [], []
+    reformatter = VideoReformatter()
+    for p in paths:
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            s.thread_type, s.thread_count = "SLICE", 1
+            since_key = 0
+            for packet in c.demux(s):
+                if packet.size == 0:
+                    continue
+                if packet.is_keyframe and since_key:
+                    gops.append(since_key)
+                    since_key = 0
+                since_key += 1
+                t0 = time.perf_counter()
+                frames = s.codec_context.decode(packet)
+                (key if packet.is_keyframe else inter).append(time.perf_counter() - t0)
+                for f in frames:
+                    t0 = time.perf_counter()
+                    reformatter.reformat(f, format="rgb24").to_ndarray()
+                    conv.append(time.perf_counter() - t0)
+    k, pf, cv = (float(np.median(x)) if x else 0.0 for x in (key, inter, conv))
+    g = float(np.median(gops)) if gops else 1.0
+    sequential = (k + pf * (g - 1)) / g + cv
+    random_frame = k + pf * (g - 1) / 2 + cv
+    return {
+        "key_ms": k * 1e3,
+        "inter_ms": pf * 1e3,
+        "rgb_ms": cv * 1e3,
+        "gop": g,
+        "bound": sequential / random_frame,
+    }
+
+
 def random_access_fps(root: Path, chunks: list[list[int]]) -> float:
     """Camera frames/s of `ds[i]` over the index lists, one thread and one fresh reader per list."""
     readers = [open_dataset(root) for _ in chunks]
@@ -142,6 +187,7 @@ def main() -> None:
         f"recording {len(lengths)} episodes ({args.seconds} s) with 2 cameras {H}x{W} @ {FPS} fps, libsvtav1 ..."
     )
     try:
+        saves_ms: list[float] = []
         with DatasetWriter.create(root, fps=FPS, features=feats, robot_type="so_follower") as w:
             for e, seconds in enumerate(lengths):
                 t0 = time.perf_counter()
@@ -151,6 +197,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 w.save_episode()
                 t_save = time.perf_counter() - t0
+                saves_ms.append(round(t_save * 1000, 1))
                 t0 = time.perf_counter()
                 w.wait_for_packing()
                 t_pack = time.perf_counter() - t0
@@ -184,7 +231,13 @@ def main() -> None:
             n_iter = sum(1 for e in range(ds.num_episodes) for cam in CAMS for _ in ds.iter_camera(e, cam))
             best["iter"] = max(best["iter"], n_iter / (time.perf_counter() - t0))
 
+        costs = decode_costs(paths)
         n = args.threads
+        print(
+            f"decode costs, 1 decoder thread: keyframe {costs['key_ms']:.2f} ms, inter frame {costs['inter_ms']:.2f} ms, "
+            f"RGB {costs['rgb_ms']:.2f} ms, GOP {costs['gop']:.0f}: a random frame costs at best "
+            f"{1 / costs['bound']:.2f}x a sequential one (BOUND on the random/sequential ratio: {costs['bound']:.2f})"
+        )
         print(
             f"random access ds[i], 1 reader: {best['random_1'] / 2:.1f} items/s = {best['random_1']:.1f} frames/s"
         )
@@ -199,6 +252,22 @@ def main() -> None:
             f"RATIO random-access ({n} readers) / sequential ceiling: {best['random_n'] / best['seq_n']:.2f}"
         )
         print(f"RATIO iter_camera / sequential ceiling: {best['iter'] / best['seq_n']:.2f}")
+        print(
+            f"random access (1 reader) reaches {best['random_1'] / best['seq_1'] / costs['bound']:.2f} of that bound, "
+            f"({n} readers) {best['random_n'] / best['seq_n'] / costs['bound']:.2f}"
+        )
+        figures = {
+            "save_ms": saves_ms,
+            "random_1_fps": best["random_1"],
+            f"random_{n}_fps": best["random_n"],
+            "sequential_1_fps": best["seq_1"],
+            "sequential_ceiling_fps": best["seq_n"],
+            "iter_camera_fps": best["iter"],
+            "ratio_random_1": best["random_1"] / best["seq_1"],
+            f"ratio_random_{n}": best["random_n"] / best["seq_n"],
+            **costs,
+        }
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
         ds.close()
     finally:
         if tmp is not None:
