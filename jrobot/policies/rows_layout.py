@@ -80,19 +80,29 @@ class RowsConv(nnx.Module):
         return y if self.bias is None else y + self.bias[...]
 
 
+def _twin(child: object) -> nnx.Module | None:
+    if type(child) is nnx.Linear:
+        return RowsLinear(child)
+    if type(child) is nnx.Conv:
+        return RowsConv(child)
+    return None
+
+
 def lay_out_rows(module: nnx.Module) -> int:
     """Swap, in place, every `nnx.Linear` and `nnx.Conv` under `module` for its rows twin; returns how many."""
     swapped = 0
     for _, node in list(nnx.iter_graph(module)):
-        children = node if isinstance(node, nnx.List) else None
-        if children is not None:
-            for i, child in enumerate(list(children)):
-                if type(child) in (nnx.Linear, nnx.Conv):
-                    children[i] = RowsLinear(child) if type(child) is nnx.Linear else RowsConv(child)
-                    swapped += 1
+        if isinstance(node, nnx.List):
+            slots = list(enumerate(node))
+            put = node.__setitem__
         elif isinstance(node, nnx.Module):
-            for name, child in list(vars(node).items()):
-                if type(child) in (nnx.Linear, nnx.Conv):
-                    setattr(node, name, RowsLinear(child) if type(child) is nnx.Linear else RowsConv(child))
-                    swapped += 1
+            slots = list(vars(node).items())
+            put = lambda name, twin, node=node: setattr(node, name, twin)  # noqa: E731
+        else:
+            continue
+        for slot, child in slots:
+            twin = _twin(child)
+            if twin is not None:
+                put(slot, twin)
+                swapped += 1
     return swapped

@@ -247,7 +247,7 @@ def inference_model(model: DiffusionPolicy) -> DiffusionPolicy:
     """A copy whose U-Net convolution and linear layers hold their kernels as (out, in) rows
     (`rows_layout`): the sampler calls the U-Net 10-100 times per chunk, and at batch 1 each call
     multiplies 1-16 rows by ~1 GB of kernels (LeRobot's default size), which XLA's CPU dot reads about
-    twice as fast as rows. The upsampling's kernels are read as rows already (`unet.upsample_x2`)."""
+    twice as fast stored as rows. The upsampling reads its kernels as rows already (`unet.upsample_x2`)."""
     copy = nnx.clone(model)
     lay_out_rows(copy.diffusion.unet)
     return copy
