@@ -80,13 +80,19 @@ IM2COL_MAX_POSITIONS = {1: 4, 2: 64}  # by number of spatial dimensions
 _CHANNEL_LAST = {1: ((0, 2, 1), (2, 1, 0)), 2: ((0, 3, 1, 2), (3, 2, 0, 1))}  # NWC/WIO, NHWC/HWIO
 
 
+def conv_out_shape(
+    spatial: Sequence[int], ks: Sequence[int], strides: Sequence[int], padding: Sequence[Sequence[int]]
+) -> list[int]:
+    """Output positions per spatial axis of a convolution with explicit padding."""
+    return [(n + p[0] + p[1] - k) // s + 1 for n, k, s, p in zip(spatial, ks, strides, padding, strict=True)]
+
+
 def im2col(
     x: jax.Array, ks: Sequence[int], strides: Sequence[int], padding: Sequence[Sequence[int]]
 ) -> jax.Array:
     """Channel-last (B, *spatial, C) -> (B, *out, K*C) patches, kernel offsets major, channels minor:
     the rows a convolution's (K*C, Cout) kernel multiplies."""
-    nsp = len(ks)
-    out = [(x.shape[1 + d] + padding[d][0] + padding[d][1] - ks[d]) // strides[d] + 1 for d in range(nsp)]
+    out = conv_out_shape(x.shape[1:-1], ks, strides, padding)
     xp = jnp.pad(x, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
     patches = []
     for offs in np.ndindex(*ks):
@@ -126,10 +132,7 @@ def conv_general_dilated(
     )
     if simple:
         ks, cin, cout = rhs.shape[:nsp], rhs.shape[-2], rhs.shape[-1]
-        out = [
-            (lhs.shape[1 + d] + padding[d][0] + padding[d][1] - ks[d]) // window_strides[d] + 1
-            for d in range(nsp)
-        ]
+        out = conv_out_shape(lhs.shape[1:-1], ks, window_strides, padding)
         if math.prod(out) <= IM2COL_MAX_POSITIONS[nsp]:
             # (B, *out, K*Cin) against the kernel's own row-major (K*Cin, Cout): one plain matmul that
             # reads the kernel in place. Stacking to (..., K, Cin) instead made XLA transpose the

@@ -3,9 +3,11 @@
 A layer multiplies its inputs by a kernel stored (in, out). When a call has only a few rows (a
 Diffusion U-Net step at batch 1 multiplies 1-16 rows by ~1 GB of kernels), the product is bound by
 reading the kernel, and XLA's CPU dot reads a kernel stored (out, in) about twice as fast as one
-stored (in, out) (measured on a 2-core EPYC: 11 against 5 GB/s at 4 rows, 1.5-2x up to 32 rows; no
-gain from 64 rows on). Transposing inside the exported function does not get there: in the sampler's
-loop XLA copies the transposed kernel back to (in, out) on every step. So export swaps such layers for
+stored (in, out) (measured on a 2-core EPYC: 11 against 5 GB/s at 4 rows, 1.4-2x up to 32 rows; no
+gain from 64 rows on). Storing transposed arrays and transposing them back where the exported
+function takes its arguments does not get there: the compiled sampler materialized the kernels in
+the (in, out) layout again (kernel-sized copies; 2.5 s per DDIM-10 chunk instead of 1.3 s). So export
+swaps such layers for
 these, which hold the same numbers as (out, in) `kernel_rows` and contract them on their second axis;
 training keeps the (in, out) layout of LeRobot's checkpoints and the optimizer's state.
 """
