@@ -85,6 +85,23 @@ def test_create_rejects_bad_specs(tmp_path):
         DatasetWriter.resume(tmp_path / "e")
 
 
+def test_create_starts_over_where_an_interrupted_create_left_only_folders(tmp_path):
+    # A create killed after WorkDir.replace made meta/ but before info.json was renamed into it.
+    root = tmp_path / "ds"
+    (root / "meta").mkdir(parents=True)
+    (root / ".jrobot" / "tmp").mkdir(parents=True)
+    (root / ".jrobot" / "tmp" / "half.json").write_text("{")
+    with DatasetWriter.create(root, fps=30, features=features(H, W), durable=False) as w:
+        w.add_frame(frame(0, 0, H, W), task="t")
+        w.save_episode()
+    assert open_dataset(root).num_episodes == 1
+    (tmp_path / "f" / "meta" / "episodes").mkdir(parents=True)
+    (tmp_path / "f" / "meta" / "episodes" / "mine.parquet").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"not empty \(meta/episodes/mine.parquet"):
+        DatasetWriter.create(tmp_path / "f", fps=30, features=features(H, W))
+    assert (tmp_path / "f" / "meta" / "episodes" / "mine.parquet").read_bytes() == b"x"
+
+
 def test_second_writer_is_refused(tmp_path):
     w = DatasetWriter.create(tmp_path / "ds", fps=30, features=features(H, W), durable=False)
     try:

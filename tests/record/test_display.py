@@ -91,22 +91,28 @@ def test_a_dataset_episode_plays_back_with_its_values(tmp_path, v30_dir):
     )
 
 
-def test_a_recording_shows_every_recorded_frame(tmp_path):
+def test_a_recording_shows_its_recorded_frames_and_counts_what_it_dropped(tmp_path):
     from jrobot.data import open_dataset
     from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     robot = SimRobot(image_size=(48, 64))
     cfg = DatasetRecordConfig(root=tmp_path / "ds", num_episodes=2, episode_time_s=0.5)
-    record(
+    summary = record(
         robot,
         SimExpertTeleop(robot),
         RecordOptions(dataset=cfg, status=False, display_save=tmp_path / "r.rrd"),
     )
     got = entities(tmp_path / "r.rrd")
     ds = open_dataset(tmp_path / "ds")
-    assert len(got["/observation/images/front"]) == len(got["/action/gripper"]) == ds.num_frames == 30
-    np.testing.assert_allclose([v[0] for v in got["/action/gripper"]], ds.column("action")[:, 5], rtol=1e-6)
+    shown, dropped = summary["display"]["logged"], summary["display"]["dropped"]
+    # A live view drops steps rather than stall the loop when its thread falls behind (a loaded
+    # machine): all 30 are shown or counted, and those shown are recorded frames, in order.
+    assert ds.num_frames == 30 and shown + dropped == 30 and shown >= 20, summary["display"]
+    assert len(got["/observation/images/front"]) == len(got["/action/gripper"]) == shown
+    recorded = iter(ds.column("action")[:, 5].tolist())
+    for v in got["/action/gripper"]:
+        assert any(abs(r - v[0]) <= 1e-6 * max(1.0, abs(r)) for r in recorded), v
 
 
 def test_without_rerun_the_view_is_a_clear_error(monkeypatch, tmp_path):

@@ -95,6 +95,18 @@ def _as_features(features: Mapping[str, Feature | Mapping[str, Any]]) -> dict[st
     return out
 
 
+def _first_file_outside_work_dir(root: Path) -> Path | None:
+    """A file that `create` would bury, if any.
+
+    Empty folders do not count: a `create` killed between making `meta/` and renaming info.json into
+    it leaves just that, and the next `create` must not refuse a folder that holds nothing.
+    """
+    for path in sorted(root.rglob("*")):
+        if path.relative_to(root).parts[0] != WORK_DIR and not path.is_dir():
+            return path
+    return None
+
+
 def _warm_up_imports() -> None:
     with contextlib.suppress(ImportError):
         importlib.import_module("pandas")
@@ -216,9 +228,10 @@ class DatasetWriter:
                 raise DatasetError(f"{name} must be positive, got {v}")
         feats = _as_features(features)
         validate_feature_specs(feats)
-        if root.exists() and any(p.name != WORK_DIR for p in root.iterdir()):
+        if root.exists() and (found := _first_file_outside_work_dir(root)) is not None:
             raise DatasetError(
-                f"{root}: already exists and is not empty (use DatasetWriter.resume to append)"
+                f"{root}: already exists and is not empty ({found.relative_to(root)}; "
+                "use DatasetWriter.resume to append)"
             )
         root.mkdir(parents=True, exist_ok=True)
         info = new_info(
