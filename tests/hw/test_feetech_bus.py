@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -53,6 +54,18 @@ def test_handshake_and_raw_access(bus, arm):
     bus.sync_write("Goal_Position", {"shoulder_pan": 1500, "wrist_roll": 2500}, normalize=False)
     bus.read("ID", "gripper")  # a round trip: the broadcast before it has been processed
     assert arm.register(1, "Goal_Position") == 1500 and arm.register(5, "Goal_Position") == 2500
+
+
+def test_waiting_for_a_reply_sleeps_instead_of_spinning(bus, arm):
+    # The SDK polls readPort until a reply is complete; our port waits in select, so a slow reply
+    # costs the waiting thread (and the GIL) next to nothing. 40 ms of delay before servo 4 answers.
+    arm.faults.delay_s, arm.faults.delay_ids = 0.04, frozenset({4})
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    got = bus.sync_read("Present_Position", normalize=False)
+    wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+    arm.faults.clear()
+    assert got["wrist_flex"] == 1870 and wall >= 0.04
+    assert cpu < 0.25 * wall, (cpu, wall)  # the SDK's own loop with timeout=0 spends all of it
 
 
 def test_normalized_access_uses_calibration(bus, arm):
