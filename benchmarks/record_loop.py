@@ -1,7 +1,7 @@
 """The real-arm record loop at 30 fps with two 480x640 cameras: loop period, dropped frames, save time.
 
-    .venv/bin/python benchmarks/record_loop.py                     # one 60 s episode, ~1.5 min (~4 min with LeRobot)
-    .venv/bin/python benchmarks/record_loop.py --seconds 20        # quicker
+    .venv/bin/python benchmarks/record_loop.py                     # three 60 s episodes, ~5 min (~12 min with LeRobot)
+    .venv/bin/python benchmarks/record_loop.py --seconds 20 --rounds 1   # quicker
     JROBOT_LEROBOT_PYTHON=/work/lerobot-ref/bin/python .venv/bin/python benchmarks/record_loop.py
 
 jrobot side (the code path of `python -m jrobot.record` with a real follower and leader):
@@ -26,6 +26,10 @@ and joint values replayed at 30 fps into `LeRobotDataset.create(..., image_write
 `save_episode()` time for the same episode. `--lerobot-streaming` also measures LeRobot 0.4.4's
 optional `streaming_encoding=True`. Ratio: LeRobot save time / jrobot save time.
 
+This VM's spread between runs is wide when the recorder keeps ~1.9 of 2 cores busy, so `--rounds`
+episodes (default 3) are recorded, alternating with LeRobot's when given: each target (0 dropped
+ticks, loop period p99 <= 40 ms, save <= 0.5 s) is printed with every round's figure and is met only
+if met in every round; the save-time ratio is taken within each round and its median round reported.
 Without LeRobot the ratio is printed as n/a. One JSON line with every figure comes last.
 """
 
@@ -45,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import median_round, print_result, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -402,66 +406,110 @@ def bench_lerobot(python: str, work: Path, videos: dict[str, Path], seconds: flo
     return run_lerobot_script(python, LEROBOT_SCRIPT, args, timeout=3600)
 
 
+# The issue's targets for this benchmark (two 640x480 cameras at 30 fps on a 2-core machine).
+TARGETS = {"dropped_frames": 0, "period_ms_p99": 40.0, "save_s": 0.5}
+
+
+def print_jrobot(j: dict[str, Any], label: str) -> None:
+    print(
+        f"{label}: {j['frames']} frames ({j['stored_frames']} stored), achieved {j['achieved_fps']:.2f} fps, "
+        f"dropped {j['dropped_frames']}; loop period p50 {j['period_ms_p50']:.1f} ms / p99 "
+        f"{j['period_ms_p99']:.1f} ms / max {j['period_ms_max']:.1f} ms ({j['periods_over_40ms']} over 40 ms)"
+    )
+    print(
+        f"  per call p50/p99: get_observation {j['get_observation_ms_p50']:.1f}/{j['get_observation_ms_p99']:.1f} ms, "
+        f"send_action {j['send_action_ms_p50']:.1f}/{j['send_action_ms_p99']:.1f} ms, "
+        f"add_frame {j['add_frame_ms_p50']:.2f}/{j['add_frame_ms_p99']:.1f} ms; repeated camera frames "
+        f"{j['repeated_camera_frames']}; encoder backlog at the end {j['encoder_backlog_at_end']} frames"
+    )
+    print(
+        f"  CPU while recording: recorder process {j['recorder_cpu_cores']:.2f} cores (loop, camera threads, "
+        f"encoders), virtual bus emulators {j['bus_emulators_cpu_cores']:.2f} cores (not present with real arms)"
+    )
+    print(f"  SAVE TIME {j['save_s'] * 1e3:.0f} ms (episode of {j['frames']} frames x 2 cameras)")
+
+
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every round's headline figures and the verdict on each target, met only if met in every round
+    (a drop in any round is a drop a user would see)."""
+    out: dict[str, Any] = {}
+    for key, target in TARGETS.items():
+        values = [r[key] for r in rounds]
+        worst = max(values)
+        out[key] = {
+            "rounds": values,
+            "median": float(np.median(values)),
+            "worst": worst,
+            "met": worst <= target,
+        }
+    fmt = {"dropped_frames": "{:.0f}", "period_ms_p99": "{:.1f} ms", "save_s": "{:.3f} s"}
+    for key, target in TARGETS.items():
+        v = out[key]
+        each = " / ".join(fmt[key].format(x) for x in v["rounds"])
+        print(
+            f"TARGET {key} <= {fmt[key].format(target)}: rounds {each}; median {fmt[key].format(v['median'])} "
+            f"[{'met' if v['met'] else 'NOT met'} in every round]"
+        )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="episode length")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="jrobot episodes (alternating with LeRobot's, if given)"
+    )
     p.add_argument("--camera-frames", type=int, default=90, help="frames in each looping camera file")
     p.add_argument("--work", type=Path, default=None, help="work dir (default: temp, removed)")
     p.add_argument("--lerobot-python", default=os.environ.get("JROBOT_LEROBOT_PYTHON"))
     p.add_argument("--lerobot-streaming", action="store_true", help="also LeRobot with streaming_encoding")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     tmp = Path(tempfile.mkdtemp(prefix="jrobot-bench-record-")) if args.work is None else None
     work = (args.work or tmp).absolute()
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "cores": os.cpu_count(),
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "load_avg_start": os.getloadavg(),
     }
     try:
         videos = make_camera_files(work, args.camera_frames)
         print(
-            f"record loop: {args.seconds:.0f} s at {FPS} fps, 2 cameras {H}x{W} (MJPEG files), virtual buses ..."
+            f"record loop: {args.rounds} rounds of {args.seconds:.0f} s at {FPS} fps, 2 cameras {H}x{W} "
+            "(MJPEG files), virtual buses ..."
         )
-        j = bench_jrobot(work, videos, args.seconds)
-        result["jrobot"] = j
-        print(
-            f"jrobot: {j['frames']} frames ({j['stored_frames']} stored), achieved {j['achieved_fps']:.2f} fps, "
-            f"dropped {j['dropped_frames']}; loop period p50 {j['period_ms_p50']:.1f} ms / p99 "
-            f"{j['period_ms_p99']:.1f} ms / max {j['period_ms_max']:.1f} ms ({j['periods_over_40ms']} over 40 ms)"
-        )
-        print(
-            f"  per call p50/p99: get_observation {j['get_observation_ms_p50']:.1f}/{j['get_observation_ms_p99']:.1f} ms, "
-            f"send_action {j['send_action_ms_p50']:.1f}/{j['send_action_ms_p99']:.1f} ms, "
-            f"add_frame {j['add_frame_ms_p50']:.2f}/{j['add_frame_ms_p99']:.1f} ms; repeated camera frames "
-            f"{j['repeated_camera_frames']}; encoder backlog at the end {j['encoder_backlog_at_end']} frames"
-        )
-        print(
-            f"  CPU while recording: recorder process {j['recorder_cpu_cores']:.2f} cores (loop, camera threads, "
-            f"encoders), virtual bus emulators {j['bus_emulators_cpu_cores']:.2f} cores (not present with real arms)"
-        )
-        print(f"  SAVE TIME {j['save_s'] * 1e3:.0f} ms (episode of {j['frames']} frames x 2 cameras)")
-        lr_runs = {}
-        if args.lerobot_python:
-            for streaming in [False, True] if args.lerobot_streaming else [False]:
+        rounds: list[dict[str, Any]] = []
+        for i in range(args.rounds):
+            j = bench_jrobot(work, videos, args.seconds)
+            print_jrobot(j, f"jrobot round {i + 1}")
+            lr_runs = {}
+            for streaming in (
+                ([False, True] if args.lerobot_streaming else [False]) if args.lerobot_python else []
+            ):
                 r = bench_lerobot(args.lerobot_python, work, videos, args.seconds, streaming)
                 if r is not None:
                     lr_runs["streaming" if streaming else "default"] = r
                     print(
-                        f"LeRobot {r['lerobot']} ({'streaming_encoding=True' if streaming else 'default: PNG + encode at save'}"
+                        f"LeRobot {r['lerobot']} round {i + 1} ({'streaming_encoding=True' if streaming else 'default: PNG + encode at save'}"
                         f", {r['vcodec']}, replay without robot I/O): achieved {r['achieved_fps']:.2f} fps, dropped "
                         f"{r['dropped_frames']}; add_frame p50/p99 {r['add_frame_ms_p50']:.1f}/{r['add_frame_ms_p99']:.1f} ms; "
                         f"period p50/p99 {r['period_ms_p50']:.1f}/{r['period_ms_p99']:.1f} ms; SAVE TIME {r['save_s']:.1f} s"
                     )
-        result["lerobot"] = lr_runs
-        if "default" in lr_runs:
-            ratio = lr_runs["default"]["save_s"] / j["save_s"]
-            result["ratio_save_time_lerobot_over_jrobot"] = ratio
-            print(f"RATIO save time LeRobot (default) / jrobot: {ratio:.0f}x")
-        else:
-            result["ratio_save_time_lerobot_over_jrobot"] = None
-            why = "LeRobot run failed" if args.lerobot_python else "set JROBOT_LEROBOT_PYTHON to compare"
-            print(f"RATIO save time LeRobot / jrobot: n/a ({why})")
+            ratio = lr_runs["default"]["save_s"] / j["save_s"] if "default" in lr_runs else None
+            rounds.append({"jrobot": j, "lerobot": lr_runs, "ratio": ratio})
+        result["targets"] = summarize_rounds([r["jrobot"] for r in rounds])
+        chosen = median_round(
+            "record_loop", rounds, what="save time LeRobot (default) / jrobot",
+            fallback=lambda r: r["jrobot"]["period_ms_p99"], target=None,
+            lerobot_given=bool(args.lerobot_python),
+        )  # fmt: skip
+        result["jrobot"] = chosen["jrobot"]
+        result["lerobot"] = chosen["lerobot"]
+        result["ratio_save_time_lerobot_over_jrobot"] = chosen["ratio"]
+        result["jrobot_rounds"] = [r["jrobot"] for r in rounds]
         ceiling = 1000.0 / FPS
         print(f"physical ceiling: period {ceiling:.1f} ms at {FPS} fps, 0 dropped frames")
         print_result(result)
