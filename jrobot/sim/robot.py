@@ -38,6 +38,10 @@ from jrobot.sim.units import from_joint_dict, to_joint_dict
 logger = logging.getLogger(__name__)
 
 
+ACTUATION_NOISE_TAU_S = 0.5  # time constant of `SimRobotConfig.actuation_noise`'s offset
+ACTUATION_NOISE_STREAM = 0xDA27  # keeps the offsets' random stream apart from the scene's for one seed
+
+
 @dataclasses.dataclass
 class SimRobotConfig:
     """Settings of a `SimRobot` (the same role as LeRobot's SOFollowerConfig for the real arm).
@@ -50,6 +54,13 @@ class SimRobotConfig:
     state-based policies and quick CPU experiments use it).
     `task`: "pick_place", "pick_color" or "reach" (`--robot.task=pick_color`), or the env id of one
     ("jrobot/SO101PickColor-v0").
+    `actuation_noise`: the standard deviation (action units: degrees by default) of a smooth random
+    offset, one per arm joint (not the gripper), that the simulated servos add to each command they
+    execute; `send_action` still returns (and a recording stores) the command. Recording a scripted
+    expert with it gives demonstrations that start off the expert's path and show the way back to it
+    (DART, Laskey et al. 2017): the expert's commands follow its plan, the arm does not quite. The
+    offset is an Ornstein-Uhlenbeck process with a `ACTUATION_NOISE_TAU_S` time constant, drawn anew
+    each episode from its seed.
     """
 
     task: str = "pick_place"
@@ -62,6 +73,7 @@ class SimRobotConfig:
     seed: int | None = None
     id: str | None = None
     environment_state: bool = False
+    actuation_noise: float = 0.0
     type: str = "sim"  # the `--robot.type` that selects this robot on the command line
 
 
@@ -117,6 +129,11 @@ class SimRobot:
     def __init__(self, config: SimRobotConfig | None = None, **overrides: Any) -> None:
         self.config = dataclasses.replace(config or SimRobotConfig(), **overrides)
         _check_max_relative_target(self.config.max_relative_target)
+        noise = self.config.actuation_noise
+        if not (isinstance(noise, int | float) and not isinstance(noise, bool) and 0 <= noise < float("inf")):
+            raise ValueError(f"actuation_noise must be a finite number >= 0, got {noise!r}")
+        self._offset = np.zeros(len(SO101_MOTORS))
+        self._offset_rng = np.random.default_rng(self.config.seed)
         self.id = self.config.id
         self._sim: SO101Sim | None = None
         self.episode_index = -1  # incremented by each reset(); the teleop re-plans when it changes
@@ -172,9 +189,18 @@ class SimRobot:
         sim = self.sim
         goal = from_joint_dict(action, what="action")
         goal = clamp_relative(goal, sim.joint_positions(), self.config.max_relative_target)
-        sim.set_joint_targets(goal)
+        sim.set_joint_targets(goal + self._next_offset() if self.config.actuation_noise else goal)
         sim.step()
         return to_joint_dict(goal)
+
+    def _next_offset(self) -> np.ndarray:
+        """One control period of the actuation offset (zero on the gripper)."""
+        decay = np.exp(-1.0 / (self.config.fps * ACTUATION_NOISE_TAU_S))
+        step = self.config.actuation_noise * np.sqrt(1.0 - decay**2)
+        self._offset[:-1] = decay * self._offset[:-1] + step * self._offset_rng.standard_normal(
+            len(self._offset) - 1
+        )
+        return self._offset
 
     def disconnect(self) -> None:
         if self._sim is None:
@@ -204,6 +230,9 @@ class SimRobot:
         options for this episode (pick_color: `target`, `instruction`)."""
         self.sim.reset(seed, options)
         self.episode_index += 1
+        self._offset = np.zeros(len(SO101_MOTORS))
+        if seed is not None:  # the same episode seed gives the same disturbance
+            self._offset_rng = np.random.default_rng([seed, ACTUATION_NOISE_STREAM])
 
     def is_success(self) -> bool:
         return self.sim.is_success()

@@ -28,6 +28,7 @@ class DemoRecipe:
     episodes: int  # default number of demonstrations
     episode_time_s: float
     regrasp_rate: float = 0.0  # share of demonstrations whose first grasp misses (`PickPlaceExpertConfig`)
+    actuation_noise: float = 0.0  # the simulated arm's offset from the expert's commands (`SimRobotConfig`)
 
 
 DEMOS: dict[str, DemoRecipe] = {
@@ -51,20 +52,23 @@ def stage_record(
     task: str = "pick_place",
     episode_time_s: float = 12.0,
     regrasp_rate: float = 0.0,
+    actuation_noise: float = 0.0,
 ) -> dict[str, Any]:
     from jrobot.recording.record import DatasetRecordConfig, RecordOptions, record
     from jrobot.sim.robot import SimExpertTeleop, SimRobot
 
     # the cube pose is recorded too (`observation.environment_state`), for analysis and for the
     # `*_privileged` debugging configs; the demo's policies do not read it
-    robot = SimRobot(task=task, image_size=image_size, environment_state=True)
+    robot = SimRobot(
+        task=task, image_size=image_size, environment_state=True, actuation_noise=actuation_noise
+    )
     teleop = SimExpertTeleop(robot, {"regrasp_rate": regrasp_rate} if regrasp_rate else None)
     cfg = DatasetRecordConfig(root=out, num_episodes=episodes, episode_time_s=episode_time_s)
     summary = record(robot, teleop, RecordOptions(dataset=cfg, seed=seed, status=sys.stderr.isatty()))
     ok = sum(bool(e["success"]) for e in summary["saved"])
     return {
         "episodes": len(summary["saved"]), "frames": summary["num_frames"], "expert_successes": ok,
-        "regrasp_rate": regrasp_rate,
+        "regrasp_rate": regrasp_rate, "actuation_noise": actuation_noise,
     }  # fmt: skip
 
 
@@ -159,6 +163,7 @@ class DemoOptions:
     record_size: str = "96x128"  # camera HxW recorded into the dataset
     train_size: str | None = None  # HxW of the training images (default: the config's)
     regrasp_rate: float | None = None  # share of demonstrations showing a missed grasp and its recovery
+    actuation_noise: float | None = None  # degrees: demonstrations off the expert's path (DART)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -169,6 +174,10 @@ class DemoOptions:
         self.config = Path(self.config or recipe.config)
         self.episodes = int(self.episodes or recipe.episodes)
         self.regrasp_rate = float(recipe.regrasp_rate if self.regrasp_rate is None else self.regrasp_rate)
+        noise = recipe.actuation_noise if self.actuation_noise is None else self.actuation_noise
+        self.actuation_noise = float(noise)
+        if not 0 <= self.actuation_noise < float("inf"):
+            raise ValueError(f"--actuation-noise must be a finite number >= 0, got {noise!r}")
         from jrobot.sim.expert import PickPlaceExpertConfig
 
         PickPlaceExpertConfig(regrasp_rate=self.regrasp_rate)  # checked where the expert checks it
@@ -212,7 +221,7 @@ def run_demo(args: DemoOptions) -> dict[str, Any]:
     eval_seed = 100_000 + args.seed
     stage(
         "record", stage_record, out / "dataset", args.episodes, args.seed, record_size, recipe.task,
-        recipe.episode_time_s, args.regrasp_rate,
+        recipe.episode_time_s, args.regrasp_rate, args.actuation_noise,
     )  # fmt: skip
     stage("shards", stage_shards, out / "dataset", out / "shards", train_size)
     stage("train", stage_train, config, out / "shards", out / "train", steps)

@@ -155,3 +155,30 @@ def test_expert_teleop_records_successful_episodes():
         assert not teleop.is_done  # the script would still retreat and go home
     teleop.disconnect()
     robot.disconnect()
+
+
+def test_actuation_noise_moves_the_arm_off_its_commands_and_returns_the_commands():
+    def run(noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = SimRobot(cameras=(), actuation_noise=noise)
+        r.connect()
+        r.reset(seed)
+        home = {k: v for k, v in r.get_observation().items() if k in SO101_JOINT_KEYS}
+        sent, measured = [], []
+        for _ in range(90):  # hold the home pose for 3 s
+            sent.append(list(r.send_action(home).values()))
+            measured.append([r.get_observation()[k] for k in SO101_JOINT_KEYS])
+        r.disconnect()
+        return np.array(sent), np.array(measured) - np.array(sent)
+
+    sent, clean_error = run(0.0, 3)
+    sent_noisy, error = run(3.0, 3)
+    np.testing.assert_array_equal(sent_noisy, sent)  # the commands are what send_action returns
+    late = slice(45, None)  # after the servos settled
+    assert np.abs(clean_error[late, :5]).max() < 0.5
+    # the arm joints wander by the offset (std 3 degrees, 0.5 s time constant); the gripper does not
+    assert 1.0 < np.abs(error[late, :5]).max() < 15.0
+    assert np.abs(error[late, 5]).max() < 0.5
+    np.testing.assert_array_equal(run(3.0, 3)[1], error)  # the same episode seed, the same offsets
+    assert not np.array_equal(run(3.0, 4)[1], error)
+    with pytest.raises(ValueError, match="actuation_noise"):
+        SimRobot(actuation_noise=-1.0)
