@@ -77,6 +77,11 @@ class SimRobotConfig:
     type: str = "sim"  # the `--robot.type` that selects this robot on the command line
 
 
+def check_actuation_noise(noise: Any) -> None:
+    if not (isinstance(noise, int | float) and not isinstance(noise, bool) and 0 <= noise < float("inf")):
+        raise ValueError(f"actuation_noise must be a finite number >= 0, got {noise!r}")
+
+
 def _check_max_relative_target(cap: Any) -> None:
     if cap is None:
         return
@@ -129,11 +134,9 @@ class SimRobot:
     def __init__(self, config: SimRobotConfig | None = None, **overrides: Any) -> None:
         self.config = dataclasses.replace(config or SimRobotConfig(), **overrides)
         _check_max_relative_target(self.config.max_relative_target)
-        noise = self.config.actuation_noise
-        if not (isinstance(noise, int | float) and not isinstance(noise, bool) and 0 <= noise < float("inf")):
-            raise ValueError(f"actuation_noise must be a finite number >= 0, got {noise!r}")
+        check_actuation_noise(self.config.actuation_noise)
         self._offset = np.zeros(len(SO101_MOTORS))
-        self._offset_rng = np.random.default_rng(self.config.seed)
+        self._offset_rng = np.random.default_rng()  # reseeded by each seeded reset()
         self.id = self.config.id
         self._sim: SO101Sim | None = None
         self.episode_index = -1  # incremented by each reset(); the teleop re-plans when it changes

@@ -28,7 +28,6 @@ class DemoRecipe:
     episodes: int  # default number of demonstrations
     episode_time_s: float
     regrasp_rate: float = 0.0  # share of demonstrations whose first grasp misses (`PickPlaceExpertConfig`)
-    actuation_noise: float = 0.0  # the simulated arm's offset from the expert's commands (`SimRobotConfig`)
 
 
 DEMOS: dict[str, DemoRecipe] = {
@@ -163,7 +162,7 @@ class DemoOptions:
     record_size: str = "96x128"  # camera HxW recorded into the dataset
     train_size: str | None = None  # HxW of the training images (default: the config's)
     regrasp_rate: float | None = None  # share of demonstrations showing a missed grasp and its recovery
-    actuation_noise: float | None = None  # degrees: demonstrations off the expert's path (DART)
+    actuation_noise: float = 0.0  # degrees: demonstrations off the expert's path (`SimRobotConfig`)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -174,13 +173,11 @@ class DemoOptions:
         self.config = Path(self.config or recipe.config)
         self.episodes = int(self.episodes or recipe.episodes)
         self.regrasp_rate = float(recipe.regrasp_rate if self.regrasp_rate is None else self.regrasp_rate)
-        noise = recipe.actuation_noise if self.actuation_noise is None else self.actuation_noise
-        self.actuation_noise = float(noise)
-        if not 0 <= self.actuation_noise < float("inf"):
-            raise ValueError(f"--actuation-noise must be a finite number >= 0, got {noise!r}")
         from jrobot.sim.expert import PickPlaceExpertConfig
+        from jrobot.sim.robot import check_actuation_noise
 
         PickPlaceExpertConfig(regrasp_rate=self.regrasp_rate)  # checked where the expert checks it
+        check_actuation_noise(self.actuation_noise)  # and where the simulated arm checks it
 
 
 def run_demo(args: DemoOptions) -> dict[str, Any]:
