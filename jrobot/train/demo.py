@@ -37,7 +37,7 @@ DEMOS: dict[str, DemoRecipe] = {
     ),
     "smolvla": DemoRecipe(
         REPO / "configs" / "smolvla_so101_sim_cpu.py", "pick_color", "jrobot/SO101PickColor-v0",
-        Path("outputs/demo_vla"), 100, 14.0,
+        Path("outputs/demo_vla"), 200, 14.0,
     ),
 }  # fmt: skip
 DEFAULT_CONFIG = DEMOS["act"].config
@@ -156,7 +156,7 @@ class DemoOptions:
     policy: str = "act"  # act (pick-and-place) or smolvla (the instruction names the cube)
     out: Path | None = None  # output directory (replaced); default outputs/demo or outputs/demo_vla
     config: Path | None = None  # training config (default: the policy's CPU-sized one)
-    episodes: int | None = None  # demonstrations to record (default 60 for act, 100 for smolvla)
+    episodes: int | None = None  # demonstrations to record (default 60 for act, 200 for smolvla)
     train_steps: int | None = None  # default: the config's
     eval_episodes: int = 50
     record_size: str = "96x128"  # camera HxW recorded into the dataset
