@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -69,6 +70,35 @@ def median_round(
     why = "LeRobot run failed" if lerobot_given else "set JROBOT_LEROBOT_PYTHON to compare"
     print(f"[{name}] RATIO vs LeRobot: n/a ({why})")
     return sorted(rounds, key=fallback)[len(rounds) // 2]
+
+
+def print_rounds(
+    label: str,
+    values: Sequence[float],
+    *,
+    spec: str = ".2f",
+    target: float | None = None,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
+    """Prints one figure measured once per round: its median, every round's value and the spread.
+
+    For benchmarks whose baseline is a ceiling measured in the same round (not LeRobot): the ratio
+    is taken within each round, as `median_round` does, and the verdict is the median's. The spread,
+    (max - min) / median, says how far one run on this VM can be trusted.
+    """
+    if not values:
+        raise ValueError(f"{label}: no rounds to summarize")
+    median = float(statistics.median(values))
+    spread = (max(values) - min(values)) / abs(median) if median else 0.0
+    each = ", ".join(format(v, spec) for v in values)
+    verdict = ""
+    met = None
+    if target is not None:
+        met = median >= target if higher_is_better else median <= target
+        sign = ">=" if higher_is_better else "<="
+        verdict = f" (target {sign} {target:g}) [{'met' if met else 'NOT met'}]"
+    print(f"{label}: {median:{spec}} (median of {len(values)} rounds: {each}; spread {spread:.0%}){verdict}")
+    return {"median": median, "rounds": list(values), "spread": spread, "met": met}
 
 
 def print_result(result: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Remote inference in the real-time loop: `jrobot.serve` + `RemotePolicy` vs the same policy in the loop.
 
-    .venv/bin/python benchmarks/serve.py                         # ~3 min on 2 cores (150 ticks a run)
+    .venv/bin/python benchmarks/serve.py                         # ~6 min on 2 cores (150 ticks a run, 2 rounds)
     .venv/bin/python benchmarks/serve.py --steps 300 --out /tmp/serve_bench.json
     .venv/bin/python benchmarks/serve.py --scenarios act@300,act50@300 --variants async,sync
     JROBOT_OPENPI_PYTHON=/path/openpi-venv/bin/python .venv/bin/python benchmarks/serve.py
@@ -27,6 +27,12 @@ timeout_s=`--timeout-s`. Variants (`--variants`):
   sleeps up to the same floor latency, in `mode="sync"`: inference inside the loop, which stalls it;
 - `local_async`: that slowed local policy in `mode="async"` (no network: what the wire costs).
 The server is stopped before the local variants run, so the two never share the 2 cores.
+
+Every variant of a scenario runs `--rounds` times (default 2), the variants alternating within a
+round (server up for the remote ones, then down for the local ones), because this VM's speed drifts
+over minutes: each ratio is taken within its round and printed as the median with every round's value
+and the spread; the table shows each variant's median round (by period p99) with every round's p99;
+the async targets count as met only if met in every round.
 
 Figures per run, after the first chunk arrived (the first tick, which waits for it, is dropped): loop
 period p50/p99/max and the number of periods over 1.2/fps; ticks without a fresh action (the arm held its
@@ -86,7 +92,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import print_result, print_rounds, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -391,6 +397,12 @@ def main() -> None:
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS, help="comma list of BUNDLE@DELAY_MS")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--steps", type=int, default=150, help="ticks per run (150 = 5 s at 30 fps)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="runs of every variant per scenario, alternating (median reported)",
+    )
     p.add_argument("--timeout-s", type=float, default=5.0, help="PolicyController timeout_s")
     p.add_argument("--threshold", type=float, default=0.5, help="chunk_threshold of the async_t50 variant")
     p.add_argument("--seed", type=int, default=0)
@@ -409,6 +421,8 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: at least 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
@@ -444,78 +458,57 @@ def main() -> None:
         for name, delay_ms in scenarios:
             key = f"{name}@{delay_ms:g}"
             bundle = bundle_for(name, work, args)
-            runs: dict[str, dict] = {}
-            remote_variants = [v for v in variants if v in ("async", "async_t50")]
-            if remote_variants or (args.openpi_python and not openpi_done and name.startswith("act")):
-                from jrobot.serving.client import RemotePolicy
+            by_round: list[dict[str, dict]] = []
+            for k in range(args.rounds):
+                tag = f"{key} round {k + 1}/{args.rounds}" if args.rounds > 1 else key
+                runs: dict[str, dict] = {}
+                remote_variants = [v for v in variants if v in ("async", "async_t50")]
+                want_openpi = bool(args.openpi_python) and not openpi_done and name.startswith("act")
+                if remote_variants or want_openpi:
+                    from jrobot.serving.client import RemotePolicy
 
-                with serving(bundle, delay_ms, server_cpus) as server:
-                    print(f"[{key}] server up on {server.url} in {server.start_s:.1f} s", flush=True)
-                    for v in remote_variants:
-                        policy = RemotePolicy(server.url, timeout_s=args.timeout_s)
-                        try:
-                            threshold = args.threshold if v == "async_t50" else None
-                            runs[v] = drive(robot, policy, mode="async", threshold=threshold, args=args)
-                        finally:
-                            policy.close()
-                        print_run(key, v, runs[v])
-                    if args.openpi_python and not openpi_done and name.startswith("act"):
-                        openpi_done = True
-                        o = bench_openpi(args.openpi_python, server, bundle, work, args.openpi_calls)
-                        result["openpi"] = {"scenario": key, **o}
-                        op = o["openpi"]
-                        ratio = op["p50_ms"] / o["jrobot"]["p50_ms"] if op else None
-                        print(
-                            f"[{key}] openpi-client WebsocketClientPolicy.infer round trip p50 "
-                            f"{fmt(op and op['p50_ms'])} / p99 {fmt(op and op['p99_ms'])} ms vs jrobot "
-                            f"RemotePolicy.predict p50 {fmt(o['jrobot']['p50_ms'])} / p99 "
-                            f"{fmt(o['jrobot']['p99_ms'])} ms ({args.openpi_calls} calls, 224x224 frames); "
-                            f"RATIO openpi / jrobot p50: {fmt(ratio, '.2f')}",
-                            flush=True,
-                        )
-            local_variants = [v for v in variants if v in ("sync", "local_async")]
-            if local_variants:
-                from jrobot.runtime.policy import BundlePolicy
+                    with serving(bundle, delay_ms, server_cpus) as server:
+                        print(f"[{tag}] server up on {server.url} in {server.start_s:.1f} s", flush=True)
+                        for v in remote_variants:
+                            policy = RemotePolicy(server.url, timeout_s=args.timeout_s)
+                            try:
+                                threshold = args.threshold if v == "async_t50" else None
+                                runs[v] = drive(robot, policy, mode="async", threshold=threshold, args=args)
+                            finally:
+                                policy.close()
+                            print_run(tag, v, runs[v])
+                        if want_openpi:
+                            openpi_done = True
+                            o = bench_openpi(args.openpi_python, server, bundle, work, args.openpi_calls)
+                            result["openpi"] = {"scenario": key, **o}
+                            op = o["openpi"]
+                            ratio = op["p50_ms"] / o["jrobot"]["p50_ms"] if op else None
+                            print(
+                                f"[{key}] openpi-client WebsocketClientPolicy.infer round trip p50 "
+                                f"{fmt(op and op['p50_ms'])} / p99 {fmt(op and op['p99_ms'])} ms vs jrobot "
+                                f"RemotePolicy.predict p50 {fmt(o['jrobot']['p50_ms'])} / p99 "
+                                f"{fmt(o['jrobot']['p99_ms'])} ms ({args.openpi_calls} calls, 224x224 frames); "
+                                f"RATIO openpi / jrobot p50: {fmt(ratio, '.2f')}",
+                                flush=True,
+                            )
+                local_variants = [v for v in variants if v in ("sync", "local_async")]
+                if local_variants:
+                    from jrobot.runtime.policy import BundlePolicy
 
-                if bundle not in local:
-                    local[bundle] = BundlePolicy(bundle)
-                    local[bundle].warmup()
-                slow = FloorLatency(local[bundle], delay_ms / 1000)
-                for v in local_variants:
-                    mode = "sync" if v == "sync" else "async"
-                    runs[v] = drive(robot, slow, mode=mode, threshold=None, args=args)
-                    print_run(key, v, runs[v])
-            fixture = name in ("act", "act50") or (name == "vla" and not args.vla_bundle)
-            if "lerobot_async" in variants and args.lerobot_python and fixture:
-                runs["lerobot_async"] = drive_lerobot(name, delay_ms, args)
-                print_run(key, "lerobot_async", runs["lerobot_async"])
-            summary: dict[str, Any] = {}
-            lr, t50 = runs.get("lerobot_async"), runs.get("async_t50")
-            if lr and t50 and lr["loop_period_ms_p99"] and t50["loop_period_ms_p99"]:
-                summary["lerobot_p99_over_jrobot_t50_p99"] = (
-                    lr["loop_period_ms_p99"] / t50["loop_period_ms_p99"]
-                )
-                print(
-                    f"[{key}] RATIO LeRobot async p99 / jrobot async_t50 p99: "
-                    f"{summary['lerobot_p99_over_jrobot_t50_p99']:.2f}; ticks without a fresh action: LeRobot "
-                    f"{lr['ticks_without_fresh_action']}, jrobot {t50['ticks_without_fresh_action']}"
-                )
-            a, s = runs.get("async"), runs.get("sync")
-            if a and s and a["loop_period_ms_p99"] and s["loop_period_ms_p99"]:
-                summary["async_p99_over_sync_p99"] = a["loop_period_ms_p99"] / s["loop_period_ms_p99"]
-            print(
-                f"[{key}] RATIO async remote p99 / sync in-loop p99: "
-                f"{fmt(summary.get('async_p99_over_sync_p99'), '.2f')} (< 1: the loop no longer waits)"
-            )
-            if a:
-                ok = a["p99_over_target"] is not None and a["p99_over_target"] <= 1 and not a["stopped"]
-                print(
-                    f"[{key}] RATIO async remote p99 / (1.2/fps = {a['target_ms']:.1f} ms) target: "
-                    f"{fmt(a['p99_over_target'], '.2f')} ({'met' if ok else 'NOT met'}); ticks without a "
-                    f"fresh action after the first chunk: {a['ticks_without_fresh_action']} "
-                    f"({'met' if a['ticks_without_fresh_action'] == 0 and not a['stopped'] else 'NOT met'}: target 0)"
-                )
-            result["scenarios"][key] = {"bundle": str(bundle), "delay_ms": delay_ms, "runs": runs, **summary}
+                    if bundle not in local:
+                        local[bundle] = BundlePolicy(bundle)
+                        local[bundle].warmup()
+                    slow = FloorLatency(local[bundle], delay_ms / 1000)
+                    for v in local_variants:
+                        mode = "sync" if v == "sync" else "async"
+                        runs[v] = drive(robot, slow, mode=mode, threshold=None, args=args)
+                        print_run(tag, v, runs[v])
+                fixture = name in ("act", "act50") or (name == "vla" and not args.vla_bundle)
+                if "lerobot_async" in variants and args.lerobot_python and fixture:
+                    runs["lerobot_async"] = drive_lerobot(name, delay_ms, args)
+                    print_run(tag, "lerobot_async", runs["lerobot_async"])
+                by_round.append(runs)
+            result["scenarios"][key] = summarize_scenario(key, bundle, delay_ms, by_round)
         if not args.lerobot_python:
             why = "skipped: no LeRobot environment given (--lerobot-python / JROBOT_LEROBOT_PYTHON)"
             print(f"LeRobot async inference: {why}")
@@ -534,6 +527,73 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The round whose loop period p99 is the median (a stopped run counts as the slowest), with every
+    round's p99 and ticks without a fresh action attached."""
+
+    def p99(r: dict) -> float:
+        return (
+            float("inf") if r.get("stopped") or r["loop_period_ms_p99"] is None else r["loop_period_ms_p99"]
+        )
+
+    median = dict(sorted(runs, key=p99)[len(runs) // 2])
+    median["rounds_loop_period_ms_p99"] = [r["loop_period_ms_p99"] for r in runs]
+    median["rounds_ticks_without_fresh_action"] = [r["ticks_without_fresh_action"] for r in runs]
+    median["rounds_stopped"] = [r.get("stopped") for r in runs]
+    return median
+
+
+def summarize_scenario(key: str, bundle: Path, delay_ms: float, by_round: list[dict[str, dict]]) -> dict:
+    """One scenario's rounds: each variant's median round, the ratios taken within each round (median
+    and spread), and the async targets, met only if met in every round."""
+    runs = {v: median_run([r[v] for r in by_round]) for v in by_round[0]}
+    summary: dict[str, Any] = {}
+
+    def per_round(num: str, den: str) -> list[float]:
+        out = []
+        for r in by_round:
+            a, b = r.get(num), r.get(den)
+            if a and b and a["loop_period_ms_p99"] and b["loop_period_ms_p99"]:
+                out.append(a["loop_period_ms_p99"] / b["loop_period_ms_p99"])
+        return out
+
+    lr_ratios = per_round("lerobot_async", "async_t50")
+    if lr_ratios:
+        s = print_rounds(f"[{key}] RATIO LeRobot async p99 / jrobot async_t50 p99", lr_ratios)
+        summary["lerobot_p99_over_jrobot_t50_p99"] = s["median"]
+        summary["lerobot_p99_over_jrobot_t50_p99_rounds"] = s["rounds"]
+        lr, t50 = runs["lerobot_async"], runs["async_t50"]
+        print(
+            f"[{key}] ticks without a fresh action per round: LeRobot {lr['rounds_ticks_without_fresh_action']}, "
+            f"jrobot async_t50 {t50['rounds_ticks_without_fresh_action']}"
+        )
+    sync_ratios = per_round("async", "sync")
+    if sync_ratios:
+        s = print_rounds(
+            f"[{key}] RATIO async remote p99 / sync in-loop p99 (< 1: the loop no longer waits)",
+            sync_ratios,
+            spec=".2f",
+        )
+        summary["async_p99_over_sync_p99"] = s["median"]
+        summary["async_p99_over_sync_p99_rounds"] = s["rounds"]
+    else:
+        print(f"[{key}] RATIO async remote p99 / sync in-loop p99: n/a (run both variants)")
+    if "async" in runs:
+        rounds = [r["async"] for r in by_round]
+        over = [r["p99_over_target"] for r in rounds]
+        ok = all(o is not None and o <= 1 and not r["stopped"] for o, r in zip(over, rounds, strict=True))
+        starved = [r["ticks_without_fresh_action"] for r in rounds]
+        fed = all(n == 0 and not r["stopped"] for n, r in zip(starved, rounds, strict=True))
+        print(
+            f"[{key}] RATIO async remote p99 / (1.2/fps = {rounds[0]['target_ms']:.1f} ms) per round: "
+            f"{', '.join(fmt(o, '.2f') for o in over)} ({'met' if ok else 'NOT met'} in every round); ticks "
+            f"without a fresh action after the first chunk per round: {starved} "
+            f"({'met' if fed else 'NOT met'} in every round: target 0)"
+        )
+        summary["async_targets_met_every_round"] = ok and fed
+    return {"bundle": str(bundle), "delay_ms": delay_ms, "rounds": len(by_round), "runs": runs, **summary}
+
+
 def print_table(result: dict[str, Any]) -> None:
     print(
         "\n| scenario | variant | period p50 / p99 ms | p99 / (1.2/fps) | no fresh action | hold gaps "
@@ -543,8 +603,10 @@ def print_table(result: dict[str, Any]) -> None:
     for key, sc in result["scenarios"].items():
         for v, r in sc["runs"].items():
             stop = " (stopped)" if r["stopped"] else ""
+            each = r.get("rounds_loop_period_ms_p99", [])
+            rounds = f" (rounds {', '.join(fmt(x) for x in each)})" if len(each) > 1 else ""
             print(
-                f"| {key} | {v}{stop} | {fmt(r['loop_period_ms_p50'])} / {fmt(r['loop_period_ms_p99'])} | "
+                f"| {key} | {v}{stop} | {fmt(r['loop_period_ms_p50'])} / {fmt(r['loop_period_ms_p99'])}{rounds} | "
                 f"{fmt(r['p99_over_target'], '.2f')} | {r['ticks_without_fresh_action']} / {r['steps'] - 1} "
                 f"({r['share_without_fresh_action']:.0%}) | {r['hold_gaps']} ({r['longest_hold_ms']:.0f}) | "
                 f"{fmt(r['round_trip_ms_p50'])} / {fmt(r['round_trip_ms_p99'])} | "
