@@ -12,8 +12,8 @@ SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay
 higher peak rate suited to a small model trained from scratch. It reads what a real arm has: both
 cameras (48x64), the joint positions and the instruction. Nothing is pretrained, and four choices make
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
-first; on a slow 2-core VM 5,000-5,900 steps fit the 1,080 s: 80% and 68% on the named cube in two
-runs, 0% on a wrong one; with 100 demonstrations 58-68%; `benchmarks/README.md`, demo_recipes.py):
+first; on a slow 2-core VM 5,000-5,900 steps fit the 1,080 s: 80%, 68% and 74% on the named cube in
+three runs, 0% on a wrong one; with 100 demonstrations 58-68%; `benchmarks/README.md`, demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
   SigLIP tower, which does not learn to locate a cube from scratch in minutes;
