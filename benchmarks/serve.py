@@ -572,7 +572,6 @@ def summarize_scenario(key: str, bundle: Path, delay_ms: float, by_round: list[d
         s = print_rounds(
             f"[{key}] RATIO async remote p99 / sync in-loop p99 (< 1: the loop no longer waits)",
             sync_ratios,
-            spec=".2f",
         )
         summary["async_p99_over_sync_p99"] = s["median"]
         summary["async_p99_over_sync_p99_rounds"] = s["rounds"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 
 import gymnasium as gym
@@ -186,10 +187,11 @@ def main() -> None:
             if key == "physics_substeps_per_control_step":
                 figures[key] = rounds[0][key]
                 continue
-            spec = ".3g" if "factor" in key else ".1f"
-            summary = print_rounds(key, [r[key] for r in rounds], spec=spec)
-            figures[key] = summary["median"]
-            figures[f"{key}_rounds"] = summary["rounds"]
+            values = [r[key] for r in rounds]
+            if key != "physics_realtime_factor":  # printed below as the RATIO line
+                print_rounds(key, values, spec=".1f")
+            figures[key] = float(statistics.median(values))
+            figures[f"{key}_rounds"] = values
     if "physics" in args.only:
         print_rounds(
             "RATIO physics speed / real time (30 control steps/s)",
