@@ -182,7 +182,7 @@ class DatasetWriter:
             work=work,
             lock=self._lock,
             rows=lambda: self._rows,
-            update_row=self._update_row,
+            update_rows=self._update_rows,
             video_keys=self._video_keys,
             fps=self.fps,
             file_limit_mb=float(self._info["video_files_size_in_mb"]),
@@ -776,9 +776,15 @@ class DatasetWriter:
             cf = next_chunk_file(*cf, chunks_size)
         return cf
 
-    def _update_row(self, k: int, row: dict[str, Any]) -> None:
-        """Replace episode row k and rewrite its meta/episodes file (the packer calls this)."""
-        meta_cf = (int(row["meta/episodes/chunk_index"]), int(row["meta/episodes/file_index"]))
-        rows = [row if r["episode_index"] == k else r for r in self._rows_in_meta_file(meta_cf)]
-        self._write_meta_file(meta_cf, rows)
-        self._rows[k] = row
+    def _update_rows(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Replace episode rows (index -> row) and rewrite each meta/episodes file they are in once
+        (the packer calls this)."""
+        files = {
+            (int(r["meta/episodes/chunk_index"]), int(r["meta/episodes/file_index"]))
+            for r in updates.values()
+        }
+        for meta_cf in sorted(files):
+            rows = [updates.get(r["episode_index"], r) for r in self._rows_in_meta_file(meta_cf)]
+            self._write_meta_file(meta_cf, rows)
+        for k, row in updates.items():
+            self._rows[k] = row
