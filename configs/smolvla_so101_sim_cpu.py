@@ -12,8 +12,9 @@ SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay
 higher peak rate suited to a small model trained from scratch. It reads what a real arm has: both
 cameras (48x64), the joint positions and the instruction. Nothing is pretrained, and four choices make
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
-first; on a slow 2-core VM 5,000-5,900 steps fit the 1,080 s: 80%, 68% and 74% on the named cube in
-three runs, 0% on a wrong one; with 100 demonstrations 58-68%; `benchmarks/README.md`, demo_recipes.py):
+first; on a slow 2-core VM 6,400-7,100 steps fit the 1,200 s: 90% and 70% on the named cube in two
+runs, 0% on a wrong one; 74% on average in 5,000-5,900 steps, 58-68% with 100 demonstrations;
+`benchmarks/README.md`, demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
   SigLIP tower, which does not learn to locate a cube from scratch in minutes;
@@ -42,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = smolvla_so101_sim.get_config()
     c.batch_size = 32
     c.num_steps = 12000
-    c.max_train_seconds = 1080.0  # with 200 demonstrations recorded first, a demo of <= 30 min
+    c.max_train_seconds = 1200.0  # with 200 demonstrations recorded first, a demo of <= 30 min
     c.fit_steps_to_time = True  # a slower CPU trains fewer steps of the whole schedule
     c.log_every = 250
     c.demo_image_size = "48x64"  # resolution the VLA demo stores in the shards
