@@ -12,8 +12,8 @@ SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay
 higher peak rate suited to a small model trained from scratch. It reads what a real arm has: both
 cameras (48x64), the joint positions and the instruction. Nothing is pretrained, and four choices make
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
-first; on a slow 2-core VM 6,400-7,100 steps fit the 1,200 s: 90% and 70% on the named cube in two
-runs, 0% on a wrong one; 74% on average in 5,000-5,900 steps, 58-68% with 100 demonstrations;
+first; on a slow 2-core VM 6,400-7,100 steps fit the 1,200 s: 90%, 70% and 66% on the named cube in
+three runs, 0% on a wrong one; 74% on average in 5,000-5,900 steps, 58-68% with 100 demonstrations;
 `benchmarks/README.md`, demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
