@@ -35,6 +35,7 @@ VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
   vla_n20        the demo's training, 20 of each 30 steps executed (the demo until 2026-12-05); every
                  recipe below but `vla_zero_noise` executes 20
   vla_zero_noise the demo's, each chunk sampled from zero noise (`sampling_noise_scale=0`, deterministic)
+  vla_ema        the demo's, evaluated with an EMA of its weights (`ema_decay=0.999`; openpi's pi0 keeps one)
   vla_no_start_oversampling   `vla_n20` without the episode-start oversampling
   vla_siglip     the demo's config before: SmolVLM's SigLIP-style tower (64 wide) on both cameras 48x64
                  padded to 64x64, state and actions padded to 32; every recipe below starts from it
@@ -115,6 +116,7 @@ RECIPES: dict[str, Recipe] = {
     "vla": Recipe("smolvla", VLA),
     "vla_n20": Recipe("smolvla", VLA, N20),
     "vla_zero_noise": Recipe("smolvla", VLA, {"policy.config.sampling_noise_scale": 0.0}),
+    "vla_ema": Recipe("smolvla", VLA, {"policy.config.ema_decay": 0.999}),
     "vla_no_start_oversampling": Recipe("smolvla", VLA, {**N20, "data.episode_start_repeats": 0}),
     "vla_siglip": Recipe("smolvla", VLA, VLA_SIGLIP),
     "vla_lr3e-4": Recipe(

@@ -67,3 +67,27 @@ def test_vla_demo_reads_cameras_and_the_instruction(tmp_path):
 
 def colours_of(text: str) -> list[str]:
     return [c for c in ("red", "green", "blue") if c in text.lower()]
+
+
+def test_every_demo_recipe_sets_existing_keys_to_a_valid_policy_config():
+    """A recipe of benchmarks/demo_recipes.py runs for minutes before its config is used: a misspelt
+    override (ConfigDict would add it silently) or a value the policy refuses fails here instead."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import demo_recipes
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from jrobot.policies.base import load_policy_module
+    from jrobot.train.config_util import load_config_file
+    from jrobot.train.trainer import policy_config_dict
+
+    for name, recipe in demo_recipes.RECIPES.items():
+        base = load_config_file(recipe.config)
+        for key in recipe.overrides:
+            node = base
+            for part in key.split("."):
+                assert part in node, f"recipe {name!r}: {key!r} is not a key of {recipe.config.name}"
+                node = node[part]
+        config = demo_recipes.recipe_config(name, 100)
+        module = load_policy_module(config.policy.type)
+        module.Config.from_dict(policy_config_dict(config))  # raises on a value the policy refuses

@@ -814,6 +814,21 @@ def test_optimizer_preset_follows_the_config():
     assert sv.ema_preset(cfg) is None
 
 
+def test_ema_decay_keeps_a_constant_decay_average_and_stays_out_of_lerobots_config():
+    """ema_decay d: the trainer's EMA decays by d from the third update on (openpi's pi0 EMA); it is
+    a jrobot option, so LeRobot's config.json never carries it and an imported checkpoint has none."""
+    cfg = SmolVLAConfig(ema_decay=0.99)
+    preset = sv.ema_preset(cfg)
+    assert preset is not None
+    assert float(preset.decay(0)) == float(preset.decay(1)) == 0.0  # the first updates copy the parameters
+    np.testing.assert_allclose([float(preset.decay(n)) for n in (2, 10, 10_000)], 0.99, rtol=1e-6)
+    imported, notes = SmolVLAConfig.from_lerobot({"type": "smolvla", "ema_decay": 0.5})
+    assert imported.ema_decay is None and any("'ema_decay'" in n for n in notes)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="ema_decay must be a number in \\[0, 1\\)"):
+            SmolVLAConfig(ema_decay=bad)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 10. SmolVLM2's pretrained weights (load_vlm_weights)
 

@@ -129,7 +129,8 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
         "eval.every": 30,
         "eval.episodes": 1,
     }
-    run(train_cmd(work, tiny_shards, config=CONFIG, policy=tiny_smolvla(vlm), **overrides))
+    policy_fields = {**tiny_smolvla(vlm), "ema_decay": 0.9}  # the EMA reaches export
+    run(train_cmd(work, tiny_shards, config=CONFIG, policy=policy_fields, **overrides))
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 30 and np.all(np.isfinite(losses))
@@ -137,6 +138,19 @@ def test_train_validate_eval_then_export_with_the_tokenizer(tmp_path, tiny_shard
     final = [r for r in records if "val/loss" in r or "eval/success_rate" in r]
     assert np.isfinite(final[0]["val/loss"]) and final[-1]["eval/success_rate"] in (0.0, 1.0)
     assert (work / "checkpoints" / "30").is_dir()
+    from flax import nnx
+
+    from jrobot.train.export import load_from_workdir
+
+    weights = {}
+    for use_ema in (True, False):
+        model, _, meta = load_from_workdir(work, use_ema=use_ema)
+        weights[meta["params"]] = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    assert len(weights["ema"]) == len(weights["params"])
+    moved = [
+        not np.allclose(a[1].get_value(), b[1].get_value()) for a, b in zip(weights["ema"], weights["params"])
+    ]
+    assert sum(moved) > len(moved) // 2  # an average of the last ~10 steps' weights, not the last
 
     bundle = tmp_path / "bundle"
     run([sys.executable, "-m", "jrobot.export", "--workdir", str(work), "--out", str(bundle)])

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jrobot.policies.conv_trunk import validate_trunk
+from jrobot.policies.ema import EMAConfig
 from jrobot.policies.keypoint_tokens import LAYOUTS as KEYPOINT_LAYOUTS
 from jrobot.policies.lerobot.checkpoint import policy_hyperparameters
 from jrobot.policies.spec import HyperparameterDict, parse_normalization_mapping
@@ -45,6 +46,7 @@ JROBOT_OPTIONS = frozenset(
         "keypoint_film",
         "state_dropout",
         "sampling_noise_scale",
+        "ema_decay",
     }
 )
 
@@ -224,6 +226,10 @@ class SmolVLAConfig(HyperparameterDict):
       policy learnt rather than a random draw of it (a diffusion/flow policy's "temperature"); at 0 it is
       deterministic, and a policy that stalls stays stalled. Measured on the pick-colour demo in
       benchmarks/README.md.
+    - `ema_decay`: the trainer also keeps an exponential moving average of the parameters with this
+      constant decay (openpi's pi0 recipe: 0.99; the first two updates copy them), and export takes the
+      average. None = no EMA (LeRobot). On the pick-colour demo (cosine decay to 1e-5) 0.999 changed
+      nothing measurable (benchmarks/README.md), so the demo config keeps none.
     """
 
     n_obs_steps: int = 1
@@ -278,6 +284,7 @@ class SmolVLAConfig(HyperparameterDict):
     keypoint_film: bool = False
     state_dropout: float = 0.0
     sampling_noise_scale: float = 1.0
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         mapping = parse_normalization_mapping(
@@ -319,6 +326,8 @@ class SmolVLAConfig(HyperparameterDict):
             raise ValueError(
                 f"SmolVLAConfig.sampling_noise_scale must be a finite number >= 0, got {self.sampling_noise_scale}"
             )
+        if self.ema_decay is not None:
+            self.ema_config()
         if self.keypoint_film and not self.uses_keypoints:
             raise ValueError(
                 "SmolVLAConfig.keypoint_film=True needs image_encoder='keypoints' "
@@ -435,6 +444,15 @@ class SmolVLAConfig(HyperparameterDict):
                 "reads the VLM folder's config.json) or pass vlm=VLMArch(...).to_dict()"
             )
         return VLMArch.from_dict(self.vlm)
+
+    def ema_config(self) -> EMAConfig:
+        """`ema_decay` as a constant schedule; a decay outside [0, 1) is an error naming the field."""
+        d = float(self.ema_decay)
+        if not (math.isfinite(d) and 0.0 <= d < 1.0):
+            raise ValueError(
+                f"SmolVLAConfig.ema_decay must be a number in [0, 1) or None, got {self.ema_decay}"
+            )
+        return EMAConfig(min_decay=d, max_decay=d)
 
     @property
     def uses_keypoints(self) -> bool:

@@ -19,6 +19,7 @@ from jrobot.policies.base import (
     current_frame,
     image_to_unit_float,
 )
+from jrobot.policies.ema import EMAConfig
 from jrobot.policies.lerobot.importer import build_from_lerobot
 from jrobot.policies.lerobot.statedict import load_state_dict
 from jrobot.policies.smolvla import vlm_folder
@@ -281,9 +282,9 @@ def optimizer_preset(config: SmolVLAConfig) -> OptimizerPreset:
     )
 
 
-def ema_preset(config: SmolVLAConfig) -> None:
-    """SmolVLA keeps no EMA of its parameters (as LeRobot)."""
-    return None
+def ema_preset(config: SmolVLAConfig) -> EMAConfig | None:
+    """The constant-decay EMA `ema_decay` asks for (openpi's pi0 keeps one), or None (LeRobot)."""
+    return None if config.ema_decay is None else config.ema_config()
 
 
 def inference_model(model: Any) -> Any:
