@@ -14,7 +14,8 @@ cameras (48x64), the joint positions and the instruction. Nothing is pretrained,
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
 first; on a slow 2-core VM 6,400-7,100 steps fit the 1,200 s: 90%, 70% and 66% on the named cube in
 three runs, 0% on a wrong one; 74% on average in 5,000-5,900 steps, 58-68% with 100 demonstrations;
-`benchmarks/README.md`, demo_recipes.py):
+on a faster VM 9,450-9,990 steps, 74% and 66%, and 88% / 72% with the 66% run's data and other seeds:
+the spread between runs is mostly the training's randomness; `benchmarks/README.md`, demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
   SigLIP tower, which does not learn to locate a cube from scratch in minutes;
