@@ -30,12 +30,14 @@ ACT recipes (`configs/act_so101_sim_cpu.py` unless named):
   privileged     `configs/act_so101_sim_cpu_privileged.py`: the cube pose, no camera
 VLA recipes (`configs/smolvla_so101_sim_cpu.py`):
   vla            the demo's: keypoint vision, one token per camera, FiLM on the instruction, half the
-                 samples without the joint state, episode starts drawn 5x, state/actions padded to 6;
-                 each 30-step chunk executed whole
-  vla_n20        the demo's training, 20 of each 30 steps executed (the demo until 2026-12-05); every
-                 recipe below but `vla_zero_noise` executes 20
-  vla_zero_noise the demo's, each chunk sampled from zero noise (`sampling_noise_scale=0`, deterministic)
-  vla_ema        the demo's, evaluated with an EMA of its weights (`ema_decay=0.999`; openpi's pi0 keeps one)
+                 samples without the joint state, episode starts drawn 5x, state/actions padded to 6,
+                 training images cropped to 90-100% at random; each 30-step chunk executed whole
+  vla_no_crop    the demo's without the random crop (the demo until 2026-12-06); every recipe below
+                 keeps the images whole, as they were measured
+  vla_n20        `vla_no_crop`, 20 of each 30 steps executed (the demo until 2026-12-05); every
+                 recipe below but `vla_zero_noise` and `vla_ema` executes 20
+  vla_zero_noise `vla_no_crop`, each chunk sampled from zero noise (`sampling_noise_scale=0`, deterministic)
+  vla_ema        `vla_no_crop`, evaluated with an EMA of its weights (`ema_decay=0.999`; openpi's pi0 keeps one)
   vla_no_start_oversampling   `vla_n20` without the episode-start oversampling
   vla_siglip     the demo's config before: SmolVLM's SigLIP-style tower (64 wide) on both cameras 48x64
                  padded to 64x64, state and actions padded to 32; every recipe below starts from it
@@ -84,8 +86,11 @@ class Recipe:
 ACT_CAMERA = REPO / "configs" / "act_so101_sim_cpu.py"
 VLA = REPO / "configs" / "smolvla_so101_sim_cpu.py"
 STATE_FRONT = ("observation.state", "observation.images.front")
+# the VLA demo's images until 2026-12-06 (third session): whole, not cropped at random in training;
+# every VLA recipe measured before then keeps them
+UNCROPPED = {"data.augment": None}
 # how the VLA demo ran its chunks until 2026-12-05: 20 of each 30 steps executed
-N20 = {"policy.config.n_action_steps": 20}
+N20 = {**UNCROPPED, "policy.config.n_action_steps": 20}
 # the VLA demo's config before the keypoint recipe (2026-12-05): the recipes measured from it keep it
 VLA_SIGLIP = {
     **N20,
@@ -115,8 +120,9 @@ RECIPES: dict[str, Recipe] = {
     "privileged": Recipe("act", REPO / "configs" / "act_so101_sim_cpu_privileged.py"),
     "vla": Recipe("smolvla", VLA),
     "vla_n20": Recipe("smolvla", VLA, N20),
-    "vla_zero_noise": Recipe("smolvla", VLA, {"policy.config.sampling_noise_scale": 0.0}),
-    "vla_ema": Recipe("smolvla", VLA, {"policy.config.ema_decay": 0.999}),
+    "vla_no_crop": Recipe("smolvla", VLA, UNCROPPED),
+    "vla_zero_noise": Recipe("smolvla", VLA, {**UNCROPPED, "policy.config.sampling_noise_scale": 0.0}),
+    "vla_ema": Recipe("smolvla", VLA, {**UNCROPPED, "policy.config.ema_decay": 0.999}),
     "vla_no_start_oversampling": Recipe("smolvla", VLA, {**N20, "data.episode_start_repeats": 0}),
     "vla_siglip": Recipe("smolvla", VLA, VLA_SIGLIP),
     "vla_lr3e-4": Recipe(

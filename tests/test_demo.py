@@ -77,8 +77,9 @@ def test_every_demo_recipe_sets_existing_keys_to_a_valid_policy_config():
         import demo_recipes
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    from jrobot.pipeline.augment import AugmentConfig
     from jrobot.policies.base import load_policy_module
-    from jrobot.train.config_util import load_config_file
+    from jrobot.train.config_util import as_plain_dict, load_config_file
     from jrobot.train.trainer import policy_config_dict
 
     for name, recipe in demo_recipes.RECIPES.items():
@@ -91,3 +92,7 @@ def test_every_demo_recipe_sets_existing_keys_to_a_valid_policy_config():
         config = demo_recipes.recipe_config(name, 100)
         module = load_policy_module(config.policy.type)
         module.Config.from_dict(policy_config_dict(config))  # raises on a value the policy refuses
+        augment = config.data.augment
+        if augment is not None:  # the pipeline's augmentation takes it (a misspelt field raises)
+            cfg = AugmentConfig.from_dict(as_plain_dict(augment))
+            assert cfg is not None and cfg.enabled, f"recipe {name!r}: its augmentation does nothing"
