@@ -12,7 +12,7 @@ SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay
 higher peak rate suited to a small model trained from scratch. It reads what a real arm has: both
 cameras (48x64), the joint positions and the instruction. Nothing is pretrained, and five choices make
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
-first, then ~9,000-10,000 steps fit the 1,200 s on a 2-core AMD EPYC Zen 3 VM, 6,400-7,100 on a
+first, then 8,400-10,500 steps fit the 1,200 s on a 2-core AMD EPYC Zen 3 VM, 6,400-7,100 on a
 slower one; figures, and the alternatives tried, in `benchmarks/README.md` and demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
@@ -28,8 +28,8 @@ slower one; figures, and the alternatives tried, in `benchmarks/README.md` and d
 - each training image is cropped to 90-100% of its area at a random place and resized back
   (`data.augment`; the pipeline's crop, no colour jitter since the instruction names a colour;
   evaluation and the robot see whole images): without it a run's success depended on its training
-  seed by up to 23 points (63-86% on the same demonstrations and 150 scenes); with it the runs
-  measured reach 79-90% over 150 scenes.
+  seed by up to 23 points (63-86% on the same demonstrations and 150 scenes); with it the five runs
+  measured reach 79-96% over 150 scenes.
 Each 30-step chunk is executed whole (`n_action_steps=30`): re-planning after 20, 10 or 5 steps did
 worse (each new chunk is a new sample, and the switch can land mid-grasp). On a CPU too slow for the
 12,000 steps in `max_train_seconds`, `fit_steps_to_time` trains fewer steps of the whole schedule.
