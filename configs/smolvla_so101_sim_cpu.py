@@ -12,7 +12,7 @@ SmolVLA's optimizer preset (AdamW, betas (0.9, 0.95), grad clip 10, cosine decay
 higher peak rate suited to a small model trained from scratch. It reads what a real arm has: both
 cameras (48x64), the joint positions and the instruction. Nothing is pretrained, and five choices make
 it learn the pick-colour task in a demo's 30 minutes (`make demo-vla` records 200 demonstrations
-first, then 8,400-10,500 steps fit the 1,200 s on a 2-core AMD EPYC Zen 3 VM, 6,400-7,100 on a
+first, then 8,400-10,900 steps fit the 1,200 s on a 2-core AMD EPYC Zen 3 VM, 6,400-7,100 on a
 slower one; figures, and the alternatives tried, in `benchmarks/README.md` and demo_recipes.py):
 - the images go through the ACT demo's vision (`image_encoder="keypoints"`: a small conv trunk reduced
   to 32 soft-argmax keypoints per camera), one token per camera (`keypoint_tokens="per_camera"`), not a
