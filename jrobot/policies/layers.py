@@ -1,4 +1,5 @@
-"""Torch-compatible building blocks: variable kinds, torch default initializers, attention, dropout.
+"""Torch-compatible building blocks: variable kinds, torch default initializers, attention, dropout, and
+the CPU fast paths of convolutions and max pooling (same sums, faster forms).
 
 Variable kinds (what the trainer partitions on):
 - `nnx.Param`: trainable.
@@ -13,6 +14,7 @@ as LeRobot's: `nn.Linear`/`nn.Conv*` weights and biases are U(-1/sqrt(fan_in), 1
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -87,18 +89,97 @@ def conv_out_shape(
     return [(n + p[0] + p[1] - k) // s + 1 for n, k, s, p in zip(spatial, ks, strides, padding, strict=True)]
 
 
+def shifted_views(
+    x: jax.Array,
+    ks: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[Sequence[int]],
+    pad_value: float = 0.0,
+) -> list[jax.Array]:
+    """The (B, *out, C) strided views of channel-last `x` that each kernel offset of a window reads,
+    in row-major offset order: what a convolution or pooling window combines at every output position."""
+    out = conv_out_shape(x.shape[1:-1], ks, strides, padding)
+    xp = jnp.pad(x, ((0, 0), *[tuple(p) for p in padding], (0, 0)), constant_values=pad_value)
+    views = []
+    for offs in np.ndindex(*ks):
+        idx = tuple(slice(o, o + strides[d] * (out[d] - 1) + 1, strides[d]) for d, o in enumerate(offs))
+        views.append(xp[(slice(None), *idx)])
+    return views
+
+
 def im2col(
     x: jax.Array, ks: Sequence[int], strides: Sequence[int], padding: Sequence[Sequence[int]]
 ) -> jax.Array:
     """Channel-last (B, *spatial, C) -> (B, *out, K*C) patches, kernel offsets major, channels minor:
     the rows a convolution's (K*C, Cout) kernel multiplies."""
-    out = conv_out_shape(x.shape[1:-1], ks, strides, padding)
-    xp = jnp.pad(x, ((0, 0), *[tuple(p) for p in padding], (0, 0)))
-    patches = []
-    for offs in np.ndindex(*ks):
-        idx = tuple(slice(o, o + strides[d] * (out[d] - 1) + 1, strides[d]) for d, o in enumerate(offs))
-        patches.append(xp[(slice(None), *idx)])
-    return jnp.concatenate(patches, axis=-1)
+    return jnp.concatenate(shifted_views(x, ks, strides, padding), axis=-1)
+
+
+# XLA's CPU weight gradient of a 2-D convolution (the convolution of the input with the output
+# gradient as a kernel) runs at a third to a half of its forward speed, and slower still on large maps:
+# ResNet18's stem and layer1 gradients were the largest ops of an ACT training step (3.7 s each for 16
+# images at 480x640 on 2 cores). The same sums as matmuls: gᵀ, transposed to (Cout, positions), times
+# each kernel offset's strided view of the input (positions, Cin): 1.0 s and 0.8 s.
+# Offsets of one kernel row are concatenated when Cin is small (the 3-channel stem), so no matmul is
+# a sliver; images go in groups whose views fit in cache (WGRAD_GROUP_BYTES), because on large maps
+# copying the views out of memory costs more than the matmuls. The input gradient stays XLA's own
+# transposed convolution, which runs at forward speed.
+WGRAD_CONCAT_BELOW_CHANNELS = 16
+WGRAD_GROUP_BYTES = 8 << 20
+
+
+def conv_weight_gradient(
+    x: jax.Array,
+    g: jax.Array,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[Sequence[int]],
+    precision=None,
+) -> jax.Array:
+    """d(loss)/d(kernel) of a channel-last convolution (no dilation, one group) with output gradient `g`."""
+    ks, cin, cout = tuple(kernel_shape[:-2]), kernel_shape[-2], kernel_shape[-1]
+    per = ks[-1] if cin < WGRAD_CONCAT_BELOW_CHANNELS else 1
+    view_bytes = math.prod(g.shape[1:-1]) * per * cin * x.dtype.itemsize  # one image's matmul operand
+    group = max(1, min(x.shape[0], WGRAD_GROUP_BYTES // max(view_bytes, 1)))
+    total = None
+    for start in range(0, x.shape[0], group):
+        xs, gs = x[start : start + group], g[start : start + group]
+        views = shifted_views(xs, ks, strides, padding)
+        gt = gs.reshape(-1, cout).T  # (Cout, positions): one transpose shared by every offset
+        blocks = []
+        for i in range(0, len(views), per):
+            v = views[i] if per == 1 else jnp.concatenate(views[i : i + per], axis=-1)
+            blocks.append(jnp.matmul(gt, v.reshape(-1, v.shape[-1]), precision=precision))
+        part = jnp.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]  # (Cout, K*Cin)
+        total = part if total is None else total + part
+    return total.T.reshape(*ks, cin, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_matmul_wgrad(lhs, rhs, strides, padding, dimension_numbers, precision):
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, strides, padding, dimension_numbers=dimension_numbers, precision=precision
+    )
+
+
+def _conv_matmul_wgrad_fwd(lhs, rhs, strides, padding, dimension_numbers, precision):
+    return _conv_matmul_wgrad(lhs, rhs, strides, padding, dimension_numbers, precision), (lhs, rhs)
+
+
+def _conv_matmul_wgrad_bwd(strides, padding, dimension_numbers, precision, res, g):
+    lhs, rhs = res
+    _, input_vjp = jax.vjp(
+        lambda x: jax.lax.conv_general_dilated(
+            x, rhs, strides, padding, dimension_numbers=dimension_numbers, precision=precision
+        ),
+        lhs,
+    )
+    (dlhs,) = input_vjp(g)
+    drhs = conv_weight_gradient(lhs, g, rhs.shape, strides, padding, precision)
+    return dlhs, drhs.astype(rhs.dtype)
+
+
+_conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
 
 
 def conv_general_dilated(
@@ -113,9 +194,12 @@ def conv_general_dilated(
     batch_group_count=1,
     precision=None,
     preferred_element_type=None,
+    *,
+    matmul_weight_grad: bool = False,
     **kwargs,
 ):
-    """`lax.conv_general_dilated` that switches to im2col + matmul for small channel-last outputs on CPU."""
+    """`lax.conv_general_dilated` with CPU fast paths for channel-last convolutions: im2col + matmul for
+    small outputs and, with `matmul_weight_grad`, 2-D weight gradients as matmuls (`conv_weight_gradient`)."""
     nsp = lhs.ndim - 2
     ones = (1,) * nsp
     simple = (
@@ -143,6 +227,15 @@ def conv_general_dilated(
                 precision=precision,
                 preferred_element_type=preferred_element_type,
             )
+        if matmul_weight_grad and nsp == 2 and preferred_element_type is None:
+            return _conv_matmul_wgrad(
+                lhs,
+                rhs,
+                tuple(window_strides),
+                tuple(tuple(p) for p in padding),
+                dimension_numbers,
+                precision,
+            )
     return jax.lax.conv_general_dilated(
         lhs,
         rhs,
@@ -159,6 +252,69 @@ def conv_general_dilated(
     )
 
 
+# JAX differentiates a max pool through a variadic reduce-window that pairs every padded input with
+# its index (four int32 iotas the size of the padded map) and a select-and-scatter: at 96x128 these
+# were ~80 ms of an ACT step's traced op time on 2 cores, ten times the pool's forward. On CPU
+# `max_pool` keeps XLA's forward and routes the gradient itself: for each window offset in row-major
+# order, to the first input equal to the window's maximum (torch's choice among ties), added back
+# through strided pads that XLA fuses into one loop.
+def max_pool(
+    x: jax.Array, window: tuple[int, ...], strides: tuple[int, ...], padding: tuple[tuple[int, int], ...]
+) -> jax.Array:
+    """Channel-last max pool over the spatial axes, padded with -inf (torch `max_pool{1,2}d`)."""
+    if jax.default_backend() == "cpu":
+        return _max_pool_first_max(x, tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
+    return _max_pool_forward(x, window, strides, padding)
+
+
+def _max_pool_forward(x, window, strides, padding):
+    return jax.lax.reduce_window(
+        x,
+        -jnp.inf,
+        jax.lax.max,
+        (1, *window, 1),
+        (1, *strides, 1),
+        ((0, 0), *padding, (0, 0)),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_first_max(x, window, strides, padding):
+    return _max_pool_forward(x, window, strides, padding)
+
+
+def _max_pool_fwd(x, window, strides, padding):
+    y = _max_pool_forward(x, window, strides, padding)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, padding, res, g):
+    x, y = res
+    views = shifted_views(x, window, strides, padding, pad_value=-jnp.inf)
+    padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], padding, strict=True)]
+    out = y.shape[1:-1]
+    taken = jnp.zeros(y.shape, bool)
+    dxp = jnp.zeros((x.shape[0], *padded, x.shape[-1]), g.dtype)
+    for offs, view in zip(np.ndindex(*window), views, strict=True):
+        hit = (view == y) & ~taken
+        taken = taken | hit
+        config = [(0, 0, 0)]
+        for d, o in enumerate(offs):
+            span = strides[d] * (out[d] - 1) + 1
+            config.append((o, padded[d] - o - span, strides[d] - 1))
+        config.append((0, 0, 0))
+        dxp = dxp + jax.lax.pad(jnp.where(hit, g, 0).astype(g.dtype), jnp.zeros((), g.dtype), config)
+    idx = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], padding, strict=True))
+    return (dxp[(slice(None), *idx)],)
+
+
+_max_pool_first_max.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# one object, so that models built separately have equal graph definitions
+conv_with_matmul_weight_grad = functools.partial(conv_general_dilated, matmul_weight_grad=True)
+
+
 def torch_conv(
     in_features: int,
     out_features: int,
@@ -171,8 +327,12 @@ def torch_conv(
     ndim: int = 2,
     kernel_init: Callable | None = None,
     dtype: jnp.dtype | None = None,
+    matmul_weight_grad: bool = False,
 ) -> nnx.Conv:
-    """`nn.Conv{1,2}d` with torch's symmetric integer padding (never "SAME") and torch's default init."""
+    """`nn.Conv{1,2}d` with torch's symmetric integer padding (never "SAME") and torch's default init.
+
+    `matmul_weight_grad`: on CPU, take the weight gradient as matmuls (see `conv_weight_gradient`);
+    measured faster for ResNet trunks, neutral for the small keypoint trunk, so opt-in per model."""
     ks = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
     fan_in = in_features * math.prod(ks)
     return nnx.Conv(
@@ -185,7 +345,7 @@ def torch_conv(
         kernel_init=kernel_init or torch_kernel_init,
         bias_init=torch_bias_init(fan_in),
         dtype=dtype,
-        conv_general_dilated=conv_general_dilated,
+        conv_general_dilated=conv_with_matmul_weight_grad if matmul_weight_grad else conv_general_dilated,
         rngs=rngs,
     )
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jrobot.policies.layers import Buffer, torch_conv
+from jrobot.policies.layers import Buffer, max_pool, torch_conv
 from jrobot.policies.lerobot.statedict import LoadReport, load_state_dict
 
 NormKind = Literal["frozen_bn", "group_norm", "batch_norm"]
@@ -141,7 +141,16 @@ class BasicBlock(nnx.Module):
     ):
         def conv(i, o, k, s, p):
             return torch_conv(
-                i, o, k, stride=s, padding=p, use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs
+                i,
+                o,
+                k,
+                stride=s,
+                padding=p,
+                use_bias=False,
+                kernel_init=_conv_init,
+                dtype=dtype,
+                matmul_weight_grad=True,
+                rngs=rngs,
             )
 
         self.conv1 = conv(in_ch, out_ch, 3, stride, 1)
@@ -177,7 +186,16 @@ class ResNet(nnx.Module):
             raise ValueError(f"resnet norm must be one of {NORM_KINDS}, got {norm!r}")
         self.depth, self.norm_kind, self.dtype = depth, norm, dtype
         self.conv1 = torch_conv(
-            3, 64, 7, stride=2, padding=3, use_bias=False, kernel_init=_conv_init, dtype=dtype, rngs=rngs
+            3,
+            64,
+            7,
+            stride=2,
+            padding=3,
+            use_bias=False,
+            kernel_init=_conv_init,
+            dtype=dtype,
+            matmul_weight_grad=True,
+            rngs=rngs,
         )
         self.bn1 = make_norm(norm, 64, rngs=rngs, dtype=dtype)
         in_ch = 64
@@ -200,7 +218,7 @@ class ResNet(nnx.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         x = jax.nn.relu(apply_norm(self.bn1, self.conv1(x), train))
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         for i in range(1, 5):
             for block in getattr(self, f"layer{i}"):
                 x = block(x, train=train)

@@ -8,6 +8,7 @@ must not copy any kernel into another layout (the relayout cost a third of each 
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -85,3 +86,84 @@ def test_compiled_unet_never_relayouts_a_kernel():
         if m and tuple(sorted(int(d) for d in m.group(1).split(","))) in {tuple(sorted(k)) for k in kernels}:
             relayouts.append(line.strip()[:160])
     assert not relayouts, "kernel-sized relayouts in the compiled U-Net:\n" + "\n".join(relayouts)
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "kernel", "stride", "pad"),
+    [
+        ((2, 20, 26, 3), (7, 7, 3, 16), (2, 2), ((3, 3), (3, 3))),  # ResNet stem: kernel rows concatenated
+        ((2, 12, 10, 16), (3, 3, 16, 8), (1, 1), ((1, 1), (1, 1))),  # one matmul per kernel offset
+        ((2, 13, 10, 16), (3, 3, 16, 24), (2, 2), ((1, 1), (1, 1))),  # stride 2 on an odd height
+        ((2, 12, 10, 16), (1, 1, 16, 24), (2, 2), ((0, 0), (0, 0))),  # 1x1 downsample
+    ],
+)
+def test_matmul_weight_gradient_matches_xla_and_replaces_its_convolution(in_shape, kernel, stride, pad):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=in_shape).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
+    dims = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return lambda a, b: jnp.sum(jnp.sin(conv(a, b, stride, pad, dimension_numbers=dims)))
+
+    fast = functools.partial(layers.conv_general_dilated, matmul_weight_grad=True)
+    ref = jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1))(x, w)
+    got = jax.grad(loss(fast), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref[0]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(ref[1]), rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(ref[1])).max() > 1.0  # a gradient worth comparing
+    # the weight gradient alone (output cotangent given) compiles to matmuls, no convolution left
+    y = fast(x, w, stride, pad, dimension_numbers=dims)
+    hlo = jax.jit(lambda b, g: jax.vjp(lambda k: fast(x, k, stride, pad, dimension_numbers=dims), b)[1](g))
+    text = hlo.lower(w, y).compile().as_text()
+    assert "convolution(" not in text and " dot(" in text
+    assert layers.conv_general_dilated(x, w, stride, pad, dimension_numbers=dims).shape == y.shape
+
+
+def test_matmul_weight_gradient_in_image_groups_matches_one_group(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(5, 11, 9, 3)).astype(np.float32))
+    g = jnp.asarray(rng.normal(size=(5, 6, 5, 8)).astype(np.float32))
+    args = ((7, 7, 3, 8), (2, 2), ((3, 3), (3, 3)))
+    whole = layers.conv_weight_gradient(x, g, *args)
+    monkeypatch.setattr(layers, "WGRAD_GROUP_BYTES", 1)  # one image per group: 5 groups
+    grouped = layers.conv_weight_gradient(x, g, *args)
+    _, vjp = jax.vjp(
+        lambda w: lax.conv_general_dilated(
+            x, w, args[1], args[2], dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
+        jnp.zeros(args[0]),
+    )
+    np.testing.assert_allclose(np.asarray(grouped), np.asarray(vjp(g)[0]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(grouped), np.asarray(whole), rtol=1e-5, atol=1e-5)
+
+
+def _torch_max_pool_grad(x: np.ndarray, k: int, s: int, p: int, g: np.ndarray) -> np.ndarray:
+    """torch's max_pool2d backward by hand: each output's gradient to the first maximum of its window."""
+    h, w = x.shape[1:3]
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-np.inf)
+    dxp = np.zeros_like(xp)
+    for b, i, j, ch in np.ndindex(*g.shape):
+        win = xp[b, i * s : i * s + k, j * s : j * s + k, ch]
+        r, q = np.unravel_index(int(np.argmax(win)), win.shape)  # argmax: first in row-major order
+        dxp[b, i * s + r, j * s + q, ch] += g[b, i, j, ch]
+    return dxp[:, p : p + h, p : p + w]
+
+
+def test_max_pool_matches_xla_forward_and_routes_gradients_to_the_first_maximum():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 9, 12, 3)).astype(np.float32)
+    x[0, 2:4, 2:4, 0] = 5.0  # ties inside overlapping windows: torch picks the first in row-major order
+    x[1, :, :, 1] = 0.0  # a whole channel of ties, as after a ReLU
+    g = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    y, vjp = jax.vjp(lambda a: layers.max_pool(a, (3, 3), (2, 2), ((1, 1), (1, 1))), jnp.asarray(x))
+    ref = nnx.max_pool(jnp.asarray(x), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref))
+    (dx,) = vjp(jnp.asarray(g))
+    np.testing.assert_allclose(np.asarray(dx), _torch_max_pool_grad(x, 3, 2, 1, g), rtol=1e-6, atol=1e-6)
+    # and no reduce-window over indices or select-and-scatter left in the compiled gradient
+    grad = jax.jit(
+        lambda a, c: jax.vjp(lambda b: layers.max_pool(b, (3, 3), (2, 2), ((1, 1), (1, 1))), a)[1](c)
+    )
+    text = grad.lower(jnp.asarray(x), jnp.asarray(g)).compile().as_text()
+    assert "select-and-scatter" not in text and "iota" not in text
