@@ -167,3 +167,20 @@ def test_max_pool_matches_xla_forward_and_routes_gradients_to_the_first_maximum(
     )
     text = grad.lower(jnp.asarray(x), jnp.asarray(g)).compile().as_text()
     assert "select-and-scatter" not in text and "iota" not in text
+
+
+def test_dropout_keeps_one_minus_rate_from_16_bit_draws():
+    x = jnp.ones((1000, 1001))  # an odd count: the last word's second half goes unused
+    y = np.asarray(layers.dropout(x, 0.1, layers.RngSeq(jax.random.PRNGKey(0))))
+    kept = y != 0
+    assert abs(kept.mean() - 0.9) < 0.002  # 1,001,000 draws: standard deviation 0.0003
+    np.testing.assert_allclose(y[kept], 1 / 0.9, rtol=1e-6)  # torch's scale, 1 / (1 - p)
+    flat = kept.reshape(-1)[: 1000 * 1000]
+    both = (flat[0::2] & flat[1::2]).mean()  # the two halves of one 32-bit word are independent draws
+    assert abs(both - 0.81) < 0.003
+    other = np.asarray(layers.dropout(x, 0.1, layers.RngSeq(jax.random.PRNGKey(1)))) != 0
+    assert (other != kept).mean() > 0.1  # another key, another mask
+    # half as many 32-bit words as elements come out of the generator
+    key = layers.RngSeq(jax.random.PRNGKey(0)).next()
+    text = jax.jit(lambda k: layers.dropout_keep_mask(k, 0.1, (1000, 1001))).lower(key).compile().as_text()
+    assert "u32[500500]" in text and "u32[1000,1001]" not in text
