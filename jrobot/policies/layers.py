@@ -390,8 +390,8 @@ class RngSeq:
 
 
 # Dropout draws 16 random bits per element, two from each 32-bit word: on CPU, XLA's RngBitGenerator
-# is the cost (an 8x8x602x602 attention mask of LeRobot's default ACT at 480x640: 416 ms with 32 bits
-# per element on 2 cores, 258 ms with 16). The drop rate is rounded to a multiple of 1/65536
+# is the cost (an 8x8x602x602 attention mask of LeRobot's default ACT at 480x640: 352 ms with 32 bits
+# per element on 2 cores, 161 ms with 16). The drop rate is rounded to a multiple of 1/65536
 # (0.1 -> 0.100006); kept values are scaled by 1/(1 - rate), as torch does.
 DROPOUT_BITS = 16
 
