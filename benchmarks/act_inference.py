@@ -226,6 +226,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="keep checkpoints/bundles here (default: temp)")
     p.add_argument("--lerobot-python", default=os.environ.get("JROBOT_LEROBOT_PYTHON"))
     args = p.parse_args()
+    # The exports below run jax in this process before the runtime is imported: apply the runtime's
+    # malloc settings first, as a `jrobot.run` process has them from its first import.
+    from jrobot.malloc_tuning import keep_freed_memory
+
+    tuned = keep_freed_memory()
     cores = os.cpu_count() or 1
     hw = tuple(int(v) for v in args.hw.split("x"))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -236,6 +241,7 @@ def main() -> None:
         "cores": cores,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "load_avg_start": os.getloadavg(),
+        "malloc_tuning": tuned,
         "cases": {},
     }
     try:

@@ -213,6 +213,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternations of LeRobot and jrobot timings")
     p.add_argument("--lerobot-python", default=os.environ.get("JROBOT_LEROBOT_PYTHON"))
     args = p.parse_args()
+    # The matmul ceiling below runs jax before the trainer is imported: apply the trainer's malloc
+    # settings first, as a `jrobot.train` process has them from its first import.
+    from jrobot.malloc_tuning import keep_freed_memory
+
+    tuned = keep_freed_memory()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("cfg", args.config)
@@ -224,7 +229,7 @@ def main() -> None:
         c["steps"] = args.steps_default if c["name"].startswith("default") else args.steps
     result = {
         "batch": args.batch, "cams": args.cams, "config": args.config, "cores": os.cpu_count(),
-        "load_avg_start": os.getloadavg(), "cases": {},
+        "load_avg_start": os.getloadavg(), "malloc_tuning": tuned, "cases": {},
     }  # fmt: skip
     ceiling = matmul_ceiling_gflops()
     result["matmul_ceiling_gflops"] = ceiling

@@ -6,3 +6,10 @@
 - `checkpoint`: orbax checkpoints of train state + data iterator + run metadata
 - `metrics_log`: console progress line and wandb
 """
+
+from jrobot.malloc_tuning import keep_freed_memory
+
+# In the package's __init__, so it runs before any of its modules, or a library they import, starts a
+# thread: glibc keeps a thread on the arena it first used, and XLA's threads must use the one shared
+# heap for each step to reuse the last one's memory.
+keep_freed_memory()
