@@ -9,6 +9,7 @@ must not copy any kernel into another layout (the relayout cost a third of each 
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 import jax
@@ -88,16 +89,32 @@ def test_compiled_unet_never_relayouts_a_kernel():
     assert not relayouts, "kernel-sized relayouts in the compiled U-Net:\n" + "\n".join(relayouts)
 
 
+@pytest.mark.parametrize("keep_patches", [True, False], ids=["patches-kept", "views-in-backward"])
 @pytest.mark.parametrize(
-    ("in_shape", "kernel", "stride", "pad"),
+    ("in_shape", "kernel", "stride", "pad", "dots_without_patches"),
     [
-        ((2, 20, 26, 3), (7, 7, 3, 16), (2, 2), ((3, 3), (3, 3))),  # ResNet stem: kernel rows concatenated
-        ((2, 12, 10, 16), (3, 3, 16, 8), (1, 1), ((1, 1), (1, 1))),  # one matmul per kernel offset
-        ((2, 13, 10, 16), (3, 3, 16, 24), (2, 2), ((1, 1), (1, 1))),  # stride 2 on an odd height
-        ((2, 12, 10, 16), (1, 1, 16, 24), (2, 2), ((0, 0), (0, 0))),  # 1x1 downsample
+        (
+            (2, 20, 26, 3),
+            (7, 7, 3, 16),
+            (2, 2),
+            ((3, 3), (3, 3)),
+            7,
+        ),  # ResNet stem: one matmul per kernel row
+        ((2, 12, 10, 16), (3, 3, 16, 8), (1, 1), ((1, 1), (1, 1)), 9),  # one matmul per kernel offset
+        ((2, 21, 18, 16), (3, 3, 16, 24), (2, 2), ((1, 1), (1, 1)), 9),  # stride 2 on an odd height
+        ((2, 10, 9, 128), (3, 3, 128, 8), (1, 1), ((1, 1), (1, 1)), 9),  # wide input: never patches
+        ((2, 18, 16, 16), (1, 1, 16, 24), (2, 2), ((0, 0), (0, 0)), 1),  # 1x1 downsample: never patches
     ],
-)
-def test_matmul_weight_gradient_matches_xla_and_replaces_its_convolution(in_shape, kernel, stride, pad):
+)  # every output has more than IM2COL_MAX_POSITIONS positions: not the small-output im2col path
+def test_matmul_weight_gradient_matches_xla_and_replaces_its_convolution(
+    monkeypatch, in_shape, kernel, stride, pad, dots_without_patches, keep_patches
+):
+    if not keep_patches:
+        monkeypatch.setattr(layers, "WGRAD_PATCHES_MAX_BYTES", 0)
+    assert (
+        math.prod(layers.conv_out_shape(in_shape[1:3], kernel[:2], stride, pad))
+        > layers.IM2COL_MAX_POSITIONS[2]
+    )
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=in_shape).astype(np.float32))
     w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
@@ -112,12 +129,30 @@ def test_matmul_weight_gradient_matches_xla_and_replaces_its_convolution(in_shap
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref[0]), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(ref[1]), rtol=1e-4, atol=1e-4)
     assert np.abs(np.asarray(ref[1])).max() > 1.0  # a gradient worth comparing
-    # the weight gradient alone (output cotangent given) compiles to matmuls, no convolution left
+    # the weight gradient alone (output cotangent given) compiles to matmuls, no convolution left: one
+    # over the kept patches (narrow inputs), else one per kernel row (the stem) or per offset
     y = fast(x, w, stride, pad, dimension_numbers=dims)
     hlo = jax.jit(lambda b, g: jax.vjp(lambda k: fast(x, k, stride, pad, dimension_numbers=dims), b)[1](g))
     text = hlo.lower(w, y).compile().as_text()
-    assert "convolution(" not in text and " dot(" in text
+    assert "convolution(" not in text
+    dots = len(re.findall(r" dot\(", text))
+    expect_patches = (
+        keep_patches and math.prod(kernel[:2]) > 1 and kernel[2] < layers.WGRAD_PATCHES_BELOW_CHANNELS
+    )
+    assert dots == (1 if expect_patches else dots_without_patches), text
+    # undifferentiated (inference), the call compiles as without the option, whichever form its gradient takes
     assert layers.conv_general_dilated(x, w, stride, pad, dimension_numbers=dims).shape == y.shape
+
+    def ops(conv):
+        text = (
+            jax.jit(lambda a, b: conv(a, b, stride, pad, dimension_numbers=dims))
+            .lower(x, w)
+            .compile()
+            .as_text()
+        )
+        return text.count("convolution("), text.count(" dot(")
+
+    assert ops(fast) == ops(layers.conv_general_dilated)
 
 
 def test_matmul_weight_gradient_in_image_groups_matches_one_group(monkeypatch):
