@@ -124,24 +124,26 @@ def im2col(
 # sliver, and images go in groups whose views fit in cache (WGRAD_GROUP_BYTES), because on large maps
 # copying the views out of memory costs more than the matmuls.
 # Narrow inputs in general (Cin < WGRAD_PATCHES_BELOW_CHANNELS: ResNet18's layer1) still leave each
-# offset's matmul few columns, and a (64, positions) x (positions, 64) product runs at a third of a
-# wide one's speed (37 against 87 GFLOP/s with all 9 offsets of a 3x3 kernel in one product, 96x128
-# images, 2 cores). Where the whole patch matrix is small enough to keep (WGRAD_PATCHES_MAX_BYTES), the
-# differentiated forward computes the convolution as patches @ kernel and keeps the patches, and the
-# weight gradient is one matmul gᵀ @ patches: the copies are made once, in the forward. At 96x128 the
-# stem's forward + backward went from 90 to 61 ms, a layer1 convolution's from 76 to 53 ms. Larger
+# offset's matmul few columns, and a (64, positions) x (positions, 64) product runs at about half a
+# wide one's speed (37-46 against 87 GFLOP/s with all 9 offsets of a 3x3 kernel in one product, 96x128
+# images, 2 cores). Where the whole patch matrix is small enough to keep (WGRAD_PATCHES_MAX_BYTES),
+# the differentiated forward computes the convolution as patches @ kernel and keeps the patches, and
+# the weight gradient is one matmul gᵀ @ patches: the copies are made once, in the forward. At 96x128
+# the stem's forward + backward went from 90 to 61 ms, a layer1 convolution's from 76 to 53 ms. Larger
 # maps would keep gigabytes (722 MB of patches for the stem at 480x640). Concatenating layer1's kernel
-# rows there instead made its weight gradient faster alone (620-800 -> 460-510 ms) but not the step
-# (3 alternating process pairs), with 0.45 GB more peak memory, so large maps keep the form above.
-# The input gradient stays XLA's own transposed convolution, which runs at forward speed, and
-# inference never takes these paths: undifferentiated, the convolution is XLA's own.
+# rows there instead made its weight gradient faster alone (620-800 -> 460-510 ms) but not the step (3
+# alternating process pairs), with 0.45 GB more peak memory, so large maps keep the form above. The
+# input gradient stays XLA's own transposed convolution, which runs at forward speed, and inference
+# never takes these paths: undifferentiated, the convolution is XLA's own.
 WGRAD_CONCAT_BELOW_CHANNELS = 16
 WGRAD_GROUP_BYTES = 8 << 20
 WGRAD_PATCHES_BELOW_CHANNELS = 128
 WGRAD_PATCHES_MAX_BYTES = 64 << 20
 
 
-def keeps_patches(lhs: jax.ShapeDtypeStruct, kernel_shape: Sequence[int], out_spatial: Sequence[int]) -> bool:
+def keeps_patches(
+    lhs: jax.Array | jax.ShapeDtypeStruct, kernel_shape: Sequence[int], out_spatial: Sequence[int]
+) -> bool:
     """Whether the matmul weight gradient of this channel-last convolution keeps its im2col patches."""
     k, cin = math.prod(kernel_shape[:-2]), kernel_shape[-2]
     patch_bytes = lhs.shape[0] * math.prod(out_spatial) * k * cin * lhs.dtype.itemsize
@@ -230,7 +232,8 @@ def conv_general_dilated(
     **kwargs,
 ):
     """`lax.conv_general_dilated` with CPU fast paths for channel-last convolutions: im2col + matmul for
-    small outputs and, with `matmul_weight_grad`, 2-D weight gradients as matmuls (`conv_weight_gradient`)."""
+    small outputs and, with `matmul_weight_grad`, 2-D weight gradients as matmuls (over kept patches where
+    `keeps_patches`, else `conv_weight_gradient`)."""
     nsp = lhs.ndim - 2
     ones = (1,) * nsp
     simple = (
