@@ -132,9 +132,9 @@ def im2col(
 # the stem's forward + backward went from 90 to 61 ms, a layer1 convolution's from 76 to 53 ms. Larger
 # maps would keep gigabytes (722 MB of patches for the stem at 480x640). Concatenating layer1's kernel
 # rows there instead made its weight gradient faster alone (620-800 -> 460-510 ms) but not the step (3
-# alternating process pairs), with 0.45 GB more peak memory, so large maps keep the form above. The
-# input gradient stays XLA's own transposed convolution, which runs at forward speed, and inference
-# never takes these paths: undifferentiated, the convolution is XLA's own.
+# alternating process pairs, 4 in-process rounds), with 0.45 GB more peak memory, so large maps keep
+# the form above. The input gradient stays XLA's own transposed convolution, which runs at forward
+# speed, and inference never takes these paths: undifferentiated, the convolution is XLA's own.
 WGRAD_CONCAT_BELOW_CHANNELS = 16
 WGRAD_GROUP_BYTES = 8 << 20
 WGRAD_PATCHES_BELOW_CHANNELS = 128
