@@ -93,13 +93,7 @@ def test_compiled_unet_never_relayouts_a_kernel():
 @pytest.mark.parametrize(
     ("in_shape", "kernel", "stride", "pad", "dots_without_patches"),
     [
-        (
-            (2, 20, 26, 3),
-            (7, 7, 3, 16),
-            (2, 2),
-            ((3, 3), (3, 3)),
-            7,
-        ),  # ResNet stem: one matmul per kernel row
+        ((2, 20, 26, 3), (7, 7, 3, 16), (2, 2), ((3, 3), (3, 3)), 7),  # stem: a matmul per kernel row
         ((2, 12, 10, 16), (3, 3, 16, 8), (1, 1), ((1, 1), (1, 1)), 9),  # one matmul per kernel offset
         ((2, 21, 18, 16), (3, 3, 16, 24), (2, 2), ((1, 1), (1, 1)), 9),  # stride 2 on an odd height
         ((2, 10, 9, 128), (3, 3, 128, 8), (1, 1), ((1, 1), (1, 1)), 9),  # wide input: never patches
