@@ -159,7 +159,8 @@ class PolicyModule(Protocol):
 
     def inference_model(self, model: Any) -> nnx.Module:
         """What export traces and stores: `model`, or a copy computing the same with its weights laid
-        out for batch-1 inference (`jrobot.policies.rows_layout`); `model` itself is left as it is."""
+        out for batch-1 inference (`jrobot.policies.rows_layout`, `jrobot.policies.winograd`); `model`
+        itself is left as it is."""
         ...
 
 
@@ -256,6 +257,28 @@ def flat_arrays(model: nnx.Module, kind: Any = ...) -> dict[str, jax.Array]:
     state = nnx.state(model) if kind is ... else nnx.state(model, kind)
     out = {flat_key(path): var.get_value() for path, var in nnx.to_flat_state(state)}
     return out
+
+
+def swap_layers(module: nnx.Module, twin: Callable[[Any], nnx.Module | None]) -> int:
+    """Replace, in place, every layer under `module` (a module attribute or an `nnx.List` item) for
+    which `twin(layer)` returns a module by that module; returns how many. Export uses it to lay
+    weights out for inference (`rows_layout`, `winograd`)."""
+    swapped = 0
+    for _, node in list(nnx.iter_graph(module)):
+        if isinstance(node, nnx.List):
+            slots = list(enumerate(node))
+            put = node.__setitem__
+        elif isinstance(node, nnx.Module):
+            slots = list(vars(node).items())
+            put = lambda name, layer, node=node: setattr(node, name, layer)  # noqa: E731
+        else:
+            continue
+        for slot, child in slots:
+            replacement = twin(child)
+            if replacement is not None:
+                put(slot, replacement)
+                swapped += 1
+    return swapped
 
 
 def pure_merge_fn(model: nnx.Module) -> Callable[[Mapping[str, jax.Array]], nnx.Module]:

@@ -21,7 +21,7 @@ stores them) and `read_weights_file` reads `.safetensors` or a torch `.pth` zip 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jrobot.policies.layers import Buffer, max_pool, torch_conv
+from jrobot.policies import winograd
+from jrobot.policies.layers import IM2COL_MAX_POSITIONS, Buffer, max_pool, torch_conv
 from jrobot.policies.lerobot.statedict import LoadReport, load_state_dict
 
 NormKind = Literal["frozen_bn", "group_norm", "batch_norm"]
@@ -47,17 +48,23 @@ def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
     return (n + 2 * padding - kernel) // stride + 1
 
 
-def resnet_feature_hw(height: int, width: int) -> tuple[int, int]:
-    """Spatial size of a torchvision ResNet18/34 layer4 map for an (H, W) input (stride 32, floor rules)."""
+def resnet_stage_hw(height: int, width: int) -> list[tuple[int, int]]:
+    """Spatial size of the maps layer1 .. layer4 of a torchvision ResNet18/34 compute on an (H, W) input."""
 
-    def one(n: int) -> int:
-        n = _conv_out(n, 7, 2, 3)  # conv1
-        n = _conv_out(n, 3, 2, 1)  # maxpool
+    def one(n: int) -> list[int]:
+        n = _conv_out(_conv_out(n, 7, 2, 3), 3, 2, 1)  # conv1, maxpool
+        sizes = [n]
         for _ in range(3):  # layer2..4 first blocks
             n = _conv_out(n, 3, 2, 1)
-        return n
+            sizes.append(n)
+        return sizes
 
-    return one(height), one(width)
+    return list(zip(one(height), one(width), strict=True))
+
+
+def resnet_feature_hw(height: int, width: int) -> tuple[int, int]:
+    """Spatial size of a torchvision ResNet18/34 layer4 map for an (H, W) input (stride 32, floor rules)."""
+    return resnet_stage_hw(height, width)[-1]
 
 
 class FrozenBatchNorm2d(nnx.Module):
@@ -223,6 +230,21 @@ class ResNet(nnx.Module):
             for block in getattr(self, f"layer{i}"):
                 x = block(x, train=train)
         return x
+
+
+def lay_out_winograd(resnet: ResNet, image_hws: Sequence[tuple[int, int]]) -> int:
+    """For inference on the CPU: swap the 3x3 stride-1 convolutions of every layer whose maps are
+    larger than `IM2COL_MAX_POSITIONS` on all these (H, W) images for `winograd.WinogradConv`s;
+    returns how many. Smaller maps already take the im2col matmul, and there (a 512-channel layer4 on
+    3x4 maps) the Winograd form's kernels, 16/9 as large, cost more to read than its matmuls save."""
+    if not image_hws:
+        return 0
+    stages = [resnet_stage_hw(h, w) for h, w in image_hws]
+    swapped = 0
+    for i in range(4):
+        if min(hw[i][0] * hw[i][1] for hw in stages) > IM2COL_MAX_POSITIONS[2]:
+            swapped += winograd.lay_out_winograd(getattr(resnet, f"layer{i + 1}"))
+    return swapped
 
 
 # ---------------------------------------------------------------------------------------------------

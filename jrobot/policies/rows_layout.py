@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jrobot.policies.base import swap_layers
 from jrobot.policies.layers import im2col
 
 
@@ -92,19 +93,4 @@ def _twin(child: object) -> nnx.Module | None:
 
 def lay_out_rows(module: nnx.Module) -> int:
     """Swap, in place, every `nnx.Linear` and `nnx.Conv` under `module` for its rows twin; returns how many."""
-    swapped = 0
-    for _, node in list(nnx.iter_graph(module)):
-        if isinstance(node, nnx.List):
-            slots = list(enumerate(node))
-            put = node.__setitem__
-        elif isinstance(node, nnx.Module):
-            slots = list(vars(node).items())
-            put = lambda name, twin, node=node: setattr(node, name, twin)  # noqa: E731
-        else:
-            continue
-        for slot, child in slots:
-            twin = _twin(child)
-            if twin is not None:
-                put(slot, twin)
-                swapped += 1
-    return swapped
+    return swap_layers(module, _twin)

@@ -181,3 +181,19 @@ def test_exported_inference_matches(imported, act_cases):
     np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
     assert np.abs(got - act_cases["expected.action_chunk"]).max() <= 0.01 * np.abs(got).max()  # uint8 inputs
     assert got.shape == (3, 10, 6)
+
+
+def test_exported_bundle_matches_lerobot(act_fixture_dir, act_cases, tmp_path):
+    """The bundle `jrobot.export --from-lerobot` writes (ResNet layer1 and layer2, whose maps are 24x32 and
+    12x16 at the fixture's 96x128, laid out for Winograd convolutions) against LeRobot's actions."""
+    from jrobot.runtime.policy import BundlePolicy
+    from jrobot.train.export import export_lerobot
+
+    export_lerobot(str(act_fixture_dir / "pretrained_model"), tmp_path / "bundle")
+    policy = BundlePolicy(tmp_path / "bundle")
+    tiles = sorted(k for k in policy.params if k.endswith("/kernel_tiles"))
+    assert len(tiles) == 7 and all("/layer1/" in k or "/layer2/" in k for k in tiles), tiles
+    got = policy.predict(_observation(act_cases))
+    ref = act_cases["expected.action_chunk"]
+    assert got.shape == ref.shape == (3, 10, 6)
+    assert np.abs(got - ref).max() <= TOL_NORM * np.abs(ref).max()
