@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jrobot.policies.lerobot.statedict import TorchLeaf, linear_leaves, variable_leaf
+from jrobot.policies.winograd import tile_size, winograd_conv3x3
 
 
 class Buffer(nnx.Variable):
@@ -135,6 +136,8 @@ def im2col(
 # alternating process pairs, 4 in-process rounds), with 0.45 GB more peak memory, so large maps keep
 # the form above. The input gradient stays XLA's own transposed convolution, which runs at forward
 # speed, and inference never takes these paths: undifferentiated, the convolution is XLA's own.
+# Since a ResNet's 3x3 stride-1 convolutions take Winograd's form (`winograd.winograd_conv3x3`, forward
+# and backward), these paths serve its stem, its stride-2 and its 1x1 downsampling convolutions.
 WGRAD_CONCAT_BELOW_CHANNELS = 16
 WGRAD_GROUP_BYTES = 8 << 20
 WGRAD_PATCHES_BELOW_CHANNELS = 128
@@ -229,10 +232,12 @@ def conv_general_dilated(
     preferred_element_type=None,
     *,
     matmul_weight_grad: bool = False,
+    winograd: bool = False,
     **kwargs,
 ):
     """`lax.conv_general_dilated` with CPU fast paths for channel-last convolutions: im2col + matmul for
-    small outputs and, with `matmul_weight_grad`, 2-D weight gradients as matmuls (over kept patches where
+    small outputs; with `winograd`, 3x3 stride-1 2-D convolutions as `winograd.winograd_conv3x3`; with
+    `matmul_weight_grad`, other 2-D weight gradients as matmuls (over kept patches where
     `keeps_patches`, else `conv_weight_gradient`)."""
     nsp = lhs.ndim - 2
     ones = (1,) * nsp
@@ -261,6 +266,16 @@ def conv_general_dilated(
                 precision=precision,
                 preferred_element_type=preferred_element_type,
             )
+        if (
+            winograd
+            and nsp == 2
+            and tuple(ks) == (3, 3)
+            and tuple(window_strides) == (1, 1)
+            and preferred_element_type is None
+            and all(0 <= p <= 2 for side in padding for p in side)
+        ):
+            pads = tuple(tuple(int(p) for p in side) for side in padding)
+            return winograd_conv3x3(lhs, rhs, tile_size(cin, cout), pads)
         if matmul_weight_grad and nsp == 2 and preferred_element_type is None:
             return _conv_matmul_wgrad(
                 lhs,
@@ -346,9 +361,6 @@ _max_pool_first_max.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 # one object, so that models built separately have equal graph definitions
-conv_with_matmul_weight_grad = functools.partial(conv_general_dilated, matmul_weight_grad=True)
-
-
 def torch_conv(
     in_features: int,
     out_features: int,
@@ -362,11 +374,14 @@ def torch_conv(
     kernel_init: Callable | None = None,
     dtype: jnp.dtype | None = None,
     matmul_weight_grad: bool = False,
+    winograd: bool = False,
 ) -> nnx.Conv:
     """`nn.Conv{1,2}d` with torch's symmetric integer padding (never "SAME") and torch's default init.
 
-    `matmul_weight_grad`: on CPU, take the weight gradient as matmuls (see `conv_weight_gradient`);
-    measured faster for ResNet trunks, neutral for the small keypoint trunk, so opt-in per model."""
+    On CPU, `matmul_weight_grad` takes the weight gradient as matmuls (see `conv_weight_gradient`) and
+    `winograd` computes 3x3 stride-1 convolutions on maps larger than `IM2COL_MAX_POSITIONS` as
+    `winograd.winograd_conv3x3`, forward and backward; both measured faster for ResNet trunks, opt-in
+    per model."""
     ks = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
     fan_in = in_features * math.prod(ks)
     return nnx.Conv(
@@ -379,7 +394,11 @@ def torch_conv(
         kernel_init=kernel_init or torch_kernel_init,
         bias_init=torch_bias_init(fan_in),
         dtype=dtype,
-        conv_general_dilated=conv_with_matmul_weight_grad if matmul_weight_grad else conv_general_dilated,
+        conv_general_dilated=(
+            functools.partial(conv_general_dilated, matmul_weight_grad=matmul_weight_grad, winograd=winograd)
+            if matmul_weight_grad or winograd
+            else conv_general_dilated
+        ),
         rngs=rngs,
     )
 

@@ -157,6 +157,7 @@ class BasicBlock(nnx.Module):
                 kernel_init=_conv_init,
                 dtype=dtype,
                 matmul_weight_grad=True,
+                winograd=True,
                 rngs=rngs,
             )
 

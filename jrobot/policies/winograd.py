@@ -1,4 +1,5 @@
-"""3x3 stride-1 convolutions as Winograd minimal filtering for CPU inference, laid out once at export.
+"""3x3 stride-1 convolutions as Winograd minimal filtering on the CPU: in training, and in inference
+with the kernels transformed once at export.
 
 A ResNet18 at LeRobot's default 480x640 spends most of an ACT call in its thirteen 3x3 stride-1
 convolutions (37 of its 45 GFLOP for two cameras), and XLA's CPU convolution runs them at 75-110
@@ -9,9 +10,11 @@ for F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Network
 whole image the multiplications become (m+2)^2 independent (tiles, Cin) x (Cin, Cout) matmuls; the
 input and output transforms are additions that XLA fuses into a few memory-bound loops.
 
-The kernel's transform G g G^T is done once, in float64, when a bundle is exported (`WinogradConv`
-holds the (m+2)^2 transformed kernels instead of the 3x3 one), so a call pays only for the input and
-output transforms and the matmuls. Training keeps plain convolutions and LeRobot's kernel layout.
+Training (and in-process inference) keeps LeRobot's 3x3 kernels and transforms them in the graph
+(`winograd_conv3x3`, which `layers.conv_general_dilated` takes for a ResNet's convolutions on maps
+larger than `IM2COL_MAX_POSITIONS`); its backward is Winograd's too. An exported bundle holds the
+(m+2)^2 transformed kernels instead (`WinogradConv`, computed once in float64), so a call pays only
+for the input and output transforms and the matmuls.
 
 Rounding: the transforms add and scale values, so results differ from a direct convolution's by
 more float32 roundings, more for F(4x4) (its matrices hold 4, 5 and 1/24) than for F(2x2): against a
@@ -22,6 +25,7 @@ are small (Cin * Cout <= 128 * 128), where it is the faster of the two; F(2x2) e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -75,14 +79,8 @@ def tile_size(cin: int, cout: int) -> int:
     return 4 if cin * cout <= F4_MAX_KERNEL else 2
 
 
-def transform_kernel(kernel: np.ndarray, m: int) -> np.ndarray:
-    """(3, 3, Cin, Cout) -> the ((m+2)^2, Cin, Cout) kernels G g G^T, computed in float64."""
-    k = np.asarray(kernel, np.float64)
-    if k.ndim != 4 or k.shape[:2] != (3, 3):
-        raise ValueError(f"Winograd F(m x m, 3 x 3) needs a (3, 3, Cin, Cout) kernel, got shape {k.shape}")
-    _, g, _ = TRANSFORMS[m]
-    u = np.einsum("ik,klco,jl->ijco", g, k, g)
-    return np.ascontiguousarray(u.reshape(-1, *k.shape[2:]).astype(np.asarray(kernel).dtype))
+def _stack(parts: Sequence) -> jax.Array | np.ndarray:
+    return np.stack(parts) if isinstance(parts[0], np.ndarray) else jnp.stack(parts)
 
 
 def _combine(parts: Sequence[jax.Array], coeffs: np.ndarray) -> jax.Array:
@@ -98,38 +96,130 @@ def _combine(parts: Sequence[jax.Array], coeffs: np.ndarray) -> jax.Array:
     return out
 
 
-def winograd_conv2d(
-    x: jax.Array, kernel_tiles: jax.Array, m: int, padding: Sequence[Sequence[int]]
-) -> jax.Array:
-    """Channel-last 3x3 stride-1 convolution of x (B, H, W, Cin) with `transform_kernel`'s output."""
-    bt, _, at = TRANSFORMS[m]
-    a = m + 2
-    b, h, w, cin = x.shape
-    cout = kernel_tiles.shape[-1]
-    if kernel_tiles.shape != (a * a, cin, cout):
+def kernel_tiles(kernel, m: int):
+    """(3, 3, Cin, Cout) -> the ((m+2)^2, Cin, Cout) transformed kernels G g G^T, in the kernel's own
+    array type and precision (numpy float64 at export, a traced array in training)."""
+    if kernel.ndim != 4 or tuple(kernel.shape[:2]) != (3, 3):
         raise ValueError(
-            f"kernel tiles of shape {kernel_tiles.shape} do not fit F({m}x{m}, 3x3) on {cin} channels"
+            f"Winograd F(m x m, 3 x 3) needs a (3, 3, Cin, Cout) kernel, got shape {kernel.shape}"
         )
+    g = TRANSFORMS[m][1]
+    rows = [_combine([kernel[r] for r in range(3)], g[i]) for i in range(m + 2)]  # (3, Cin, Cout) each
+    return _stack([_combine([row[c] for c in range(3)], g[j]) for row in rows for j in range(m + 2)])
+
+
+def _kernel_tiles_adjoint(tiles: jax.Array, m: int) -> jax.Array:
+    """The transpose of `kernel_tiles`: the (3, 3, Cin, Cout) gradient of the kernel from its tiles'."""
+    a, g = m + 2, TRANSFORMS[m][1]
+    t = tiles.reshape(a, a, *tiles.shape[1:])
+    rows = [_combine([t[i] for i in range(a)], g[:, r]) for r in range(3)]  # (a, Cin, Cout) each
+    return jnp.stack(
+        [jnp.stack([_combine([row[j] for j in range(a)], g[:, c]) for c in range(3)]) for row in rows]
+    )
+
+
+def transform_kernel(kernel: np.ndarray, m: int) -> np.ndarray:
+    """`kernel_tiles` of a stored kernel, computed in float64 and returned in the kernel's dtype."""
+    k = np.asarray(kernel)
+    return np.ascontiguousarray(kernel_tiles(k.astype(np.float64), m).astype(k.dtype))
+
+
+def _geometry(h: int, w: int, m: int, padding) -> tuple[int, int, int, int]:
     (top, bottom), (left, right) = padding
     ho, wo = h + top + bottom - 2, w + left + right - 2
-    th, tw = -(-ho // m), -(-wo // m)
+    return ho, wo, -(-ho // m), -(-wo // m)
+
+
+def _input_tiles(x: jax.Array, m: int, padding) -> jax.Array:
+    """(B, H, W, C) -> the ((m+2)^2, B * tiles, C) transformed input tiles B^T d B."""
+    a, bt = m + 2, TRANSFORMS[m][0]
+    b, h, w, c = x.shape
+    (top, _), (left, _) = padding
+    _, _, th, tw = _geometry(h, w, m, padding)
     # Tile (i, j) reads padded rows i*m .. i*m + a - 1 and columns likewise; the last tiles may run
-    # past the padded input, so pad with zeros to th*m + 2 and crop the output back to (ho, wo).
+    # past the padded input, so pad with zeros to th*m + 2 (the output is cropped back).
     xp = jnp.pad(x, ((0, 0), (top, th * m + 2 - h - top), (left, tw * m + 2 - w - left), (0, 0)))
     # Separable: the column transform first, as one (a, B, Hp, tw, C) array, then the row transform
     # of that; done in one pass per output instead, each of the a^2 outputs read up to 16 strided
     # views of the input, and layer1's F(4x4) transform took twice as long (13 against 5-6 ms).
-    cols = [xp[:, :, c : c + m * (tw - 1) + 1 : m] for c in range(a)]
+    cols = [xp[:, :, j : j + m * (tw - 1) + 1 : m] for j in range(a)]
     by_col = jnp.stack([_combine(cols, bt[j]) for j in range(a)])
     rows = [by_col[:, :, r : r + m * (th - 1) + 1 : m] for r in range(a)]  # (a, B, th, tw, C) each
-    v = jnp.stack([_combine(rows, bt[i]) for i in range(a)]).reshape(a * a, b * th * tw, cin)
-    prod = jnp.matmul(v, kernel_tiles).reshape(a, a, b, th, tw, cout)
+    return jnp.stack([_combine(rows, bt[i]) for i in range(a)]).reshape(a * a, b * th * tw, c)
+
+
+def _output_from_tiles(prod: jax.Array, m: int, shape: tuple[int, int, int, int, int, int]) -> jax.Array:
+    """((m+2)^2, B * tiles, Co) products -> the (B, Ho, Wo, Co) output A^T M A, tile by tile."""
+    a, at = m + 2, TRANSFORMS[m][2]
+    b, th, tw, ho, wo, cout = shape
+    prod = prod.reshape(a, a, b, th, tw, cout)
     out_rows = [_combine([prod[i] for i in range(a)], at[r]) for r in range(m)]  # (a, B, th, tw, Co)
     y = jnp.stack(
         [jnp.stack([_combine([o[j] for j in range(a)], at[c]) for c in range(m)], axis=3) for o in out_rows],
         axis=2,
     )  # (B, th, m, tw, m, Co)
     return y.reshape(b, th * m, tw * m, cout)[:, :ho, :wo]
+
+
+def _output_tiles_adjoint(dy: jax.Array, m: int, th: int, tw: int) -> jax.Array:
+    """The transpose of `_output_from_tiles`: (B, Ho, Wo, Co) -> ((m+2)^2, B * tiles, Co), A dY A^T on
+    each m x m tile of the output gradient (tiles do not overlap, so no strided views)."""
+    a, at = m + 2, TRANSFORMS[m][2]
+    b, ho, wo, cout = dy.shape
+    t = jnp.pad(dy, ((0, 0), (0, th * m - ho), (0, tw * m - wo), (0, 0))).reshape(b, th, m, tw, m, cout)
+    rows = [_combine([t[:, :, r] for r in range(m)], at[:, i]) for i in range(a)]  # (B, th, tw, m, Co)
+    tiles = [_combine([row[:, :, :, c] for c in range(m)], at[:, j]) for row in rows for j in range(a)]
+    return jnp.stack(tiles).reshape(a * a, b * th * tw, cout)
+
+
+def winograd_conv2d(
+    x: jax.Array, kernel_tiles: jax.Array, m: int, padding: Sequence[Sequence[int]]
+) -> jax.Array:
+    """Channel-last 3x3 stride-1 convolution of x (B, H, W, Cin) with already transformed kernels."""
+    a = m + 2
+    b, h, w, cin = x.shape
+    cout = kernel_tiles.shape[-1]
+    if tuple(kernel_tiles.shape) != (a * a, cin, cout):
+        raise ValueError(
+            f"kernel tiles of shape {kernel_tiles.shape} do not fit F({m}x{m}, 3x3) on {cin} channels"
+        )
+    ho, wo, th, tw = _geometry(h, w, m, padding)
+    prod = jnp.matmul(_input_tiles(x, m, padding), kernel_tiles)
+    return _output_from_tiles(prod, m, (b, th, tw, ho, wo, cout))
+
+
+# Training differentiates through the kernel's transform too. JAX's own transpose of the forward
+# above scatters each of the (m+2)^2 strided views back into a full-size input gradient: an ACT step
+# at 96x128 took 2.6x as long. The backward below instead computes the input gradient as another
+# Winograd convolution (of the output gradient with the kernel turned by 180 degrees, channels
+# swapped) and the kernel's as tiles^T @ (A dY A^T), transformed back; it recomputes the input tiles
+# rather than keeping them (2.25-4x the input's size).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array, m: int, padding: tuple) -> jax.Array:
+    """`winograd_conv2d` of the (3, 3, Cin, Cout) kernel itself, transformed in the graph; differentiable."""
+    return winograd_conv2d(x, kernel_tiles(kernel, m), m, padding)
+
+
+def _winograd_conv3x3_fwd(x, kernel, m, padding):
+    return winograd_conv3x3(x, kernel, m, padding), (x, kernel)
+
+
+def _winograd_conv3x3_bwd(m, padding, res, dy):
+    x, kernel = res
+    _, h, w, _ = x.shape
+    _, _, th, tw = _geometry(h, w, m, padding)
+    dprod = _output_tiles_adjoint(dy, m, th, tw)
+    # (tiles^T) @ dprod with the transpose made explicit: XLA's CPU dot hands a transposed left
+    # operand to its slower generic kernel instead of YNNPACK (ACT step at 48x64: 229 -> 212 ms).
+    tiles_t = jax.lax.optimization_barrier(jnp.swapaxes(_input_tiles(x, m, padding), 1, 2))
+    dkernel = _kernel_tiles_adjoint(jnp.matmul(tiles_t, dprod), m)
+    (top, bottom), (left, right) = padding
+    turned = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+    dx = winograd_conv3x3(dy, turned, m, ((2 - top, 2 - bottom), (2 - left, 2 - right)))
+    return dx, dkernel.astype(kernel.dtype)
+
+
+winograd_conv3x3.defvjp(_winograd_conv3x3_fwd, _winograd_conv3x3_bwd)
 
 
 class WinogradConv(nnx.Module):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jrobot.policies import resnet, winograd
+from jrobot.policies import layers, resnet, winograd
 from jrobot.policies.layers import torch_conv
 
 
@@ -54,7 +54,7 @@ def test_kernel_transform_is_done_in_float64_and_refuses_other_shapes():
     tiles = winograd.transform_kernel(kernel, 2)
     assert tiles.shape == (16, 2, 3) and tiles.dtype == np.float32
     g = winograd.TRANSFORMS[2][1]
-    np.testing.assert_array_equal(
+    np.testing.assert_allclose(
         tiles,
         np.einsum("ik,klco,jl->ijco", g, kernel.astype(np.float64), g).reshape(16, 2, 3).astype(np.float32),
     )
@@ -121,24 +121,61 @@ def test_resnet_layers_with_large_maps_are_laid_out_for_winograd(image_hws, laye
         assert type(blocks[0].conv1) is (winograd.WinogradConv if i == 1 and i in layers else nnx.Conv)
 
 
-def test_winograd_resnet_matches_the_plain_one_and_compiles_without_its_convolutions():
-    plain = resnet.ResNet(18, "frozen_bn", rngs=nnx.Rngs(0))
-    laid = nnx.clone(plain)
+def test_winograd_resnets_match_xla_convolutions_and_compile_without_them(monkeypatch):
+    """In the graph (training, in-process inference) and laid out by export, a ResNet's 3x3 stride-1
+    convolutions on maps over 64 positions are Winograd's: same outputs as with XLA's convolutions."""
+    trunk = resnet.ResNet(18, "frozen_bn", rngs=nnx.Rngs(0))
+    laid = nnx.clone(trunk)
     assert (
         resnet.lay_out_winograd(laid, [(160, 224)]) == 10
     )  # layers 1-3 (maps 40x56 to 10x14), not layer4 (5x7)
     x = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (2, 160, 224, 3)), jnp.float32)
 
-    def run(model):
+    def compiled(model):
         g, st = nnx.split(model)
-        return (lambda st, x: nnx.merge(g, st)(x)), st
+        fn = jax.jit(lambda st, x: nnx.merge(g, st)(x))
+        return np.asarray(fn(st, x)), fn.lower(st, x).compile().as_text().count(" convolution(")
 
-    f_plain, st_plain = run(plain)
-    f_laid, st_laid = run(laid)
-    want = np.asarray(jax.jit(f_plain)(st_plain, x))
-    got = np.asarray(jax.jit(f_laid)(st_laid, x))
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
-    # plain: the stem, layers 1-3's twelve 3x3 and two downsampling convolutions (layer4's 5x7 maps
-    # take im2col matmuls); laid out: the stem, the stride-2 and downsampling ones
-    n_plain, n_laid = _convolutions(f_plain, st_plain, x), _convolutions(f_laid, st_laid, x)
-    assert (n_plain, n_laid) == (15, 5)
+    got_graph, n_graph = compiled(trunk)
+    got_laid, n_laid = compiled(laid)
+    with monkeypatch.context() as patch:
+        xla = lambda x, k, m, pads: jax.lax.conv_general_dilated(  # noqa: E731
+            x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        patch.setattr(layers, "winograd_conv3x3", xla)
+        want, n_xla = compiled(trunk)
+    # XLA: the stem, layers 1-3's twelve 3x3 and two downsampling convolutions (layer4's 5x7 maps take
+    # im2col matmuls); Winograd: the stem, the stride-2 and downsampling ones
+    assert (n_xla, n_graph, n_laid) == (15, 5, 5)
+    for got in (got_graph, got_laid):
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_winograd_gradients_match_xla_convolution_gradients():
+    rng = np.random.default_rng(0)
+    for shape, cout, m, pads in [
+        ((2, 9, 13, 6), 5, 4, ((1, 1), (1, 1))),
+        ((1, 7, 6, 4), 8, 2, ((1, 1), (1, 1))),
+        ((1, 10, 9, 3), 4, 4, ((2, 0), (0, 1))),  # the input gradient pads by 2 - p on each side
+    ]:
+        x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+        k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], cout)) / np.sqrt(9 * shape[-1]), jnp.float32)
+        out_hw = (shape[1] + sum(pads[0]) - 2, shape[2] + sum(pads[1]) - 2)
+        probe = jnp.asarray(rng.standard_normal((shape[0], *out_hw, cout)), jnp.float32)
+
+        def loss(conv, x, k, probe=probe):
+            return jnp.sum(jnp.sin(conv(x, k)) * probe)  # a cotangent that varies by position
+
+        def xla(x, k, pads=pads):
+            return jax.lax.conv_general_dilated(
+                x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest"
+            )
+
+        want = jax.grad(lambda x, k: loss(xla, x, k), argnums=(0, 1))(x, k)
+        got = jax.grad(
+            lambda x, k, m=m, pads=pads: loss(lambda a, b: winograd.winograd_conv3x3(a, b, m, pads), x, k),
+            argnums=(0, 1),
+        )(x, k)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape
+            assert np.abs(np.asarray(g) - np.asarray(w)).max() <= 2e-5 * np.abs(np.asarray(w)).max()
