@@ -360,7 +360,14 @@ def _max_pool_bwd(window, strides, padding, res, g):
 _max_pool_first_max.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-# one object, so that models built separately have equal graph definitions
+# one object per set of options, so that models built separately have equal graph definitions
+_CONV_WITH_FAST_PATHS = {
+    (mwg, wg): functools.partial(conv_general_dilated, matmul_weight_grad=mwg, winograd=wg)
+    for mwg in (False, True)
+    for wg in (False, True)
+}
+
+
 def torch_conv(
     in_features: int,
     out_features: int,
@@ -395,7 +402,7 @@ def torch_conv(
         bias_init=torch_bias_init(fan_in),
         dtype=dtype,
         conv_general_dilated=(
-            functools.partial(conv_general_dilated, matmul_weight_grad=matmul_weight_grad, winograd=winograd)
+            _CONV_WITH_FAST_PATHS[matmul_weight_grad, winograd]
             if matmul_weight_grad or winograd
             else conv_general_dilated
         ),
