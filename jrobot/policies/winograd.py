@@ -96,7 +96,7 @@ def _combine(parts: Sequence[jax.Array], coeffs: np.ndarray) -> jax.Array:
     return out
 
 
-def kernel_tiles(kernel, m: int):
+def kernel_tiles(kernel: jax.Array | np.ndarray, m: int) -> jax.Array | np.ndarray:
     """(3, 3, Cin, Cout) -> the ((m+2)^2, Cin, Cout) transformed kernels G g G^T, in the kernel's own
     array type and precision (numpy float64 at export, a traced array in training)."""
     if kernel.ndim != 4 or tuple(kernel.shape[:2]) != (3, 3):
