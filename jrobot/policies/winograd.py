@@ -2,7 +2,7 @@
 with the kernels transformed once at export.
 
 A ResNet18 at LeRobot's default 480x640 spends most of an ACT call in its thirteen 3x3 stride-1
-convolutions (37 of its 45 GFLOP for two cameras), and XLA's CPU convolution runs them at 75-110
+convolutions (37 of its 45 GFLOP for two cameras), and XLA's CPU convolution runs them at 75-116
 GFLOP/s on a 2-core EPYC, near what this CPU's float32 matmul reaches (121-147 GFLOP/s). Winograd's
 F(m x m, 3 x 3) computes each m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
 multiplications per input/output channel pair instead of 9 m^2: 2.25x fewer for F(2x2, 3x3), 4x fewer
