@@ -35,6 +35,7 @@ from jrobot.bundle import (
     read_tokenizer,
     variant_name,
 )
+from jrobot.compile_cache import enable_compile_cache
 from jrobot.language import TokenizerError, is_language_mask, language_dtype, language_inputs
 from jrobot.policies.spec import FeatureType
 from jrobot.runtime.observations import (  # noqa: F401  (re-exported: where callers have found them)
@@ -45,6 +46,9 @@ from jrobot.runtime.observations import (  # noqa: F401  (re-exported: where cal
 )
 
 log = logging.getLogger("jrobot.run")
+
+# At import, before this process compiles anything: a bundle compiles once per machine, later runs load it.
+enable_compile_cache()
 
 
 def _to_hwc(x: np.ndarray, key: str) -> np.ndarray:
