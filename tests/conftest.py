@@ -1,9 +1,12 @@
-"""Shared test fixtures: where the read-only LeRobot fixtures live; no TensorFlow in a test process."""
+"""Shared test fixtures: where the read-only LeRobot fixtures live; no TensorFlow in a test process; one
+XLA compilation cache per test run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("JROBOT_SHARED", REPO.parent / "shared"))
 LEROBOT_FIXTURES = SHARED / "fixtures" / "lerobot"
 PARITY_FIXTURES = SHARED / "fixtures" / "parity"
+TEST_CACHE_SIZE = 8 * 1024**3
+
+
+def pytest_configure(config):
+    """One empty compilation cache for the whole run, shared by the xdist workers and every process a
+    test starts (they inherit the environment): a program that many tests compile (the same small
+    policy trained, exported, served, resumed) is compiled once. Fresh for each run, so a run never
+    depends on an earlier one, and not the user's own cache (`jrobot.compile_cache` keeps JAX's setting).
+    The bound makes JAX lock the folder around each read and write, so workers never read half an entry.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # an xdist worker (the controller set it up), or the caller chose a cache
+    folder = tempfile.mkdtemp(prefix="jrobot-test-xla-")
+    config._jrobot_xla_cache = folder
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(TEST_CACHE_SIZE)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_jrobot_xla_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
