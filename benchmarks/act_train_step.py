@@ -35,6 +35,8 @@ from common import matmul_ceiling_gflops, median_round, print_result, run_lerobo
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# the compile times printed below are compiles, not loads from a cache an earlier run filled
+os.environ["JROBOT_COMPILE_CACHE"] = "0"
 
 
 def synthetic_problem(policy_cfg: dict, cams: int, hw: tuple[int, int], batch: int, seed: int = 0):

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the compile times printed below are compiles, not loads from a cache an earlier run filled
+os.environ["JROBOT_COMPILE_CACHE"] = "0"
 from common import print_result
 
 REPO = Path(__file__).resolve().parents[1]

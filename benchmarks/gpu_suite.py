@@ -46,6 +46,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# the compile times printed below are compiles, not loads from a cache an earlier run filled
+os.environ["JROBOT_COMPILE_CACHE"] = "0"
 
 
 def _has_nvidia() -> bool:
