@@ -18,9 +18,11 @@ compiling when the key comes again; `enable_compile_cache` turns it on.
 - Only programs that took at least a second to compile are stored (JAX's default); small ones compile
   faster than they load.
 
-The packages that compile (`jrobot.train`, `jrobot.runtime`) call it from their `__init__`, which
-every entry point imports before its first jax call; a process that compiled before importing them
-runs without the cache (correct, only slower to start).
+It is called where jax enters: `jrobot.train`'s `__init__` and, at import, `jrobot.runtime.policy` (not
+`jrobot.runtime`'s `__init__`: the control loop and the remote clients stay free of jax). Every entry
+point imports them before its first jax call; a process that compiled before importing them runs
+without the cache (correct, only slower to start). Like any cache of machine code, the folder is
+trusted: do not point it at a folder that others can write.
 """
 
 from __future__ import annotations
