@@ -1,8 +1,8 @@
 """Time to the first action chunk from a fresh process: a jrobot ACT bundle with XLA's compilation cache
 off, cold and warm, against LeRobot's ACT loaded from its checkpoint.
 
-    .venv/bin/python benchmarks/startup.py                         # ~3 min on 2 cores without LeRobot
-    JROBOT_LEROBOT_PYTHON=/work/lerobot-ref/bin/python .venv/bin/python benchmarks/startup.py --rounds 3
+    .venv/bin/python benchmarks/startup.py                         # both cases, 3 rounds, jrobot only
+    JROBOT_LEROBOT_PYTHON=/work/lerobot-ref/bin/python .venv/bin/python benchmarks/startup.py  # < 5 min, 2 cores
 
 What a user waits for every time `jrobot.run`, `jrobot.eval` or `jrobot.serve` starts on a CPU: the
 interpreter, the imports, reading the bundle, compiling the policy (or loading it compiled) and the
