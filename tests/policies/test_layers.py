@@ -50,6 +50,56 @@ def test_im2col_matches_xla_convolution(in_shape, kernel, stride, pad):
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("in_shape", "kernel", "stride", "pad"),
+    [
+        ((2, 4, 24), (5, 24, 40), (1,), ((2, 2),)),  # U-Net block at its innermost length
+        ((2, 8, 16), (3, 16, 16), (2,), ((1, 1),)),  # U-Net downsampling: JAX's own input gradient
+        ((2, 3, 4, 8), (3, 3, 8, 12), (1, 1), ((1, 1), (1, 1))),  # ResNet layer4 on a 3x4 map
+        ((2, 6, 8, 8), (3, 3, 8, 12), (2, 2), ((1, 1), (1, 1))),  # stride 2 to 3x4
+        ((1, 2, 2, 4), (1, 1, 4, 8), (1, 1), ((0, 0), (0, 0))),  # 1x1 projection
+        ((2, 5, 7, 8), (3, 3, 8, 12), (1, 1), ((0, 2), (2, 0))),  # lopsided padding
+        ((2, 2, 4, 8), (3, 3, 8, 12), (1, 1), ((3, 3), (1, 1))),  # padding wider than the kernel reaches
+    ],
+)
+def test_im2col_gradients_match_xla_and_never_copy_the_kernel(in_shape, kernel, stride, pad):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=in_shape).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
+    dn = ("NWC", "WIO", "NWC") if len(in_shape) == 3 else ("NHWC", "HWIO", "NHWC")
+    dims = lax.conv_dimension_numbers(x.shape, w.shape, dn)
+
+    def conv(fn):
+        return lambda a, b: fn(a, b, stride, pad, dimension_numbers=dims)
+
+    out = layers.conv_out_shape(in_shape[1:-1], kernel[:-2], stride, pad)
+    assert math.prod(out) <= layers.IM2COL_MAX_POSITIONS[len(in_shape) - 2], "case must take the im2col path"
+    ref_y, ref_vjp = jax.vjp(conv(lax.conv_general_dilated), x, w)
+    got_y, got_vjp = jax.vjp(conv(layers.conv_general_dilated), x, w)
+    g = jnp.asarray(rng.normal(size=ref_y.shape).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(got_y), np.asarray(ref_y), rtol=1e-5, atol=1e-5)
+    for got, ref in zip(got_vjp(g), ref_vjp(g), strict=True):
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4)
+        assert np.abs(np.asarray(ref)).max() > 1.0  # a gradient worth comparing
+    # a stride-1 backward reads the kernel where it lies: no kernel-sized transpose, reverse or copy
+    if any(s != 1 for s in stride):
+        return
+    text = (
+        jax.jit(lambda a, b, c: jax.vjp(conv(layers.conv_general_dilated), a, b)[1](c))
+        .lower(x, w, g)
+        .compile()
+        .as_text()
+    )
+    relayouts = [
+        line.strip()[:160]
+        for line in text.splitlines()
+        if (m := re.search(r"= f32\[([\d,]+)\]\{[\d,]+\} (?:copy|transpose|reverse)\(", line))
+        and math.prod(int(d) for d in m.group(1).split(",")) == math.prod(kernel)
+    ]
+    assert not relayouts, "kernel-sized relayouts in the backward:\n" + "\n".join(relayouts)
+
+
 @pytest.mark.parametrize(("channels", "length"), [(8, 1), (8, 4), (16, 8)])
 def test_upsample_matches_the_transposed_convolution(channels, length):
     conv = torch_conv_transpose1d(channels, rngs=nnx.Rngs(3))
