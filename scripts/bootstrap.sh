@@ -15,7 +15,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo="sudo"
     echo "bootstrap: installing Debian packages: ${missing[*]}"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Another apt (a fresh machine's unattended upgrades, a second setup script) may hold apt's lock
+    # for a while: wait for it rather than go on without offscreen rendering.
+    installed=0
+    for _ in $(seq 60); do
+      if $sudo apt-get -o DPkg::Lock::Timeout=10 update -qq \
+        && DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=10 install -y -qq "${missing[@]}" >/dev/null; then
+        installed=1
+        break
+      fi
+      echo "bootstrap: apt-get failed (lock held?); retrying in 5 s" >&2
+      sleep 5
+    done
+    if [ "$installed" -ne 1 ]; then
+      echo "bootstrap: could not install ${missing[*]}: offscreen MuJoCo rendering (cameras, the demo, their tests) will fail until they are installed" >&2
+    fi
   else
     echo "bootstrap: please install ${missing[*]} (needed for offscreen MuJoCo rendering)" >&2
   fi
