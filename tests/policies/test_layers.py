@@ -1,6 +1,7 @@
 """The CPU convolution fast paths compute the same sums as XLA's convolution, without weight relayouts.
 
-`layers.conv_general_dilated` replaces small-output convolutions by patches @ kernel, and the
+`layers.conv_general_dilated` replaces small-output convolutions by patches @ kernel (with a backward
+of its own that reads the kernel in place), and the
 Diffusion U-Net's upsampling replaces the transposed convolution by a matmul and an overlap-add. Both
 exist only for speed, so they must agree with the operation they stand in for, and the compiled U-Net
 must not copy any kernel into another layout (the relayout cost a third of each U-Net call).
@@ -22,23 +23,30 @@ from jax import lax
 from jrobot.policies import layers
 from jrobot.policies.diffusion.unet import ConditionalUnet1d, torch_conv_transpose1d, upsample_x2
 
+# convolutions whose outputs are small enough for the im2col path (IM2COL_MAX_POSITIONS)
+IM2COL_CASES = [
+    ((2, 4, 24), (5, 24, 40), (1,), ((2, 2),)),  # U-Net block at its innermost length
+    ((2, 8, 16), (3, 16, 16), (2,), ((1, 1),)),  # U-Net downsampling to 4 steps
+    ((2, 3, 4, 8), (3, 3, 8, 12), (1, 1), ((1, 1), (1, 1))),  # ResNet layer4 on a 3x4 map
+    ((2, 6, 8, 8), (3, 3, 8, 12), (2, 2), ((1, 1), (1, 1))),  # stride 2 to 3x4
+    ((1, 2, 2, 4), (1, 1, 4, 8), (1, 1), ((0, 0), (0, 0))),  # 1x1 projection
+    ((2, 5, 7, 8), (3, 3, 8, 12), (1, 1), ((0, 2), (2, 0))),  # lopsided padding
+    ((2, 2, 4, 8), (3, 3, 8, 12), (1, 1), ((3, 3), (1, 1))),  # padding wider than the kernel reaches
+]
 
-@pytest.mark.parametrize(
-    ("in_shape", "kernel", "stride", "pad"),
-    [
-        ((2, 4, 24), (5, 24, 40), (1,), ((2, 2),)),  # U-Net block at its innermost length
-        ((2, 8, 16), (3, 16, 16), (2,), ((1, 1),)),  # U-Net downsampling to 4 steps
-        ((2, 3, 4, 8), (3, 3, 8, 12), (1, 1), ((1, 1), (1, 1))),  # ResNet layer4 on a 3x4 map
-        ((2, 6, 8, 8), (3, 3, 8, 12), (2, 2), ((1, 1), (1, 1))),  # stride 2 to 3x4
-        ((1, 2, 2, 4), (1, 1, 4, 8), (1, 1), ((0, 0), (0, 0))),  # 1x1 projection
-    ],
-)
-def test_im2col_matches_xla_convolution(in_shape, kernel, stride, pad):
-    rng = np.random.default_rng(0)
+
+def conv_case(in_shape, kernel, seed: int):
+    """Random channel-last input and kernel with their dimension numbers."""
+    rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=in_shape).astype(np.float32))
     w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
     dn = ("NWC", "WIO", "NWC") if len(in_shape) == 3 else ("NHWC", "HWIO", "NHWC")
-    dims = lax.conv_dimension_numbers(x.shape, w.shape, dn)
+    return x, w, lax.conv_dimension_numbers(x.shape, w.shape, dn)
+
+
+@pytest.mark.parametrize(("in_shape", "kernel", "stride", "pad"), IM2COL_CASES)
+def test_im2col_matches_xla_convolution(in_shape, kernel, stride, pad):
+    x, w, dims = conv_case(in_shape, kernel, seed=0)
     ref = lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=dims)
     got = layers.conv_general_dilated(x, w, stride, pad, dimension_numbers=dims)
     out_positions = int(np.prod(ref.shape[1:-1]))
@@ -50,24 +58,10 @@ def test_im2col_matches_xla_convolution(in_shape, kernel, stride, pad):
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("in_shape", "kernel", "stride", "pad"),
-    [
-        ((2, 4, 24), (5, 24, 40), (1,), ((2, 2),)),  # U-Net block at its innermost length
-        ((2, 8, 16), (3, 16, 16), (2,), ((1, 1),)),  # U-Net downsampling: JAX's own input gradient
-        ((2, 3, 4, 8), (3, 3, 8, 12), (1, 1), ((1, 1), (1, 1))),  # ResNet layer4 on a 3x4 map
-        ((2, 6, 8, 8), (3, 3, 8, 12), (2, 2), ((1, 1), (1, 1))),  # stride 2 to 3x4
-        ((1, 2, 2, 4), (1, 1, 4, 8), (1, 1), ((0, 0), (0, 0))),  # 1x1 projection
-        ((2, 5, 7, 8), (3, 3, 8, 12), (1, 1), ((0, 2), (2, 0))),  # lopsided padding
-        ((2, 2, 4, 8), (3, 3, 8, 12), (1, 1), ((3, 3), (1, 1))),  # padding wider than the kernel reaches
-    ],
-)
+@pytest.mark.parametrize(("in_shape", "kernel", "stride", "pad"), IM2COL_CASES)
 def test_im2col_gradients_match_xla_and_never_copy_the_kernel(in_shape, kernel, stride, pad):
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.normal(size=in_shape).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
-    dn = ("NWC", "WIO", "NWC") if len(in_shape) == 3 else ("NHWC", "HWIO", "NHWC")
-    dims = lax.conv_dimension_numbers(x.shape, w.shape, dn)
+    x, w, dims = conv_case(in_shape, kernel, seed=4)
+    rng = np.random.default_rng(5)
 
     def conv(fn):
         return lambda a, b: fn(a, b, stride, pad, dimension_numbers=dims)
