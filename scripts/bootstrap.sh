@@ -19,13 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     # for a while: wait for it rather than go on without offscreen rendering.
     installed=0
     for _ in $(seq 60); do
-      if $sudo apt-get -o DPkg::Lock::Timeout=10 update -qq \
-        && DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=10 install -y -qq "${missing[@]}" >/dev/null; then
+      if err=$({ $sudo apt-get -o DPkg::Lock::Timeout=10 update -qq \
+        && DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=10 install -y -qq "${missing[@]}" >/dev/null; } 2>&1); then
         installed=1
         break
       fi
-      echo "bootstrap: apt-get failed (lock held?); retrying in 5 s" >&2
-      sleep 5
+      case "$err" in
+        *lock*) echo "bootstrap: apt's lock is held by another process; retrying in 5 s" >&2 && sleep 5 ;;
+        *) echo "$err" >&2 && break ;;
+      esac
     done
     if [ "$installed" -ne 1 ]; then
       echo "bootstrap: could not install ${missing[*]}: offscreen MuJoCo rendering (cameras, the demo, their tests) will fail until they are installed" >&2

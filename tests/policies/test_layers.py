@@ -1,10 +1,10 @@
 """The CPU convolution fast paths compute the same sums as XLA's convolution, without weight relayouts.
 
-`layers.conv_general_dilated` replaces small-output convolutions by patches @ kernel (with a backward
-of its own that reads the kernel in place), and the
-Diffusion U-Net's upsampling replaces the transposed convolution by a matmul and an overlap-add. Both
-exist only for speed, so they must agree with the operation they stand in for, and the compiled U-Net
-must not copy any kernel into another layout (the relayout cost a third of each U-Net call).
+`layers.conv_general_dilated` replaces small-output convolutions by patches @ kernel, with a backward
+of its own, and the Diffusion U-Net's upsampling replaces the transposed convolution by a matmul and
+an overlap-add. Both exist only for speed, so they must agree with the operation they stand in for,
+forward and backward, and neither the compiled U-Net nor that backward may copy a kernel into another
+layout (the relayout cost a third of each U-Net call).
 """
 
 from __future__ import annotations
