@@ -231,10 +231,21 @@ _conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
 # transposed left operand to a slower kernel). ACT's training step at 96x128 (batch 8, 2 cameras, same
 # VM): 178.5 -> 160.0 ms, medians of 10 alternating rounds in one process, every round faster.
 # Strided convolutions keep JAX's input gradient (the same scatter written by hand measured no faster).
+def _patches_times_kernel(patches, rhs, precision=None, preferred_element_type=None):
+    # (B, *out, K*Cin) against the kernel's own row-major (K*Cin, Cout): one plain matmul that reads
+    # the kernel in place. Stacking to (..., K, Cin) instead made XLA transpose the weight-sized
+    # kernel on every call (6x slower for the U-Net's 2048-channel blocks).
+    return jnp.matmul(
+        patches,
+        rhs.reshape(-1, rhs.shape[-1]),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _im2col_conv(lhs, rhs, strides, padding, precision):
-    ks, cout = rhs.shape[:-2], rhs.shape[-1]
-    return jnp.matmul(im2col(lhs, ks, strides, padding), rhs.reshape(-1, cout), precision=precision)
+    return _patches_times_kernel(im2col(lhs, rhs.shape[:-2], strides, padding), rhs, precision)
 
 
 def _turned_padding(ks: Sequence[int], padding: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
@@ -247,9 +258,9 @@ def _im2col_conv_turns(strides: Sequence[int], ks: Sequence[int], padding: Seque
 
 
 def _im2col_conv_fwd(lhs, rhs, strides, padding, precision):
-    ks, cout = rhs.shape[:-2], rhs.shape[-1]
+    ks = rhs.shape[:-2]
     patches = im2col(lhs, ks, strides, padding)
-    y = jnp.matmul(patches, rhs.reshape(-1, cout), precision=precision)
+    y = _patches_times_kernel(patches, rhs, precision)
     return y, (None if _im2col_conv_turns(strides, ks, padding) else lhs, rhs, patches)
 
 
@@ -268,8 +279,7 @@ def _im2col_conv_bwd(strides, padding, precision, res, g):
             dlhs = term if dlhs is None else dlhs + term
     else:
         _, input_vjp = jax.vjp(
-            lambda x: jnp.matmul(im2col(x, ks, strides, padding), rhs.reshape(-1, cout), precision=precision),
-            lhs,
+            lambda x: _patches_times_kernel(im2col(x, ks, strides, padding), rhs, precision), lhs
         )
         (dlhs,) = input_vjp(g)
     return dlhs.astype(g.dtype), drhs.astype(rhs.dtype)
@@ -317,17 +327,11 @@ def conv_general_dilated(
         ks, cin, cout = rhs.shape[:nsp], rhs.shape[-2], rhs.shape[-1]
         out = conv_out_shape(lhs.shape[1:-1], ks, window_strides, padding)
         if math.prod(out) <= IM2COL_MAX_POSITIONS[nsp]:
-            # (B, *out, K*Cin) against the kernel's own row-major (K*Cin, Cout): one plain matmul that
-            # reads the kernel in place. Stacking to (..., K, Cin) instead made XLA transpose the
-            # weight-sized kernel on every call (6x slower for the U-Net's 2048-channel blocks).
             if preferred_element_type is None:
                 pads = tuple(tuple(int(p) for p in side) for side in padding)
                 return _im2col_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
-            return jnp.matmul(
-                im2col(lhs, ks, window_strides, padding),
-                rhs.reshape(math.prod(ks) * cin, cout),
-                precision=precision,
-                preferred_element_type=preferred_element_type,
+            return _patches_times_kernel(
+                im2col(lhs, ks, window_strides, padding), rhs, precision, preferred_element_type
             )
         if (
             winograd
