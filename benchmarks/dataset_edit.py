@@ -14,13 +14,14 @@ LeRobot's sampled frames of every episode.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import print_result, print_rounds
 
 from jrobot.data import DatasetWriter, edit, open_dataset
 from jrobot.features import SO101_JOINT_KEYS, Feature
@@ -75,6 +76,9 @@ def main() -> None:
     )
     p.add_argument("--workdir", default=None, help="where to build (default: a temp folder, removed after)")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: at least 1")
+    result: dict = {"load_avg_start": os.getloadavg(), "cores": os.cpu_count()}
     h, w = (int(v) for v in args.size.split("x"))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="jrobot-bench-"))
     try:
@@ -135,27 +139,31 @@ def main() -> None:
                     {"seconds": dt, "frames_per_s": frames / dt, "mb_per_s": megabytes / dt,
                      "vs_copy": megabytes / dt / copy_mbps}
                 )  # fmt: skip
-        copy_mbps = float(np.median(copies))
-        print(
-            f"{'baseline: copy the folder':<28} {mb / copy_mbps:7.2f} s  {'':>9}           {copy_mbps:7.1f} MB/s"
-            f"  (median of {args.rounds} rounds: {', '.join(f'{c:.0f}' for c in copies)})"
-        )
-        results: dict[str, dict[str, float]] = {}
+        copy = print_rounds("baseline: copy the folder, MB/s", copies, spec=".0f")
+        copy_mbps = copy["median"]
+        results: dict[str, dict] = {}
         for name, *_ in ops:
             rs = sorted(rounds[name], key=lambda x: x["vs_copy"])
             med = rs[len(rs) // 2]
-            spread = ", ".join(f"{x['vs_copy']:.2f}" for x in rounds[name])
             print(
                 f"{name:<28} {med['seconds']:7.2f} s  {med['frames_per_s']:9.0f} frames/s  {med['mb_per_s']:7.1f} MB/s"
-                f"  = {med['vs_copy']:.2f}x a plain copy (rounds: {spread}){extras.get(name, '')}"
+                f"{extras.get(name, '')}"
             )
-            results[name] = {**med, "rounds_vs_copy": [x["vs_copy"] for x in rounds[name]]}
+            ratio = print_rounds(
+                f"  RATIO {name} MB/s / a plain copy's (same round)",
+                [x["vs_copy"] for x in rounds[name]],
+                spec=".3f",
+            )
+            results[name] = {**med, "rounds_vs_copy": ratio["rounds"], "spread_vs_copy": ratio["spread"]}
         with open_dataset(src) as ds:
             t0 = time.perf_counter()
             count = sum(1 for e in ds.episodes for _ in ds.iter_camera(e.index, "observation.images.front"))
             dt = time.perf_counter() - t0
         print(f"{'(decode one camera, all)':<28} {dt:7.2f} s  {count / dt:9.0f} frames/s")
-        print(json.dumps({"copy_mb_per_s": copy_mbps, "decode_frames_per_s": count / dt, **results}))
+        result.update(
+            copy_mb_per_s=copy_mbps, copy_mb_per_s_rounds=copies, decode_frames_per_s=count / dt, **results
+        )
+        print_result(result)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -8,18 +8,22 @@ The loop is `jrobot.recording.teleoperate.teleop_loop` at 30 fps, paced in real 
 both cameras), asks the teleoperator and sends the action, as a real arm's teleoperation does. The
 view writes to an .rrd file (`--display_save`, the headless stand-in for a viewer; a spawned viewer
 or a remote one cost the loop the same: a queue put). Each round runs both variants in alternating
-order; figures are medians over rounds of the work per tick (p50, p99, ms, the sleep excluded),
-overruns, and the steps the view showed and dropped. Baseline: the same loop without the view,
-measured in the same run; the ratio is p99 with / p99 without.
+order; the table holds medians over rounds of the work per tick (p50, p99, ms, the sleep excluded),
+overruns, and the steps the view showed and dropped. Baseline: the same loop without the view, in the
+same round; the ratios (p99 and p50 with / without) are taken within each round, and the median
+round is reported with every round's value and the spread (`common.print_rounds`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from common import print_result, print_rounds
 
 from jrobot.display import RerunDisplay
 from jrobot.recording.teleoperate import teleop_loop
@@ -57,7 +61,10 @@ def main() -> None:
     parser.add_argument("--size", default="240x320", help="HxW of each of the two cameras")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: at least 1")
     size = tuple(int(v) for v in args.size.split("x"))
+    result: dict = {"load_avg_start": os.getloadavg(), "cores": os.cpu_count(), "size": list(size)}
     runs: dict[bool, list[dict]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -75,10 +82,24 @@ def main() -> None:
             f"| {label} | {m['p50']:.2f} | {m['p99']:.2f} | {m['overruns']:g} | {m['steps']:g} | "
             f"{m['shown']:g} | {m['dropped']:g} |"
         )
-    print(
-        f"ratio p99 with / without: {med[True]['p99'] / med[False]['p99']:.2f}x; "
-        f"p50: {med[True]['p50'] / med[False]['p50']:.2f}x"
+    ratios = {
+        q: print_rounds(
+            f"RATIO work/tick {q} with the view / without (same round)",
+            [w[q] / wo[q] for w, wo in zip(runs[True], runs[False], strict=True)],
+        )
+        for q in ("p99", "p50")
+    }
+    result.update(
+        seconds=args.seconds,
+        rounds=args.rounds,
+        without_view=runs[False],
+        with_view=runs[True],
+        ratio_p99=ratios["p99"]["median"],
+        ratio_p99_rounds=ratios["p99"]["rounds"],
+        ratio_p50=ratios["p50"]["median"],
+        ratio_p50_rounds=ratios["p50"]["rounds"],
     )
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ each ratio is taken within its round and the median printed with every round's v
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import random
 import shutil
 import tempfile
@@ -35,7 +35,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
-from common import print_rounds
+from common import print_result, print_rounds
 
 from jrobot.data import DatasetWriter, open_dataset
 from jrobot.features import SO101_JOINT_KEYS, Feature
@@ -176,6 +176,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error(f"--rounds {args.rounds}: at least 1")
+    result: dict = {"load_avg_start": os.getloadavg(), "cores": os.cpu_count()}
     lengths = [float(s) for s in args.seconds.split(",")]
     tmp = None
     if args.out is None:
@@ -298,7 +299,8 @@ def main() -> None:
             f"share_of_bound_{n}": of_bound_n["median"],
             **{k: med[k] for k in ("key_ms", "inter_ms", "rgb_ms", "gop")},
         }
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+        result.update({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})
+        print_result(result)
         ds.close()
     finally:
         if tmp is not None:

@@ -15,15 +15,16 @@ processes started and closed inside it (for N > 1; N = 1 runs the env in this pr
 batched `predict` per step for the envs that need a chunk. Batch sizes 1..N are compiled before the
 runs, so no run pays for XLA compilation. Variants per N > 1: `batched` (the default) and `exact`
 (`--exact`: one call per env, bit-for-bit N = 1's actions). Each round runs every (N, variant) once,
-in alternating order; the figure is the median episodes per minute over the rounds.
+in alternating order; the rate shown is the median episodes per minute over the rounds.
 
 Fixed cost: each round also times `evaluate` of N one-step episodes on N envs (starting the workers,
 their envs and renderers, closing them; for N = 1 the env in this process, after a first one that
 paid what a process pays once: the GL platform probe), and the steady rate is E / (run time - that
 fixed cost): what a long evaluation approaches.
 
-Baseline: N = 1 measured in the same run; the ratio is episodes/min(N) / episodes/min(1), end to end
-(and steady). The script also checks what vectorized evaluation promises: the per-episode outcomes (success, steps, success
+Baseline: N = 1 measured in the same round; the ratio is episodes/min(N) / episodes/min(1), end to end
+(and steady), taken within each round, and the median round is reported with every round's ratio and
+the spread (`common.print_rounds`). The script also checks what vectorized evaluation promises: the per-episode outcomes (success, steps, success
 step) of every run equal N = 1's, and reports the largest difference of an executed action from
 N = 1's (degrees; 0 for `exact`).
 """
@@ -46,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the compile times printed below are compiles, not loads from a cache an earlier run filled
 os.environ["JROBOT_COMPILE_CACHE"] = "0"
-from common import print_result
+from common import print_result, print_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("JROBOT_SHARED", REPO.parent / "shared"))
@@ -165,28 +166,38 @@ def main() -> None:
                 f"mean batch {report['latency']['batch_size_mean']})"
             )
     base = statistics.median(epm[(1, "batched")])
-    base_steady = statistics.median(steady[(1, "batched")])
     figures = {}
     print(f"median over {args.rounds} rounds (baseline N=1 in this run: {base:.1f} episodes/min):")
     for n, variant in runs:
         med = statistics.median(epm[(n, variant)])
         med_steady = statistics.median(steady[(n, variant)])
+        label = f"N={n} {variant}"
+        within_round = {}
+        for what, rates in (("episodes/min", epm), ("steady episodes/min", steady)):
+            values = [a / b for a, b in zip(rates[(n, variant)], rates[(1, "batched")], strict=True)]
+            if n == 1:  # the baseline itself
+                within_round[what] = {"median": 1.0, "rounds": values}
+            else:
+                within_round[what] = print_rounds(f"  RATIO {label} / N=1, {what} (same round)", values)
+        ratio, ratio_steady = within_round["episodes/min"], within_round["steady episodes/min"]
         key = f"n{n}" + ("" if variant == "batched" else f"_{variant}")
         figures[key] = {
             "episodes_per_min": round(med, 1),
             "rounds": [round(x, 1) for x in epm[(n, variant)]],
-            "ratio_vs_n1": round(med / base, 2),
+            "ratio_vs_n1": round(ratio["median"], 2),
+            "ratio_vs_n1_rounds": [round(x, 2) for x in ratio["rounds"]],
             "fixed_s": round(statistics.median(fixed[n]), 2),
             "steady_episodes_per_min": round(med_steady, 1),
-            "steady_ratio_vs_n1": round(med_steady / base_steady, 2),
+            "steady_ratio_vs_n1": round(ratio_steady["median"], 2),
             "mean_batch": batch_mean[(n, variant)],
             "same_outcomes_as_n1": agree.get((n, variant)),
             "max_action_diff_vs_n1": max_diff.get((n, variant)),
         }
         print(
-            f"  N={n} {variant:7s} {med:7.1f} episodes/min  ratio {med / base:.2f}x  "
-            f"(fixed {statistics.median(fixed[n]):.1f} s; steady {med_steady:.1f}/min, {med_steady / base_steady:.2f}x)  "
-            f"outcomes as N=1: {agree.get((n, variant))}  max |action - N=1's| {max_diff.get((n, variant), 0):.2g}"
+            f"  {label:16s} {med:7.1f} episodes/min  ratio {ratio['median']:.2f}x  "
+            f"(fixed {statistics.median(fixed[n]):.1f} s; steady {med_steady:.1f}/min, "
+            f"{ratio_steady['median']:.2f}x)  outcomes as N=1: {agree.get((n, variant))}  "
+            f"max |action - N=1's| {max_diff.get((n, variant), 0):.2g}"
         )
     result.update(
         bundle=str(bundle), env=args.env, episodes=args.episodes, max_steps=args.max_steps,

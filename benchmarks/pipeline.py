@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import print_result, run_lerobot_script
+from common import print_result, print_rounds, run_lerobot_script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -543,13 +543,12 @@ def main() -> None:
             f"{bd['array_record_data_source_one_record_us']:.0f} us); decoding its 2 JPEGs "
             f"{bd['decode_two_jpegs_us']:.0f} us"
         )
-        each = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
-        print(
-            f"RATIO jrobot pipeline / decode ceiling (median of {len(rounds)} rounds: "
-            f"{each}; ceiling = the faster decoder, "
-            f"{ceil['decoder']}): {ratio_ceiling:.2f} (target >= 0.70) "
-            f"[{'met' if ratio_ceiling >= 0.7 else 'NOT met'}]"
+        ratio_rounds = print_rounds(
+            f"RATIO jrobot pipeline / decode ceiling (the faster decoder, {ceil['decoder']}, same round)",
+            [r["ratio"] for r in rounds],
+            target=0.7,
         )
+        result["ratio_vs_decode_ceiling_spread"] = ratio_rounds["spread"]
 
         lr = None
         if args.lerobot_python:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 
 import gymnasium as gym
 import numpy as np
-from common import print_rounds
+from common import print_result, print_rounds
 
 from jrobot.sim import gl  # importing jrobot.sim registers the envs (for their time limits)
 from jrobot.sim.expert import PickPlaceExpert
@@ -161,6 +162,7 @@ def main() -> None:
         p.error(f"--rounds {args.rounds}: at least 1")
 
     figures: dict[str, object] = {
+        "load_avg_start": os.getloadavg(),
         "gl_backend": gl.gl_backend(),
         "machine": platform.processor() or platform.machine(),
     }
@@ -207,8 +209,9 @@ def main() -> None:
             target=1.0,
         )
     for k, v in figures.items():
-        if not k.endswith("_rounds"):
+        if not k.endswith("_rounds") and k != "load_avg_start":
             print(f"{k:45s} {v:.4g}" if isinstance(v, float) else f"{k:45s} {v}")
+    print_result(figures)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
