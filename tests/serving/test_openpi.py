@@ -4,7 +4,8 @@
   here from its source, bytes keys and all) are what `jrobot.serving.wire` reads and writes; a raw
   websocket client that behaves exactly like `WebsocketClientPolicy` (no version header, `Authorization:
   Api-Key`) gets the same actions as local inference; the real openpi-client 0.1.2 too when
-  JROBOT_OPENPI_PYTHON names an interpreter that has it (scripts/openpi_client_env.sh builds one).
+  JROBOT_OPENPI_PYTHON names an interpreter that has it (`make test` builds one in .venvs/openpi with
+  scripts/openpi_client_env.sh and sets it).
 - jrobot -> openpi servers: `OpenpiPolicy` / `OpenpiObservations` and `python -m jrobot.run --policy
   openpi://...` against a stand-in openpi server written here (openpi's frame order: metadata `{}` first,
   then one reply per request; a text frame and a close on error).
@@ -252,8 +253,8 @@ def test_real_openpi_client(served, local_policy, tmp_path):
     python = os.environ.get("JROBOT_OPENPI_PYTHON")
     if not python:
         pytest.skip(
-            "JROBOT_OPENPI_PYTHON is not set: build an openpi-client venv with scripts/openpi_client_env.sh "
-            "and export the line it prints"
+            "JROBOT_OPENPI_PYTHON is not set: `make test` builds an openpi-client venv with "
+            "scripts/openpi_client_env.sh and sets it (or export the line that script prints)"
         )
     obs = _openpi_obs(3)
     np.savez(tmp_path / "obs.npz", **obs)
