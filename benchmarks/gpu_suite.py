@@ -27,10 +27,15 @@ Targets (issue 16): SmolVLA training >= 40% MFU, data wait <= 5% of step time, A
 the device's peak (MFU) and LeRobot's published ACT figure; with `JROBOT_LEROBOT_PYTHON` naming a
 LeRobot interpreter on the same machine, `benchmarks/act_train_step.py` gives LeRobot's step there.
 
-The machine needs this repo, its Python with jax[cuda], flax, optax, orbax, grain, array-record,
-mujoco, av, pyarrow, ml-collections, tokenizers and safetensors (jrobot's own dependencies), and no
-network. The issue gives it 8 minutes on one GPU; its GPU time is not measured yet (no GPU was lent). One JSON line with every figure
-comes last.
+The machine needs this repo and a Python with jrobot's dependencies, and no network. On the lent GPU
+machine (its image has JAX with CUDA, flax, optax, orbax-checkpoint, pyarrow, OpenCV, tokenizers and
+safetensors), `benchmarks/gpu_device.sh` runs it with the rest carried as wheels that
+`scripts/gpu_carry.sh` downloads here (58 MiB with the repository, of the 64 a call may carry):
+gymnasium, ml_collections, mujoco's Python part, PyOpenGL, portpicker and Farama-Notifications
+(pure Python), and grain, array_record, av, mujoco-core and simplejpeg (compiled: no pure-Python
+package records AV1, reads ArrayRecord or simulates the arm), with the EGL loader packages. The
+issue gives it 8 minutes on one GPU; its GPU time is not measured yet (no GPU was lent). One JSON
+line with every figure comes last.
 """
 
 from __future__ import annotations
