@@ -53,9 +53,10 @@ if [ "$dest" = .whl ]; then
 fi
 
 total=$(du -cb "$dest" .gl 2>/dev/null | tail -1 | cut -f1)
-repo=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+# what the device tool sends besides: the files git tracks and the untracked ones it does not ignore
+repo=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
 echo "gpu_carry: ${#specs[@]} wheels in $dest/ and $(ls .gl 2>/dev/null | wc -l) packages in .gl/:" \
-  "$((total / 1048576)) MiB, with the repository's $((repo / 1048576)) MiB of tracked files" \
+  "$((total / 1048576)) MiB, with the repository's $((repo / 1048576)) MiB of files" \
   "$(((total + repo) / 1048576)) MiB of the 64 MiB a call may carry"
 if [ $((total + repo)) -ge $((64 * 1048576)) ]; then
   echo "gpu_carry: over 64 MiB: the device call would be refused" >&2
