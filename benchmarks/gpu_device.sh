@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU figures (issues 16 and 18) on a lent GPU machine, in one or two device calls of < 10 min each.
+# The GPU figures (issues 16 and 18) on a lent GPU machine, in device calls of at most 10 min each.
 #
 # Here, once: scripts/gpu_carry.sh (fills .whl/ and .gl/, 58 MiB with the repository). Then each
 # device call carries them and runs, from the repository root:
-#   bash benchmarks/gpu_device.sh suite    # gpu_suite.py: train steps/s, MFU, data wait, inference (~8 min)
-#   bash benchmarks/gpu_device.sh eval     # eval_vector.py: jrobot.eval --num_envs 1/2/4 on the GPU (~3 min)
-#   bash benchmarks/gpu_device.sh check    # only the setup and the versions (a rehearsal: ~30 s)
+#   bash benchmarks/gpu_device.sh suite    # gpu_suite.py: train steps/s, MFU, data wait, inference (the issue's 8-minute budget)
+#   bash benchmarks/gpu_device.sh eval     # eval_vector.py: jrobot.eval --num_envs 1/2/4 on the GPU
+#   bash benchmarks/gpu_device.sh check    # only the setup and the versions (a first call's smoke test)
 # Extra arguments go to the benchmark. Logs and JSON go to $OUT (the device tool's return folder),
 # the work folders (datasets, shards, bundles: GBs) to /tmp, which a warm machine keeps between calls.
 #

@@ -23,27 +23,15 @@ py_version=${PY_VERSION:-3.12}
 pure=(gymnasium Farama-Notifications ml_collections portpicker mujoco PyOpenGL)
 binary=(grain array_record av mujoco-core simplejpeg)
 
-pin() {  # NAME==VERSION from constraints.txt (names compared as pip normalizes them)
-  local want line
-  want=$(echo "$1" | tr 'A-Z_.' 'a-z--')
-  while IFS= read -r line; do
-    [[ "$line" == *==* ]] || continue
-    if [ "$(echo "${line%%==*}" | tr 'A-Z_.' 'a-z--')" = "$want" ]; then
-      echo "$line"
-      return
-    fi
-  done <constraints.txt
-  echo "gpu_carry: $1 is not pinned in constraints.txt" >&2
-  exit 1
-}
-
-specs=()
-for name in "${pure[@]}" "${binary[@]}"; do specs+=("$(pin "$name")"); done
+# every name is pinned in constraints.txt, which pip applies as bootstrap.sh does
+for name in "${pure[@]}" "${binary[@]}"; do
+  grep -qiE "^${name//[-_.]/[-_.]}==" constraints.txt || { echo "gpu_carry: $name is not pinned in constraints.txt" >&2; exit 1; }
+done
 rm -rf "$dest" && mkdir -p "$dest"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py_version" \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  --platform manylinux1_x86_64 -d "$dest" "${specs[@]}"
+  --platform manylinux1_x86_64 -c constraints.txt -d "$dest" "${pure[@]}" "${binary[@]}"
 
 if [ "$dest" = .whl ]; then
   rm -rf .gl && mkdir -p .gl /tmp/gpu_carry_apt/partial
@@ -55,7 +43,7 @@ fi
 total=$(du -cb "$dest" .gl 2>/dev/null | tail -1 | cut -f1)
 # what the device tool sends besides: the files git tracks and the untracked ones it does not ignore
 repo=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
-echo "gpu_carry: ${#specs[@]} wheels in $dest/ and $(ls .gl 2>/dev/null | wc -l) packages in .gl/:" \
+echo "gpu_carry: $(ls "$dest" | wc -l) wheels in $dest/ and $(ls .gl 2>/dev/null | wc -l) packages in .gl/:" \
   "$((total / 1048576)) MiB, with the repository's $((repo / 1048576)) MiB of files" \
   "$(((total + repo) / 1048576)) MiB of the 64 MiB a call may carry"
 if [ $((total + repo)) -ge $((64 * 1048576)) ]; then
